@@ -1,0 +1,337 @@
+//! A translation table tree for one regime, edited while CPUs may be
+//! walking it.
+
+mod collapse;
+mod dump;
+mod map;
+mod protect;
+mod query;
+mod split;
+mod unmap;
+pub(crate) mod walk;
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use crate::addr::{Address, Pa};
+use crate::effects::{Barrier, Effects, PageEvent};
+use crate::error::Error;
+use crate::geometry::Geometry;
+use crate::invalidate::invalidate;
+use crate::memory::TableAllocator;
+use crate::regime::Regime;
+use crate::report::{Change, ChangeReport};
+
+pub use dump::Dump;
+pub use map::MapOptions;
+pub use query::{Mapping, Mappings, Translation};
+
+use walk::{walk, Op, TableRef, Visitor};
+
+/// A translation table tree: a root (possibly several concatenated pages)
+/// and the tables below it, in memory from a [`TableAllocator`].
+///
+/// Operations ([`map`](Self::map), [`unmap`](Self::unmap),
+/// [`protect`](Self::protect), [`split_block`](Self::split_block),
+/// [`collapse`](Self::collapse)) may run while the table is live (after
+/// [`activate`](Self::activate)): changes the architecture says need
+/// break-before-make are done that way, inside the operation. Every other
+/// change that may leave a stale TLB entry is returned in the operation's
+/// [`ChangeReport`] and kept as *outstanding* until [`flush`](Self::flush)
+/// (or the invalidation planner) invalidates it; table pages detached by
+/// an operation are released only then.
+///
+/// # Example
+///
+/// ```
+/// use vmsa::{Arena, Geometry, Granule, Ipa, MapOptions, Pa, Recorder, Stage2, Stage2Attrs, Table, Vmid};
+///
+/// let mut fx = Recorder::new();
+/// let geometry = Geometry::stage2(Granule::K4, 40)?;
+/// let arena = Arena::new(Pa(0x8000_0000), 64);
+/// let mut s2 = Table::new(Stage2::new(Vmid(1)), geometry, arena, &mut fx)?;
+/// s2.activate(&mut fx);
+///
+/// // 2 MiB of guest RAM at IPA 0x4000_0000: one level 2 block.
+/// let ram = Ipa(0x4000_0000)..Ipa(0x4020_0000);
+/// s2.map(ram, Pa(0x1_0000_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx)?;
+/// assert_eq!(s2.translate(Ipa(0x4000_1234)).unwrap().output, Pa(0x1_0000_1234));
+///
+/// // Unmapping one page splits the live block with break-before-make ...
+/// let report = s2.unmap(Ipa(0x4000_1000)..Ipa(0x4000_2000), &mut fx)?;
+/// assert!(report.changes.iter().any(|c| c.flags.contains(vmsa::ChangeFlags::BBM_DONE)));
+/// // ... and the flush removes what the TLBs may still hold.
+/// s2.flush(&mut fx);
+/// assert!(s2.translate(Ipa(0x4000_1000)).is_none());
+/// # Ok::<(), vmsa::Error>(())
+/// ```
+pub struct Table<R: Regime, A: TableAllocator> {
+    regime: R,
+    geometry: Geometry,
+    /// Input address of table offset 0.
+    base: u64,
+    root: Pa,
+    alloc: A,
+    /// Walkers may hold entries from this table (it has been activated).
+    live: bool,
+    /// Descriptors were written since the last flush.
+    written: bool,
+    /// Pages detached from the tree, released at the next flush.
+    pending: Vec<Pa>,
+    /// Changes that may have left stale entries, invalidated at the next
+    /// flush.
+    outstanding: Vec<Change>,
+}
+
+impl<R: Regime, A: TableAllocator> Table<R, A> {
+    /// Creates an empty, inactive table.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] if the root cannot be allocated; the regime's
+    /// own checks ([`Error::UnsupportedGeometry`],
+    /// [`Error::TagOutOfRange`]).
+    pub fn new(regime: R, geometry: Geometry, mut alloc: A, fx: &mut impl Effects) -> Result<Self, Error> {
+        regime.check(&geometry)?;
+        let g = geometry.granule();
+        let pages = geometry.root_pages();
+        let root = alloc.allocate_zeroed(g, pages)?;
+        fx.page_event(PageEvent::Init { pa: root, bytes: g.size() * pages as u64 });
+        Ok(Table {
+            regime,
+            base: regime.input_base(&geometry),
+            geometry,
+            root,
+            alloc,
+            live: false,
+            written: false,
+            pending: Vec::new(),
+            outstanding: Vec::new(),
+        })
+    }
+
+    /// The regime.
+    pub fn regime(&self) -> &R {
+        &self.regime
+    }
+
+    /// The geometry.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Physical address of the root table.
+    pub fn root(&self) -> Pa {
+        self.root
+    }
+
+    /// The table allocator.
+    pub fn allocator(&self) -> &A {
+        &self.alloc
+    }
+
+    /// Mutable access to the table allocator (e.g. for failure injection).
+    pub fn allocator_mut(&mut self) -> &mut A {
+        &mut self.alloc
+    }
+
+    /// Whether walkers may hold entries from this table.
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The translation-control and base register values that make this
+    /// table current.
+    pub fn registers(&self) -> [(crate::effects::SysReg, u64); 2] {
+        self.regime.registers(&self.geometry, self.root)
+    }
+
+    /// Writes the registers that make this table current (followed by an
+    /// ISB) and marks it live: from now on changes respect
+    /// break-before-make and stale entries are tracked.
+    pub fn activate(&mut self, fx: &mut impl Effects) {
+        for (reg, value) in self.registers() {
+            fx.write_sysreg(reg, value);
+        }
+        fx.barrier(Barrier::Isb);
+        self.live = true;
+    }
+
+    /// Declares that no TLB holds entries from this table any more (after
+    /// a full invalidation of its VMID/ASID, or a VMID/ASID rollover) and no
+    /// walker will reach it until it is activated again.
+    ///
+    /// # Safety
+    /// Not memory-unsafe in Rust terms, but the caller vouches for the
+    /// hardware state: if it is wrong, later changes skip invalidations the
+    /// CPUs need. Outstanding changes are dropped and pending pages
+    /// released.
+    pub fn assume_uncached(&mut self, fx: &mut impl Effects) {
+        self.live = false;
+        self.outstanding.clear();
+        self.written = false;
+        for p in core::mem::take(&mut self.pending) {
+            self.release(p, fx);
+        }
+    }
+
+    /// Changes made since the last flush that may have left stale TLB
+    /// entries.
+    pub fn outstanding(&self) -> &[Change] {
+        &self.outstanding
+    }
+
+    /// Table pages detached from the tree and waiting for the flush that
+    /// makes them safe to reuse.
+    pub fn pending_release(&self) -> &[Pa] {
+        &self.pending
+    }
+
+    /// Invalidates everything outstanding (see
+    /// [`invalidate`](crate::invalidate::invalidate)), or just makes new
+    /// descriptors visible with `DSB ISHST` when nothing can be stale, then
+    /// releases the pending table pages. On an inactive table only the
+    /// release happens.
+    pub fn flush(&mut self, fx: &mut impl Effects) {
+        if self.live {
+            if !self.outstanding.is_empty() {
+                invalidate(&self.regime, &self.geometry, self.outstanding.iter(), fx);
+            } else if self.written {
+                fx.barrier(Barrier::DsbIshst);
+                if self.regime.needs_isb() {
+                    fx.barrier(Barrier::Isb);
+                }
+            }
+        }
+        self.outstanding.clear();
+        self.written = false;
+        for p in core::mem::take(&mut self.pending) {
+            self.release(p, fx);
+        }
+    }
+
+    /// Returns one detached table page to the allocator.
+    fn release(&mut self, pa: Pa, fx: &mut impl Effects) {
+        let g = self.geometry.granule();
+        fx.page_event(PageEvent::Release { pa, bytes: g.size() });
+        // SAFETY: `pa` is a single table page this table allocated, it has
+        // been detached from the tree, and any invalidation walkers needed
+        // has completed (callers guarantee: flush, the end of a
+        // break-before-make, or a table no walker reaches).
+        unsafe { self.alloc.deallocate(pa, g, 1) };
+    }
+
+    /// Every table page reachable from the root, root first.
+    pub fn table_pages(&self) -> Vec<Pa> {
+        let g = self.geometry;
+        let mut out = alloc::vec![self.root];
+        let mut levels = alloc::vec![g.start_level()];
+        let mut i = 0;
+        while i < out.len() {
+            let (pa, level) = (out[i], levels[i]);
+            i += 1;
+            if level == crate::geometry::LAST_LEVEL {
+                continue;
+            }
+            for d in self.read_table(pa, level) {
+                if crate::Descriptor(d).kind(level) == crate::descriptor::Kind::Table {
+                    out.push(Pa(crate::Descriptor(d).address(g.granule())));
+                    levels.push(level + 1);
+                }
+            }
+        }
+        // The root of a concatenated table counts once per page.
+        for p in 1..g.root_pages() {
+            out.insert(p, Pa(self.root.0 + p as u64 * g.granule().size()));
+        }
+        out
+    }
+
+    /// The descriptors of the table at `pa` (a table at `level`).
+    fn read_table(&self, pa: Pa, level: u8) -> impl Iterator<Item = u64> + '_ {
+        let ptr = self.alloc.to_ptr(pa);
+        (0..self.geometry.entries_at(level)).map(move |i| {
+            // SAFETY: `pa` is a table page of this tree and `i` is within it.
+            unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr.as_ptr().add(i)) }
+                .load(core::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
+    /// Checks and converts an input range to table offsets. An
+    /// upper-range table may end at the top of the 64-bit space (`end` 0).
+    fn offsets(&self, range: &Range<R::Input>) -> Result<Range<u64>, Error> {
+        let (start, end) = (range.start.get(), range.end.get());
+        let page = self.geometry.granule().size();
+        for v in [start, end] {
+            if v % page != 0 {
+                return Err(Error::Misaligned { value: v });
+            }
+        }
+        let size = self.geometry.input_size();
+        let (off_start, off_end) = (start.wrapping_sub(self.base), end.wrapping_sub(self.base));
+        if start < self.base || off_start >= size {
+            return Err(Error::InputOutOfRange { addr: start });
+        }
+        if off_end <= off_start {
+            return Err(Error::EmptyRange);
+        }
+        if off_end > size {
+            return Err(Error::InputOutOfRange { addr: end.wrapping_sub(1) });
+        }
+        Ok(off_start..off_end)
+    }
+
+    /// Runs `visitor` over `range` (offsets): plan, allocate, commit.
+    fn run<V: Visitor<R>, E: Effects>(
+        &mut self,
+        range: Range<u64>,
+        visitor: &mut V,
+        fx: &mut E,
+    ) -> Result<ChangeReport, Error> {
+        let root = TableRef::Real { pa: self.root, attached: true, covered: false };
+        let level = self.geometry.start_level();
+
+        let need = {
+            let mut plan = Op::new(self, fx, true, Vec::new());
+            walk(&mut plan, visitor, &root, level, range.clone())?;
+            plan.need
+        };
+
+        let g = self.geometry.granule();
+        let mut reserve = Vec::new();
+        reserve.try_reserve_exact(need).map_err(|_| Error::OutOfMemory)?;
+        for _ in 0..need {
+            match self.alloc.allocate_zeroed(g, 1) {
+                Ok(pa) => reserve.push(pa),
+                Err(e) => {
+                    for pa in reserve {
+                        // SAFETY: allocated just above and never used.
+                        unsafe { self.alloc.deallocate(pa, g, 1) };
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        let mut op = Op::new(self, fx, false, reserve);
+        let result = walk(&mut op, visitor, &root, level, range);
+        debug_assert!(result.is_ok(), "commit failed after a successful plan: {result:?}");
+        let report = op.finish();
+        result.map(|()| report)
+    }
+}
+
+impl<R: Regime, A: TableAllocator> Drop for Table<R, A> {
+    /// Returns every table page to the allocator. Drop a table only when no
+    /// walker can reach it and no TLB holds its entries (or after
+    /// [`Table::assume_uncached`]); otherwise keep it until then.
+    fn drop(&mut self) {
+        let g = self.geometry.granule();
+        let pages = self.table_pages();
+        for pa in pages.iter().skip(self.geometry.root_pages()).chain(self.pending.iter()) {
+            // SAFETY: single table pages owned by this table, not used again.
+            unsafe { self.alloc.deallocate(*pa, g, 1) };
+        }
+        // SAFETY: the root allocation, made in `new`.
+        unsafe { self.alloc.deallocate(self.root, g, self.geometry.root_pages()) };
+    }
+}
