@@ -17,27 +17,24 @@ use crate::tlbi::{TlbiOp, Ttl};
 /// 4 KiB pages.
 pub const MAX_BY_ADDR_OPS: u64 = 512;
 
-/// The address step and TLBI form for one change: leaf changes need
-/// last-level operations at the leaf's own granularity; a removed table
-/// needs all-level operations at the granularity of the deepest leaves it
-/// held (or one per table, for the walk-cache entry alone).
+/// The address step and TLBI form for one change: one operation per
+/// changed descriptor; last-level forms unless a table on the walk was
+/// removed (then walk-cache entries must go too).
 fn step_of(geometry: &Geometry, change: &Change) -> (u64, bool) {
-    if change.flags.contains(ChangeFlags::TABLE_REMOVED) {
-        let level = change.cached_leaf_levels.deepest().map_or(change.level, |l| l.max(change.level));
-        (geometry.entry_size(level), false)
-    } else {
-        (geometry.entry_size(change.level), true)
-    }
+    let leaf_only = !change.flags.contains(ChangeFlags::TABLE_REMOVED);
+    (geometry.entry_size(change.level), leaf_only)
+}
+
+/// Number of descriptors a change covers (ranges may end at 0: the top of
+/// the 64-bit space).
+fn count(geometry: &Geometry, change: &Change) -> u64 {
+    let (step, _) = step_of(geometry, change);
+    change.range.end.wrapping_sub(change.range.start).div_ceil(step)
 }
 
 /// Number of per-address TLBIs [`invalidate`] would issue for `changes`.
 pub fn by_addr_ops<'c>(geometry: &Geometry, changes: impl Iterator<Item = &'c Change>) -> u64 {
-    changes
-        .map(|c| {
-            let (step, _) = step_of(geometry, c);
-            (c.range.end - c.range.start).div_ceil(step)
-        })
-        .sum()
+    changes.map(|c| count(geometry, c)).sum()
 }
 
 /// Emits `DSB ISH`, the TLBIs removing everything `changes` may have left
@@ -57,11 +54,10 @@ pub fn invalidate<'c, R: Regime, E: Effects>(
     } else {
         for c in changes {
             let (step, leaf_only) = step_of(geometry, c);
-            let mut addr = c.range.start;
-            while addr < c.range.end {
+            for i in 0..count(geometry, c) {
+                let addr = c.range.start.wrapping_add(i * step);
                 let (op, operand) = regime.tlbi_by_addr(addr, leaf_only, Ttl::NONE);
                 fx.tlbi(op, operand);
-                addr += step;
             }
         }
         if regime.needs_vmalle1is_after_by_addr() {

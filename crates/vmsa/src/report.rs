@@ -13,8 +13,11 @@ bitflags::bitflags! {
         const WAS_VALID = 1 << 0;
         /// The new descriptor is valid.
         const IS_VALID = 1 << 1;
-        /// A table descriptor was removed or replaced: walk-cache entries
-        /// may point into the table, and leaves below it may be cached.
+        /// A table descriptor on the walk for this range was removed or
+        /// replaced: walk-cache entries for it may remain, so the
+        /// invalidation must cover all levels, not only the leaves. Leaves
+        /// removed with a table are reported at their own level with this
+        /// flag; a table removed empty is reported at its own level.
         const TABLE_REMOVED = 1 << 2;
         /// The output address changed (or the mapping was removed).
         const OUTPUT_CHANGED = 1 << 3;
@@ -71,7 +74,9 @@ impl LevelSet {
 /// way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
-    /// Input addresses covered by the changed descriptors.
+    /// Input addresses covered by the changed descriptors (for a table of
+    /// the upper VA range that ends at the top of the 64-bit space, `end`
+    /// is 0).
     pub range: Range<u64>,
     /// Level of the changed descriptors.
     pub level: u8,

@@ -79,6 +79,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// [`Error::InputOutOfRange`]. Collapsing never allocates.
     pub fn collapse(&mut self, range: Range<R::Input>, fx: &mut impl Effects) -> Result<ChangeReport, Error> {
         let off = self.offsets(&range)?;
-        self.run(off, &mut CollapseVisitor, fx)
+        self.run(off, &mut CollapseVisitor, fx, false)
     }
 }

@@ -66,7 +66,11 @@ impl<R: Regime> Visitor<R> for MapVisitor {
                 Ok(Step::Next)
             }
             Kind::Invalid => Ok(Step::Descend(op.new_table(e)?)),
-            _ if !self.opts.replace => Err(Error::AlreadyMapped { addr: self.base + e.piece.start }),
+            Kind::Leaf | Kind::Table if !self.opts.replace && (leaf_fits || e.kind() == Kind::Leaf) => {
+                // A table fully covered by the range is not empty (empty
+                // tables are always removed), so it overlaps too.
+                Err(Error::AlreadyMapped { addr: self.base.wrapping_add(e.piece.start) })
+            }
             Kind::Leaf if leaf_fits => {
                 op.set_leaf(e, new);
                 Ok(Step::Next)
@@ -115,6 +119,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             return Err(Error::OutputOutOfRange { addr: oa.max(out_size) });
         }
         let mut v = MapVisitor { start: off.start, oa, attr_bits, opts, base: self.base };
-        self.run(off, &mut v, fx)
+        self.run(off, &mut v, fx, true)
     }
 }

@@ -281,11 +281,18 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     }
 
     /// Runs `visitor` over `range` (offsets): plan, allocate, commit.
+    ///
+    /// With `clean_first`, outstanding changes overlapping `range` are
+    /// invalidated (by a flush) before the commit writes: an entry made
+    /// invalid without invalidation is "unclean", and writing a new valid
+    /// entry over it would let the stale and the new translation coexist,
+    /// which break-before-make forbids.
     fn run<V: Visitor<R>, E: Effects>(
         &mut self,
         range: Range<u64>,
         visitor: &mut V,
         fx: &mut E,
+        clean_first: bool,
     ) -> Result<ChangeReport, Error> {
         let root = TableRef::Real { pa: self.root, attached: true, covered: false };
         let level = self.geometry.start_level();
@@ -312,6 +319,17 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             }
         }
 
+        if clean_first && self.live {
+            let base = self.base;
+            let overlaps = |c: &Change| {
+                let (s, e) = (c.range.start.wrapping_sub(base), c.range.end.wrapping_sub(base));
+                let e = if e == 0 { self.geometry.input_size() } else { e };
+                s < range.end && range.start < e
+            };
+            if self.outstanding.iter().any(overlaps) {
+                self.flush(fx);
+            }
+        }
         let mut op = Op::new(self, fx, false, reserve);
         let result = walk(&mut op, visitor, &root, level, range);
         debug_assert!(result.is_ok(), "commit failed after a successful plan: {result:?}");

@@ -57,6 +57,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     ) -> Result<ChangeReport, Error> {
         let off = self.offsets(&range)?;
         let attr_bits = self.regime.encode_attrs(&attrs)?;
-        self.run(off, &mut ProtectVisitor { attr_bits }, fx)
+        self.run(off, &mut ProtectVisitor { attr_bits }, fx, false)
     }
 }

@@ -48,6 +48,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         let a = addr.get() & !(page - 1);
         let range = R::Input::new(a)..R::Input::new(a.wrapping_add(page));
         let off = self.offsets(&range)?;
-        self.run(off, &mut SplitVisitor { addr: addr.get() }, fx)
+        self.run(off, &mut SplitVisitor { addr: addr.get() }, fx, false)
     }
 }

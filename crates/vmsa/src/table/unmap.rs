@@ -30,7 +30,7 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
             Kind::Table if e.full() => {
                 // The whole table goes: one invalid table descriptor, no
                 // need to clear the leaves below it.
-                op.remove_table(e, true);
+                op.remove_table(e, false);
                 Ok(Step::Next)
             }
             Kind::Table => {
@@ -50,7 +50,7 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
         // reachable (the subtree scans rely on that).
         if let (false, TableRef::Real { pa, .. }) = (op.plan, child) {
             if e.kind() == Kind::Table && op.table_is_empty(*pa, e.level + 1) {
-                op.remove_table(e, false);
+                op.remove_table(e, true);
             }
         }
         Ok(())
@@ -69,6 +69,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// changed.
     pub fn unmap(&mut self, range: Range<R::Input>, fx: &mut impl Effects) -> Result<ChangeReport, Error> {
         let off = self.offsets(&range)?;
-        self.run(off, &mut UnmapVisitor, fx)
+        self.run(off, &mut UnmapVisitor, fx, false)
     }
 }

@@ -152,10 +152,11 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         self.t.geometry
     }
 
-    /// Input address of table offset `off`.
+    /// Input addresses of table offsets `r` (an upper-range table ending at
+    /// the top of the address space has `end` 0).
     #[inline(always)]
     fn abs(&self, r: &Range<u64>) -> Range<u64> {
-        self.t.base + r.start..self.t.base + r.end
+        self.t.base.wrapping_add(r.start)..self.t.base.wrapping_add(r.end)
     }
 
     /// The descriptor at `slot`, as the operation will leave it.
@@ -324,35 +325,41 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     }
 
     /// The table pages of the subtree rooted at `table` (a table at
-    /// `level`), and the levels of the leaves it holds. Tables are never
-    /// left empty, so a last-level table holds leaves.
-    fn subtree(&self, table: Pa, level: u8) -> (Vec<Pa>, LevelSet) {
+    /// `level` mapping offsets from `base`), and its leaves as merged runs
+    /// of changes that remove them together with the tables above them.
+    fn subtree(&self, table: Pa, level: u8, base: u64) -> (Vec<Pa>, ChangeReport) {
         let g = self.geometry();
-        let mut pages = alloc::vec![table];
-        let mut leaves = LevelSet::EMPTY;
-        let mut i = 0;
-        let mut levels = alloc::vec![level];
-        while i < pages.len() {
-            let (pa, lvl) = (pages[i], levels[i]);
-            i += 1;
-            if lvl == LAST_LEVEL {
-                leaves = leaves.with(LevelSet::only(LAST_LEVEL));
-                continue;
-            }
-            let ptr = self.t.alloc.to_ptr(pa);
-            for idx in 0..g.entries_at(lvl) {
-                let d = self.load(ptr, idx, Pa(pa.0 + 8 * idx as u64));
-                match Descriptor(d).kind(lvl) {
-                    Kind::Table => {
-                        pages.push(Pa(Descriptor(d).address(g.granule())));
-                        levels.push(lvl + 1);
-                    }
-                    Kind::Leaf => leaves = leaves.with(LevelSet::only(lvl)),
-                    Kind::Invalid => {}
+        let mut pages = Vec::new();
+        let mut leaves = ChangeReport::default();
+        self.subtree_at(&g, table, level, base, &mut pages, &mut leaves);
+        (pages, leaves)
+    }
+
+    fn subtree_at(&self, g: &Geometry, table: Pa, level: u8, base: u64, pages: &mut Vec<Pa>, leaves: &mut ChangeReport) {
+        pages.push(table);
+        let ptr = self.t.alloc.to_ptr(table);
+        let size = g.entry_size(level);
+        let flags = ChangeFlags::WAS_VALID
+            | ChangeFlags::TABLE_REMOVED
+            | ChangeFlags::OUTPUT_CHANGED
+            | ChangeFlags::RESTRICTED;
+        for idx in 0..g.entries_at(level) {
+            let d = self.load(ptr, idx, Pa(table.0 + 8 * idx as u64));
+            let off = base + idx as u64 * size;
+            match Descriptor(d).kind(level) {
+                Kind::Table => {
+                    let next = Pa(Descriptor(d).address(g.granule()));
+                    self.subtree_at(g, next, level + 1, off, pages, leaves);
                 }
+                Kind::Leaf => leaves.push(Change {
+                    range: self.abs(&(off..off + size)),
+                    level,
+                    flags,
+                    cached_leaf_levels: LevelSet::only(level),
+                }),
+                Kind::Invalid => {}
             }
         }
-        (pages, leaves)
     }
 
     /// Drops deferred stores into pages that are being detached.
@@ -371,23 +378,19 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
 
     /// Removes the table below `e`: writes `e` invalid and releases the
     /// subtree's pages once an invalidation covering it has completed (at
-    /// the next flush), or at once if no walker can have reached it.
-    /// `holds_leaves` says whether the subtree still maps anything (a table
-    /// emptied by this operation does not).
-    pub fn remove_table(&mut self, e: &Entry, holds_leaves: bool) {
+    /// the next flush), or at once if no walker can have reached it. The
+    /// report lists the leaves that went with it; a table this operation
+    /// emptied (`emptied`) is reported as the table descriptor alone.
+    pub fn remove_table(&mut self, e: &Entry, emptied: bool) {
         if self.plan {
             return;
         }
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
-        let (pages, leaves) = self.subtree(Pa(Descriptor(e.desc).address(g.granule())), e.level + 1);
+        let child = Pa(Descriptor(e.desc).address(g.granule()));
+        let (pages, leaves) = self.subtree(child, e.level + 1, e.region.start);
         self.forget_makes_in(&pages);
         self.store(slot, 0);
-        let mut flags = ChangeFlags::WAS_VALID | ChangeFlags::TABLE_REMOVED;
-        if holds_leaves {
-            flags |= ChangeFlags::OUTPUT_CHANGED | ChangeFlags::RESTRICTED;
-        }
-        let cached = if holds_leaves { leaves } else { LevelSet::EMPTY };
         self.report.tables_detached += pages.len();
         if self.t.live && e.attached {
             self.t.pending.extend_from_slice(&pages);
@@ -396,8 +399,15 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 self.t.release(p, self.fx);
             }
         }
-        let range = self.abs(&e.region);
-        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: cached });
+        if emptied || leaves.is_empty() {
+            let range = self.abs(&e.region);
+            let flags = ChangeFlags::WAS_VALID | ChangeFlags::TABLE_REMOVED;
+            self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: LevelSet::EMPTY });
+        } else {
+            for c in leaves.changes {
+                self.report.push(c);
+            }
+        }
     }
 
     /// Replaces the table below `e` by the leaf `new` with
@@ -408,8 +418,10 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         }
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
-        let (pages, leaves) = self.subtree(Pa(Descriptor(e.desc).address(g.granule())), e.level + 1);
+        let child = Pa(Descriptor(e.desc).address(g.granule()));
+        let (pages, leaves) = self.subtree(child, e.level + 1, e.region.start);
         self.forget_makes_in(&pages);
+        let levels = leaves.changes.iter().fold(LevelSet::EMPTY, |l, c| l.with(c.cached_leaf_levels));
         let mut flags = ChangeFlags::WAS_VALID
             | ChangeFlags::IS_VALID
             | ChangeFlags::TABLE_REMOVED
@@ -418,8 +430,11 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let range = self.abs(&e.region);
         self.report.tables_detached += pages.len();
         if self.live(e) {
-            let broken = Change { range: range.clone(), level: e.level, flags, cached_leaf_levels: leaves };
-            self.break_then_make(slot, broken, new);
+            // Break the table descriptor; invalidate every leaf below it
+            // (all levels, so the walk caches for the table go too).
+            self.store(slot, 0);
+            self.broken.extend(leaves.changes);
+            self.makes.insert(slot.0, new);
             self.release_after.extend_from_slice(&pages);
             flags |= ChangeFlags::BBM_DONE;
         } else {
@@ -428,7 +443,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 self.t.release(p, self.fx);
             }
         }
-        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: leaves });
+        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: levels });
     }
 
     /// Whether the table at `pa` (at `level`) holds no valid entry, as the
