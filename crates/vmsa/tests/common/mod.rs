@@ -16,9 +16,15 @@ pub struct Run<T> {
 }
 
 /// The reference: input start -> run, non-overlapping.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Reference<T: Copy + PartialEq> {
     pub runs: BTreeMap<u64, Run<T>>,
+}
+
+impl<T: Copy + PartialEq> Default for Reference<T> {
+    fn default() -> Self {
+        Reference { runs: BTreeMap::new() }
+    }
 }
 
 impl<T: Copy + PartialEq + std::fmt::Debug> Reference<T> {
@@ -137,8 +143,15 @@ enum Slot {
 /// table: no valid descriptor is replaced by a different valid one when
 /// `mask` bits differ, and a descriptor made invalid is only made valid
 /// again after a `DSB ISH`, a TLBI and a `DSB ISH`. Returns the violations.
+///
+/// Table pages are "offline" from their `Init` until a table descriptor
+/// pointing at them is stored: stores into them are not checked (no walker
+/// can see them).
 pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
     let mut slots: HashMap<u64, Slot> = HashMap::new();
+    let mut offline: std::collections::HashSet<u64> = Default::default();
+    // Links stored inside offline pages: they come online with their parent.
+    let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
     let mut out = Vec::new();
     for (i, e) in log.iter().enumerate() {
         match *e {
@@ -146,8 +159,24 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
                 for a in (pa.0..pa.0 + bytes).step_by(8) {
                     slots.remove(&a);
                 }
+                for p in (pa.0..pa.0 + bytes).step_by(4096) {
+                    offline.insert(p);
+                }
+            }
+            Effect::Store { pa, new, .. } if offline.contains(&(pa.0 & !0xfff)) => {
+                if new & 0b11 == 0b11 {
+                    links.entry(pa.0 & !0xfff).or_default().push(new & 0x0000_ffff_ffff_f000);
+                }
             }
             Effect::Store { pa, old, new } => {
+                if new & 0b11 == 0b11 {
+                    let mut todo = vec![new & 0x0000_ffff_ffff_f000];
+                    while let Some(p) = todo.pop() {
+                        if offline.remove(&p) {
+                            todo.extend(links.remove(&p).unwrap_or_default());
+                        }
+                    }
+                }
                 let (ov, nv) = (old & 1 == 1, new & 1 == 1);
                 let state = slots.get(&pa.0).copied().unwrap_or(Slot::Clean);
                 if ov && nv && (old ^ new) & mask != 0 {
