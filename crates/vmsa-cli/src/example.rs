@@ -33,6 +33,19 @@ fn print_effects(out: &mut impl Write, log: &[Effect], all: bool) -> Result<()> 
                 continue;
             }
         }
+        if let (false, Effect::Tlbi { op, .. }) = (all, log[i]) {
+            let run = log[i..].iter().take_while(|e| matches!(e, Effect::Tlbi { op: o, .. } if *o == op)).count();
+            if run > 4 {
+                writeln!(out, "    {}", log[i])?;
+                let last = match log[i + run - 1] {
+                    Effect::Tlbi { operand, .. } => operand,
+                    _ => 0,
+                };
+                writeln!(out, "    ... {} more tlbi {op}, the last {last:#x}", run - 1)?;
+                i += run;
+                continue;
+            }
+        }
         writeln!(out, "    {}", log[i])?;
         i += 1;
     }
@@ -138,6 +151,6 @@ mod tests {
         assert!(text.contains("msr     vttbr_el2, 0x1000080000000"));
         assert!(text.contains("page    release"));
         assert!(text.contains("break-before-make done"));
-        assert!(text.contains("L2[  0] 0x0040000000"), "block back after collapse:\n{text}");
+        assert!(text.contains("L2[  0..  1] 0x000040000000 2 blocks"), "blocks back after collapse:\n{text}");
     }
 }

@@ -19,8 +19,8 @@ enum Command {
     /// and print the tables and every effect (descriptor stores, barriers,
     /// TLBIs) each change produced.
     Example {
-        /// Print every descriptor store instead of summarising stores that
-        /// fill a table page nobody can walk yet.
+        /// Print every effect instead of folding runs of stores into one
+        /// table page and runs of one TLBI.
         #[arg(long)]
         all_stores: bool,
     },

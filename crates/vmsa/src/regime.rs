@@ -99,7 +99,7 @@ pub trait Regime: Copy + Debug {
     /// The output address type.
     type Output: Address;
     /// Leaf attributes.
-    type Attrs: Copy + Eq + Debug;
+    type Attrs: Copy + Eq + Debug + core::fmt::Display;
 
     /// The stage.
     const STAGE: Stage;

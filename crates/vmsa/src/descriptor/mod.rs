@@ -49,6 +49,14 @@ impl Shareability {
     }
 }
 
+pub(crate) fn sh_name(sh: Shareability) -> &'static str {
+    match sh {
+        Shareability::NonShareable => "nsh",
+        Shareability::Outer => "osh",
+        Shareability::Inner => "ish",
+    }
+}
+
 /// What a raw descriptor is at a given level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

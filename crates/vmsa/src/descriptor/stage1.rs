@@ -218,3 +218,30 @@ mod tests {
         assert!(Stage1Attrs { ap: Ap::ReadWrite, ..a }.grants().contains(Grants::UNPRIV_WRITE));
     }
 }
+
+impl core::fmt::Display for Stage1Attrs {
+    /// A compact form: MAIR index, access (`el1-rw`, `rw`, `el1-ro`, `ro`),
+    /// `pxn`/`uxn`, shareability, `af`/`!af`, `ng`/`global`, `dbm`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ap = match self.ap {
+            Ap::PrivReadWrite => "el1-rw",
+            Ap::ReadWrite => "rw",
+            Ap::PrivReadOnly => "el1-ro",
+            Ap::ReadOnly => "ro",
+        };
+        write!(f, "attr{} {ap}", self.attr_index)?;
+        if self.pxn {
+            f.write_str(" pxn")?;
+        }
+        if self.uxn {
+            f.write_str(" uxn")?;
+        }
+        write!(f, " {}", super::sh_name(self.sh))?;
+        f.write_str(if self.af { " af" } else { " !af" })?;
+        f.write_str(if self.ng { " ng" } else { " global" })?;
+        if self.dbm {
+            f.write_str(" dbm")?;
+        }
+        Ok(())
+    }
+}

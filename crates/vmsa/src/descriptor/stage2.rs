@@ -343,3 +343,46 @@ mod tests {
         assert!(ram.grants().contains(ro.grants()) && ram.grants() != ro.grants());
     }
 }
+
+impl core::fmt::Display for MemAttr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let c = |c: &NormalCacheability| match c {
+            NormalCacheability::NonCacheable => "NC",
+            NormalCacheability::WriteThrough => "WT",
+            NormalCacheability::WriteBack => "WB",
+        };
+        match self {
+            MemAttr::Device(d) => write!(f, "Device-{d:?}"),
+            MemAttr::Normal { outer, inner } if outer == inner => write!(f, "Normal-{}", c(outer)),
+            MemAttr::Normal { outer, inner } => write!(f, "Normal-o{}-i{}", c(outer), c(inner)),
+            MemAttr::FwbNormalNonCacheable => f.write_str("FWB-Normal-NC"),
+            MemAttr::FwbNormalWriteBack => f.write_str("FWB-Normal-WB"),
+            MemAttr::FwbUseStage1 => f.write_str("FWB-stage1"),
+        }
+    }
+}
+
+impl core::fmt::Display for Stage2Attrs {
+    /// A compact form: memory type, S2AP (`rw`, `r-`, `-w`, `--`), execute
+    /// (`x`, `xn`, `x-el0`, `x-el1`), shareability, and `af`/`!af`, `dbm`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let ap = match self.s2ap {
+            S2ap::None => "--",
+            S2ap::ReadOnly => "r-",
+            S2ap::WriteOnly => "-w",
+            S2ap::ReadWrite => "rw",
+        };
+        let xn = match self.xn {
+            S2xn::Executable => "x",
+            S2xn::Never => "xn",
+            S2xn::El0Only => "x-el0",
+            S2xn::El1Only => "x-el1",
+        };
+        write!(f, "{} {ap} {xn} {}", self.mem_attr, super::sh_name(self.sh))?;
+        f.write_str(if self.af { " af" } else { " !af" })?;
+        if self.dbm {
+            f.write_str(" dbm")?;
+        }
+        Ok(())
+    }
+}
