@@ -2,7 +2,7 @@
 
 use core::ops::Range;
 
-use super::walk::{Entry, Op, Step, TableRef, Visitor};
+use super::walk::{Entry, Op, Run, Step, TableRef, Visitor};
 use super::Table;
 use crate::descriptor::{Descriptor, Kind};
 use crate::effects::Effects;
@@ -14,6 +14,11 @@ use crate::report::{ChangeFlags, ChangeReport};
 struct CollapseVisitor;
 
 impl<R: Regime> Visitor<R> for CollapseVisitor {
+    /// Collapsing never allocates: nothing to plan.
+    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, _r: &Run) -> Result<bool, Error> {
+        Ok(op.plan)
+    }
+
     fn visit<A: TableAllocator, E: Effects>(
         &mut self,
         op: &mut Op<'_, R, A, E>,

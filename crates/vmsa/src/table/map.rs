@@ -2,7 +2,7 @@
 
 use core::ops::Range;
 
-use super::walk::{Entry, Op, Step, TableRef, Visitor};
+use super::walk::{Entry, Op, Run, Step, TableRef, Visitor};
 use super::Table;
 use crate::addr::Address;
 use crate::descriptor::{Descriptor, Kind};
@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::geometry::LAST_LEVEL;
 use crate::memory::TableAllocator;
 use crate::regime::Regime;
-use crate::report::{ChangeFlags, ChangeReport};
+use crate::report::{ChangeFlags, ChangeReport, LevelSet};
 
 /// How [`Table::map`] may lay out the mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +47,32 @@ struct MapVisitor {
 }
 
 impl<R: Regime> Visitor<R> for MapVisitor {
+    /// A run of empty entries that can all take leaves: write them in one
+    /// loop, report them as one change.
+    #[inline(always)]
+    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, r: &Run) -> Result<bool, Error> {
+        let g = op.t.geometry;
+        let size = g.entry_size(r.level);
+        let oa0 = self.oa + (r.first - self.start);
+        let leaves_fit = g.leaf_allowed(r.level) && (self.opts.blocks || r.level == LAST_LEVEL) && oa0 % size == 0;
+        if !leaves_fit || op.has_deferred() {
+            return Ok(false);
+        }
+        if r.idx.clone().any(|i| Descriptor(op.load_run(r, i)).kind(r.level) != Kind::Invalid) {
+            return Ok(false);
+        }
+        if op.plan {
+            return Ok(true);
+        }
+        for (k, i) in r.idx.clone().enumerate() {
+            op.store_run(r, i, Descriptor::leaf(r.level, oa0 + k as u64 * size, self.attr_bits).0);
+        }
+        op.mark_written();
+        let end = r.first + r.idx.len() as u64 * size;
+        op.record(r.first..end, r.level, ChangeFlags::IS_VALID | ChangeFlags::RELAXED, LevelSet::EMPTY);
+        Ok(true)
+    }
+
     #[inline(always)]
     fn visit<A: TableAllocator, E: Effects>(
         &mut self,

@@ -2,20 +2,85 @@
 
 use core::ops::Range;
 
-use super::walk::{Entry, Op, Step, TableRef, Visitor};
+use super::walk::{Entry, Op, Pending, Run, Step, TableRef, Visitor};
 use super::Table;
-use crate::descriptor::{Descriptor, Kind};
+use crate::descriptor::{Descriptor, Kind, OA_MASK_48};
 use crate::effects::Effects;
 use crate::error::Error;
 use crate::memory::TableAllocator;
 use crate::regime::Regime;
-use crate::report::ChangeReport;
+use crate::report::{ChangeReport, LevelSet};
 
 struct ProtectVisitor {
     attr_bits: u64,
 }
 
 impl<R: Regime> Visitor<R> for ProtectVisitor {
+    /// Whole entries: in-place changes in one loop; tables and changes that
+    /// need break-before-make take the ordinary path. Planning has nothing
+    /// to do here: only blocks straddling the range's ends need pages.
+    #[inline(always)]
+    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, r: &Run) -> Result<bool, Error> {
+        if op.plan {
+            return Ok(true);
+        }
+        let g = op.t.geometry;
+        let size = g.entry_size(r.level);
+        let live = op.run_is_live(r);
+        let mut deferred = op.has_deferred();
+        let mut pending = Pending::new(r.level, LevelSet::only(r.level));
+        let mut wrote = false;
+        let mut i = r.idx.start;
+        while i < r.idx.end {
+            let old = if deferred { op.load_run(r, i) } else { op.peek_run(r, i) };
+            match Descriptor(old).kind(r.level) {
+                Kind::Invalid => i += 1,
+                Kind::Table => {
+                    pending.flush(op);
+                    r.visit(op, self, i)?;
+                    deferred = op.has_deferred();
+                    i += 1;
+                }
+                Kind::Leaf => {
+                    let new = Descriptor::leaf(r.level, Descriptor(old).address(g.granule()), self.attr_bits).0;
+                    if new == old {
+                        i += 1;
+                        continue;
+                    }
+                    if r.covered || (live && op.bbm_rule_applies(r.level, old, new)) {
+                        pending.flush(op);
+                        r.visit(op, self, i)?;
+                        deferred = op.has_deferred();
+                        i += 1;
+                        continue;
+                    }
+                    // Every following leaf with the same attribute bits
+                    // changes exactly the same way: one tight loop.
+                    let flags = op.classify_cached(r.level, old, new);
+                    let (old_low, new_low) = (old & !OA_MASK_48, new & !OA_MASK_48);
+                    let mut j = i;
+                    while j < r.idx.end {
+                        let o = if deferred { op.load_run(r, j) } else { op.peek_run(r, j) };
+                        if o & !OA_MASK_48 != old_low {
+                            break;
+                        }
+                        op.store_run(r, j, (o & OA_MASK_48) | new_low);
+                        j += 1;
+                    }
+                    wrote = true;
+                    let start = r.first + (i - r.idx.start) as u64 * size;
+                    pending.add(op, start..start + (j - i) as u64 * size, flags);
+                    i = j;
+                }
+            }
+        }
+        pending.flush(op);
+        if wrote {
+            op.mark_written();
+        }
+        Ok(true)
+    }
+
     #[inline(always)]
     fn visit<A: TableAllocator, E: Effects>(
         &mut self,

@@ -96,6 +96,14 @@ pub(crate) trait Visitor<R: Regime> {
         e: &Entry,
     ) -> Result<Step, Error>;
 
+    /// Fast path for a run of entries the range covers whole: handle them
+    /// all and return `true`, or return `false` (having changed nothing) to
+    /// have them visited one by one.
+    #[inline(always)]
+    fn run<A: TableAllocator, E: Effects>(&mut self, _op: &mut Op<'_, R, A, E>, _run: &Run) -> Result<bool, Error> {
+        Ok(false)
+    }
+
     /// Called after the walk returned from the table `child` below `e`.
     fn post<A: TableAllocator, E: Effects>(
         &mut self,
@@ -130,6 +138,8 @@ pub(crate) struct Op<'a, R: Regime, A: TableAllocator, E: Effects> {
     makes: BTreeMap<u64, u64>,
     /// Pages detached by break-before-make, released in `finish`.
     release_after: Vec<Pa>,
+    /// The last `classify_cached` answer.
+    classified: Option<((u64, u64, u8, bool), ChangeFlags)>,
 }
 
 impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
@@ -144,6 +154,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             broken: Vec::new(),
             makes: BTreeMap::new(),
             release_after: Vec::new(),
+            classified: None,
         }
     }
 
@@ -180,6 +191,86 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let cell = unsafe { AtomicU64::from_ptr(self.t.alloc.to_ptr(slot).as_ptr()) };
         self.fx.store_descriptor(cell, slot, new);
         self.t.written = true;
+    }
+
+    /// The descriptor at index `i` of a run, as the operation will leave it.
+    #[inline(always)]
+    pub fn load_run(&self, run: &Run, i: usize) -> u64 {
+        self.load(run.ptr, i, run.slot(i))
+    }
+
+    /// Whether deferred stores exist (fast paths step aside then).
+    #[inline(always)]
+    pub fn has_deferred(&self) -> bool {
+        !self.makes.is_empty()
+    }
+
+    /// The descriptor at index `i` of a run as stored in memory (callers
+    /// know no deferred store targets it).
+    #[inline(always)]
+    pub fn peek_run(&self, run: &Run, i: usize) -> u64 {
+        // SAFETY: `run.ptr` points at a table page of this tree and `i` is
+        // one of its indices (the allocator's contract).
+        unsafe { AtomicU64::from_ptr(run.ptr.as_ptr().add(i)) }.load(Ordering::Relaxed)
+    }
+
+    /// Stores `new` at index `i` of a run, through the effects interface.
+    /// Fast paths call [`Op::mark_written`] once afterwards.
+    #[inline(always)]
+    pub fn store_run(&mut self, run: &Run, i: usize, new: u64) {
+        // SAFETY: as in `peek_run`.
+        let cell = unsafe { AtomicU64::from_ptr(run.ptr.as_ptr().add(i)) };
+        self.fx.store_descriptor(cell, run.slot(i), new);
+    }
+
+    /// Notes that descriptors were stored.
+    #[inline(always)]
+    pub fn mark_written(&mut self) {
+        self.t.written = true;
+    }
+
+    /// Whether a leaf change in `run` may need break-before-make at all
+    /// (walkers can reach the run).
+    #[inline(always)]
+    pub fn run_is_live(&self, run: &Run) -> bool {
+        self.t.live && run.attached && !run.covered
+    }
+
+    /// Whether the leaf change `old` -> `new` at `level` needs
+    /// break-before-make by the rule table.
+    #[inline(always)]
+    pub fn bbm_rule_applies(&self, level: u8, old: u64, new: u64) -> bool {
+        needs_bbm(self.t.regime.bbm_rules(), level, old, new).is_some()
+    }
+
+    /// Records a change of entries of a run (input offsets `r`).
+    #[inline(always)]
+    pub fn record(&mut self, r: Range<u64>, level: u8, flags: ChangeFlags, cached: LevelSet) {
+        let range = self.abs(&r);
+        self.report.push(Change { range, level, flags, cached_leaf_levels: cached });
+    }
+
+    /// How replacing leaf `old` by leaf-or-invalid `new` at `level` changes
+    /// the translation, remembering the last answer (runs of entries change
+    /// the same way).
+    #[inline(always)]
+    pub fn classify_cached(&mut self, level: u8, old: u64, new: u64) -> ChangeFlags {
+        let (o, n) = (Descriptor(old), Descriptor(new));
+        let g = self.t.geometry.granule();
+        let key = (
+            o.leaf_attr_bits() | u64::from(o.is_valid()),
+            n.leaf_attr_bits() | u64::from(n.is_valid()),
+            level,
+            o.address(g) != n.address(g),
+        );
+        if let Some((k, f)) = self.classified {
+            if k == key {
+                return f;
+            }
+        }
+        let f = self.classify(level, old, new);
+        self.classified = Some((key, f));
+        f
     }
 
     /// Whether changing `e` must respect break-before-make and may only
@@ -239,7 +330,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             return;
         }
         let slot = e.slot.expect("commit walks only real tables");
-        let mut flags = self.classify(e.level, e.desc, new);
+        let mut flags = self.classify_cached(e.level, e.desc, new);
         let range = self.abs(&e.region);
         let cached = if flags.contains(ChangeFlags::WAS_VALID) {
             LevelSet::only(e.level)
@@ -325,18 +416,31 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     }
 
     /// The table pages of the subtree rooted at `table` (a table at
-    /// `level` mapping offsets from `base`), and its leaves as merged runs
-    /// of changes that remove them together with the tables above them.
-    fn subtree(&self, table: Pa, level: u8, base: u64) -> (Vec<Pa>, ChangeReport) {
+    /// `level` mapping offsets from `base`) and the levels of its leaves;
+    /// with `runs`, also its leaves as merged runs of changes that remove
+    /// them together with the tables above them. Tables are never left
+    /// empty, so without `runs` last-level tables need not be read.
+    fn subtree(&self, table: Pa, level: u8, base: u64, runs: bool) -> (Vec<Pa>, LevelSet, ChangeReport) {
         let g = self.geometry();
-        let mut pages = Vec::new();
-        let mut leaves = ChangeReport::default();
-        self.subtree_at(&g, table, level, base, &mut pages, &mut leaves);
-        (pages, leaves)
+        let mut out = (Vec::new(), LevelSet::EMPTY, ChangeReport::default());
+        self.subtree_at(&g, table, level, base, runs, &mut out);
+        out
     }
 
-    fn subtree_at(&self, g: &Geometry, table: Pa, level: u8, base: u64, pages: &mut Vec<Pa>, leaves: &mut ChangeReport) {
-        pages.push(table);
+    fn subtree_at(
+        &self,
+        g: &Geometry,
+        table: Pa,
+        level: u8,
+        base: u64,
+        runs: bool,
+        out: &mut (Vec<Pa>, LevelSet, ChangeReport),
+    ) {
+        out.0.push(table);
+        if level == LAST_LEVEL && !runs {
+            out.1 = out.1.with(LevelSet::only(level));
+            return;
+        }
         let ptr = self.t.alloc.to_ptr(table);
         let size = g.entry_size(level);
         let flags = ChangeFlags::WAS_VALID
@@ -349,14 +453,19 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             match Descriptor(d).kind(level) {
                 Kind::Table => {
                     let next = Pa(Descriptor(d).address(g.granule()));
-                    self.subtree_at(g, next, level + 1, off, pages, leaves);
+                    self.subtree_at(g, next, level + 1, off, runs, out);
                 }
-                Kind::Leaf => leaves.push(Change {
-                    range: self.abs(&(off..off + size)),
-                    level,
-                    flags,
-                    cached_leaf_levels: LevelSet::only(level),
-                }),
+                Kind::Leaf => {
+                    out.1 = out.1.with(LevelSet::only(level));
+                    if runs {
+                        out.2.push(Change {
+                            range: self.abs(&(off..off + size)),
+                            level,
+                            flags,
+                            cached_leaf_levels: LevelSet::only(level),
+                        });
+                    }
+                }
                 Kind::Invalid => {}
             }
         }
@@ -388,7 +497,10 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
         let child = Pa(Descriptor(e.desc).address(g.granule()));
-        let (pages, leaves) = self.subtree(child, e.level + 1, e.region.start);
+        // Where walkers may have cached the leaves, name them one by one
+        // so the invalidation can be exact; elsewhere the region will do.
+        let precise = self.t.live && e.attached && !emptied;
+        let (pages, levels, leaves) = self.subtree(child, e.level + 1, e.region.start, precise);
         self.forget_makes_in(&pages);
         self.store(slot, 0);
         self.report.tables_detached += pages.len();
@@ -399,10 +511,14 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 self.t.release(p, self.fx);
             }
         }
-        if emptied || leaves.is_empty() {
+        if !precise {
             let range = self.abs(&e.region);
-            let flags = ChangeFlags::WAS_VALID | ChangeFlags::TABLE_REMOVED;
-            self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: LevelSet::EMPTY });
+            let mut flags = ChangeFlags::WAS_VALID | ChangeFlags::TABLE_REMOVED;
+            if !emptied {
+                flags |= ChangeFlags::OUTPUT_CHANGED | ChangeFlags::RESTRICTED;
+            }
+            let cached = if emptied { LevelSet::EMPTY } else { levels };
+            self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: cached });
         } else {
             for c in leaves.changes {
                 self.report.push(c);
@@ -419,9 +535,9 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
         let child = Pa(Descriptor(e.desc).address(g.granule()));
-        let (pages, leaves) = self.subtree(child, e.level + 1, e.region.start);
+        let live = self.live(e);
+        let (pages, levels, leaves) = self.subtree(child, e.level + 1, e.region.start, live);
         self.forget_makes_in(&pages);
-        let levels = leaves.changes.iter().fold(LevelSet::EMPTY, |l, c| l.with(c.cached_leaf_levels));
         let mut flags = ChangeFlags::WAS_VALID
             | ChangeFlags::IS_VALID
             | ChangeFlags::TABLE_REMOVED
@@ -429,7 +545,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             | extra;
         let range = self.abs(&e.region);
         self.report.tables_detached += pages.len();
-        if self.live(e) {
+        if live {
             // Break the table descriptor; invalidate every leaf below it
             // (all levels, so the walk caches for the table go too).
             self.store(slot, 0);
@@ -490,6 +606,9 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
 }
 
 /// Walks `range` (table offsets) of the table `table` at `level`.
+///
+/// Runs of entries that the range covers whole are first offered to
+/// [`Visitor::run`]; entries it declines are visited one by one.
 pub(crate) fn walk<R, A, E, V>(
     op: &mut Op<'_, R, A, E>,
     v: &mut V,
@@ -505,38 +624,153 @@ where
 {
     let g = op.t.geometry;
     let size = g.entry_size(level);
-    let (ptr, table_pa, attached, covered) = match *table {
-        TableRef::Real { pa, attached, covered } => (Some(op.t.alloc.to_ptr(pa)), pa, attached, covered),
-        _ => (None, Pa(0), false, false),
+    let real = match *table {
+        TableRef::Real { pa, attached, covered } => Some((pa, op.t.alloc.to_ptr(pa), attached, covered)),
+        _ => None,
     };
     let mut addr = range.start;
     while addr < range.end {
-        let idx = g.index(level, addr);
         let start = addr & !(size - 1);
+        if let (Some((pa, ptr, attached, covered)), true) = (real, start == addr && addr + size <= range.end) {
+            let full_end = range.end & !(size - 1);
+            let first = g.index(level, addr);
+            let n = ((full_end - addr) / size) as usize;
+            let run = Run { table: pa, ptr, level, idx: first..first + n, first: addr, attached, covered };
+            if v.run(op, &run)? {
+                addr = full_end;
+                continue;
+            }
+        }
+        let idx = g.index(level, addr);
         let region = start..start + size;
         let piece = addr..region.end.min(range.end);
-        let (desc, slot) = match (*table, ptr) {
-            (TableRef::Real { .. }, Some(ptr)) => {
-                let slot = Pa(table_pa.0 + 8 * idx as u64);
+        let (desc, slot) = match (*table, real) {
+            (_, Some((pa, ptr, ..))) => {
+                let slot = Pa(pa.0 + 8 * idx as u64);
                 (op.load(ptr, idx, slot), Some(slot))
             }
             (TableRef::Split { desc, level: bl }, _) => (split_child(&g, desc, bl, idx), None),
             _ => (0, None),
         };
+        let (attached, covered) = real.map_or((false, false), |r| (r.2, r.3));
         let e = Entry { level, region, piece, desc, slot, attached, covered };
-        match v.visit(op, &e)? {
-            Step::Next => {}
-            Step::Descend(child) => {
-                // In plan mode a virtual last-level table holds only leaves
-                // the commit will write: nothing there to check or count.
-                let virtual_leaves = !matches!(child, TableRef::Real { .. }) && level + 1 == LAST_LEVEL;
-                if !(op.plan && virtual_leaves) {
-                    walk(op, v, &child, level + 1, e.piece.clone())?;
-                }
-                v.post(op, &e, &child)?;
-            }
-        }
+        visit(op, v, &e)?;
         addr = e.region.end;
     }
     Ok(())
+}
+
+/// Visits one entry: the visitor's decision, then the descent and the
+/// post-order call it asked for.
+fn visit<R, A, E, V>(op: &mut Op<'_, R, A, E>, v: &mut V, e: &Entry) -> Result<(), Error>
+where
+    R: Regime,
+    A: TableAllocator,
+    E: Effects,
+    V: Visitor<R>,
+{
+    match v.visit(op, e)? {
+        Step::Next => {}
+        Step::Descend(child) => {
+            // In plan mode a virtual last-level table holds only leaves the
+            // commit will write: nothing there to check or count.
+            let virtual_leaves = !matches!(child, TableRef::Real { .. }) && e.level + 1 == LAST_LEVEL;
+            if !(op.plan && virtual_leaves) {
+                walk(op, v, &child, e.level + 1, e.piece.clone())?;
+            }
+            v.post(op, e, &child)?;
+        }
+    }
+    Ok(())
+}
+
+/// Accumulates consecutive changes of one fast-path loop before they go
+/// into the report, so the report is touched once per run, not per entry.
+pub(crate) struct Pending {
+    level: u8,
+    cached: LevelSet,
+    cur: Option<(Range<u64>, ChangeFlags)>,
+}
+
+impl Pending {
+    pub fn new(level: u8, cached: LevelSet) -> Self {
+        Pending { level, cached, cur: None }
+    }
+
+    /// Adds the change of the entry mapping `region` (table offsets).
+    #[inline(always)]
+    pub fn add<R: Regime, A: TableAllocator, E: Effects>(
+        &mut self,
+        op: &mut Op<'_, R, A, E>,
+        region: Range<u64>,
+        flags: ChangeFlags,
+    ) {
+        if let Some((r, f)) = &mut self.cur {
+            if r.end == region.start && *f == flags {
+                r.end = region.end;
+                return;
+            }
+        }
+        self.flush(op);
+        self.cur = Some((region, flags));
+    }
+
+    /// Hands the accumulated run to the report.
+    #[inline(always)]
+    pub fn flush<R: Regime, A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>) {
+        if let Some((r, f)) = self.cur.take() {
+            op.record(r, self.level, f, self.cached);
+        }
+    }
+}
+
+/// A run of consecutive entries of one real table, each covered whole by
+/// the walked range.
+pub(crate) struct Run {
+    pub table: Pa,
+    pub ptr: NonNull<u64>,
+    pub level: u8,
+    /// Entry indices.
+    pub idx: Range<usize>,
+    /// Table offset mapped by entry `idx.start`.
+    pub first: u64,
+    pub attached: bool,
+    pub covered: bool,
+}
+
+impl Run {
+    #[inline(always)]
+    pub fn slot(&self, i: usize) -> Pa {
+        Pa(self.table.0 + 8 * i as u64)
+    }
+
+    /// The region of entry `i`.
+    #[inline(always)]
+    pub fn region(&self, g: &Geometry, i: usize) -> Range<u64> {
+        let size = g.entry_size(self.level);
+        let start = self.first + (i - self.idx.start) as u64 * size;
+        start..start + size
+    }
+
+    /// Visits entry `i` the ordinary way (for entries a fast path declines).
+    pub fn visit<R, A, E, V>(&self, op: &mut Op<'_, R, A, E>, v: &mut V, i: usize) -> Result<(), Error>
+    where
+        R: Regime,
+        A: TableAllocator,
+        E: Effects,
+        V: Visitor<R>,
+    {
+        let region = self.region(&op.t.geometry, i);
+        let slot = self.slot(i);
+        let e = Entry {
+            level: self.level,
+            piece: region.clone(),
+            region,
+            desc: op.load(self.ptr, i, slot),
+            slot: Some(slot),
+            attached: self.attached,
+            covered: self.covered,
+        };
+        visit(op, v, &e)
+    }
 }
