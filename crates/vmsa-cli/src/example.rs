@@ -28,20 +28,31 @@ fn print_effects(out: &mut impl Write, log: &[Effect], all: bool) -> Result<()> 
                 .count();
             if run > 4 {
                 writeln!(out, "    {}", log[i])?;
-                writeln!(out, "    ... {} more stores filling table page {page:#x}", run - 1)?;
+                writeln!(
+                    out,
+                    "    ... {} more stores filling table page {page:#x}",
+                    run - 1
+                )?;
                 i += run;
                 continue;
             }
         }
         if let (false, Effect::Tlbi { op, .. }) = (all, log[i]) {
-            let run = log[i..].iter().take_while(|e| matches!(e, Effect::Tlbi { op: o, .. } if *o == op)).count();
+            let run = log[i..]
+                .iter()
+                .take_while(|e| matches!(e, Effect::Tlbi { op: o, .. } if *o == op))
+                .count();
             if run > 4 {
                 writeln!(out, "    {}", log[i])?;
                 let last = match log[i + run - 1] {
                     Effect::Tlbi { operand, .. } => operand,
                     _ => 0,
                 };
-                writeln!(out, "    ... {} more tlbi {op}, the last {last:#x}", run - 1)?;
+                writeln!(
+                    out,
+                    "    ... {} more tlbi {op}, the last {last:#x}",
+                    run - 1
+                )?;
                 i += run;
                 continue;
             }
@@ -70,7 +81,12 @@ struct Session<'o, O: Write> {
 }
 
 impl<O: Write> Session<'_, O> {
-    fn show(&mut self, title: &str, report: Option<&ChangeReport>, table: &Table<Stage2, Arena>) -> Result<()> {
+    fn show(
+        &mut self,
+        title: &str,
+        report: Option<&ChangeReport>,
+        table: &Table<Stage2, Arena>,
+    ) -> Result<()> {
         self.step += 1;
         writeln!(self.out, "\n== {}. {title}", self.step)?;
         if let Some(r) = report {
@@ -90,19 +106,52 @@ fn indent(s: &str) -> String {
 
 /// Runs the example, writing to `out`.
 pub fn run(all_stores: bool, out: &mut impl Write) -> Result<()> {
-    let mut s = Session { out, fx: Recorder::new(), all: all_stores, step: 0 };
-    writeln!(s.out, "vmsa example: the stage 2 table of one guest (VMID 1, 40-bit IPA, 4 KiB granule)")?;
+    let mut s = Session {
+        out,
+        fx: Recorder::new(),
+        all: all_stores,
+        step: 0,
+    };
+    writeln!(
+        s.out,
+        "vmsa example: the stage 2 table of one guest (VMID 1, 40-bit IPA, 4 KiB granule)"
+    )?;
     let geometry = Geometry::stage2(Granule::K4, 40)?;
-    let mut t = Table::new(Stage2::new(Vmid(1)), geometry, Arena::new(Pa(0x8000_0000), 64), &mut s.fx)?;
+    let mut t = Table::new(
+        Stage2::new(Vmid(1)),
+        geometry,
+        Arena::new(Pa(0x8000_0000), 64),
+        &mut s.fx,
+    )?;
 
     let ram = Ipa(RAM_IPA)..Ipa(RAM_IPA + (4 << 20));
-    let r = t.map(ram, Pa(RAM_PA), Stage2Attrs::RAM, MapOptions::default(), &mut s.fx)?;
-    s.show("map 4 MiB of guest RAM (two 2 MiB blocks; the table is not live yet)", Some(&r), &t)?;
-    let r = t.map(Ipa(UART)..Ipa(UART + K), Pa(UART), Stage2Attrs::DEVICE, MapOptions::default(), &mut s.fx)?;
+    let r = t.map(
+        ram,
+        Pa(RAM_PA),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut s.fx,
+    )?;
+    s.show(
+        "map 4 MiB of guest RAM (two 2 MiB blocks; the table is not live yet)",
+        Some(&r),
+        &t,
+    )?;
+    let r = t.map(
+        Ipa(UART)..Ipa(UART + K),
+        Pa(UART),
+        Stage2Attrs::DEVICE,
+        MapOptions::default(),
+        &mut s.fx,
+    )?;
     s.show("map the UART page as Device-nGnRE", Some(&r), &t)?;
 
     t.activate(&mut s.fx);
-    s.show("activate: VTCR_EL2 and VTTBR_EL2; from now on vCPUs may walk it", None, &t)?;
+    s.show(
+        "activate: VTCR_EL2 and VTTBR_EL2; from now on vCPUs may walk it",
+        None,
+        &t,
+    )?;
 
     let page = |n: u64| Ipa(RAM_IPA + n * K)..Ipa(RAM_IPA + (n + 1) * K);
     let ro = Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly);
@@ -112,17 +161,50 @@ pub fn run(all_stores: bool, out: &mut impl Write) -> Result<()> {
         Some(&r),
         &t,
     )?;
-    let replace = MapOptions { blocks: true, replace: true };
-    let r = t.map(page(5), Pa(0x2_0000_0000), Stage2Attrs::RAM, replace, &mut s.fx)?;
-    s.show("move one page to another frame: the output changes, so break-before-make", Some(&r), &t)?;
+    let replace = MapOptions {
+        blocks: true,
+        replace: true,
+    };
+    let r = t.map(
+        page(5),
+        Pa(0x2_0000_0000),
+        Stage2Attrs::RAM,
+        replace,
+        &mut s.fx,
+    )?;
+    s.show(
+        "move one page to another frame: the output changes, so break-before-make",
+        Some(&r),
+        &t,
+    )?;
     let r = t.unmap(page(7), &mut s.fx)?;
-    s.show("balloon out one page: written invalid, left for the flush to invalidate", Some(&r), &t)?;
+    s.show(
+        "balloon out one page: written invalid, left for the flush to invalidate",
+        Some(&r),
+        &t,
+    )?;
     t.flush(&mut s.fx);
-    s.show("flush: invalidate what the unmap may have left in the TLBs", None, &t)?;
+    s.show(
+        "flush: invalidate what the unmap may have left in the TLBs",
+        None,
+        &t,
+    )?;
 
     t.protect(page(3), Stage2Attrs::RAM, &mut s.fx)?;
-    t.map(page(5), Pa(RAM_PA + 5 * K), Stage2Attrs::RAM, replace, &mut s.fx)?;
-    t.map(page(7), Pa(RAM_PA + 7 * K), Stage2Attrs::RAM, MapOptions::default(), &mut s.fx)?;
+    t.map(
+        page(5),
+        Pa(RAM_PA + 5 * K),
+        Stage2Attrs::RAM,
+        replace,
+        &mut s.fx,
+    )?;
+    t.map(
+        page(7),
+        Pa(RAM_PA + 7 * K),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut s.fx,
+    )?;
     t.flush(&mut s.fx);
     s.show("put the three pages back as they were, and flush", None, &t)?;
     let r = t.collapse(Ipa(RAM_IPA)..Ipa(RAM_IPA + (2 << 20)), &mut s.fx)?;
@@ -133,7 +215,11 @@ pub fn run(all_stores: bool, out: &mut impl Write) -> Result<()> {
     )?;
     let r = t.unmap(Ipa(UART)..Ipa(UART + K), &mut s.fx)?;
     t.flush(&mut s.fx);
-    s.show("unmap the UART and flush: its empty tables are released after the invalidation", Some(&r), &t)?;
+    s.show(
+        "unmap the UART and flush: its empty tables are released after the invalidation",
+        Some(&r),
+        &t,
+    )?;
     Ok(())
 }
 
@@ -151,6 +237,9 @@ mod tests {
         assert!(text.contains("msr     vttbr_el2, 0x1000080000000"));
         assert!(text.contains("page    release"));
         assert!(text.contains("break-before-make done"));
-        assert!(text.contains("L2[  0..  1] 0x000040000000 2 blocks"), "blocks back after collapse:\n{text}");
+        assert!(
+            text.contains("L2[  0..  1] 0x000040000000 2 blocks"),
+            "blocks back after collapse:\n{text}"
+        );
     }
 }

@@ -12,12 +12,12 @@ use std::hint::black_box;
 use std::ptr::NonNull;
 
 use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
-use aarch64_paging::paging::{
-    Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange,
-};
+use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange};
 use aarch64_paging::Mapping;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use vmsa::{Arena, Asid, Direct, El1Stage1, Geometry, Granule, Ipa, MapOptions, Pa, Stage1Attrs, Table, Va};
+use vmsa::{
+    Arena, Asid, Direct, El1Stage1, Geometry, Granule, Ipa, MapOptions, Pa, Stage1Attrs, Table, Va,
+};
 
 const G1: u64 = 1 << 30;
 
@@ -25,7 +25,13 @@ const G1: u64 = 1 << 30;
 
 fn vmsa_empty() -> Table<El1Stage1, Arena> {
     let g = Geometry::stage1(Granule::K4, 39).unwrap();
-    Table::new(El1Stage1::new(Asid(1)), g, Arena::new(Pa(0x8000_0000), 600), &mut Direct).unwrap()
+    Table::new(
+        El1Stage1::new(Asid(1)),
+        g,
+        Arena::new(Pa(0x8000_0000), 600),
+        &mut Direct,
+    )
+    .unwrap()
 }
 
 fn vmsa_rw() -> Stage1Attrs {
@@ -34,7 +40,14 @@ fn vmsa_rw() -> Stage1Attrs {
 
 fn vmsa_mapped() -> Table<El1Stage1, Arena> {
     let mut t = vmsa_empty();
-    t.map(Va(0)..Va(G1), Ipa(0), vmsa_rw(), MapOptions::PAGES, &mut Direct).unwrap();
+    t.map(
+        Va(0)..Va(G1),
+        Ipa(0),
+        vmsa_rw(),
+        MapOptions::PAGES,
+        &mut Direct,
+    )
+    .unwrap();
     t
 }
 
@@ -89,7 +102,13 @@ fn ap_empty() -> ApMapping {
 
 fn ap_mapped() -> ApMapping {
     let mut m = ap_empty();
-    m.map_range(&ap_region(), PhysicalAddress(0), ap_flags(), Constraints::NO_BLOCK_MAPPINGS).unwrap();
+    m.map_range(
+        &ap_region(),
+        PhysicalAddress(0),
+        ap_flags(),
+        Constraints::NO_BLOCK_MAPPINGS,
+    )
+    .unwrap();
     m
 }
 
@@ -112,7 +131,14 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             vmsa_empty,
             |mut t| {
-                t.map(Va(0)..Va(G1), Ipa(0), vmsa_rw(), MapOptions::PAGES, &mut Direct).unwrap();
+                t.map(
+                    Va(0)..Va(G1),
+                    Ipa(0),
+                    vmsa_rw(),
+                    MapOptions::PAGES,
+                    &mut Direct,
+                )
+                .unwrap();
                 t
             },
             BatchSize::LargeInput,
@@ -122,8 +148,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             ap_empty,
             |mut m| {
-                m.map_range(&ap_region(), PhysicalAddress(0), ap_flags(), Constraints::NO_BLOCK_MAPPINGS)
-                    .unwrap();
+                m.map_range(
+                    &ap_region(),
+                    PhysicalAddress(0),
+                    ap_flags(),
+                    Constraints::NO_BLOCK_MAPPINGS,
+                )
+                .unwrap();
                 m
             },
             BatchSize::LargeInput,
@@ -137,7 +168,10 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             vmsa_mapped,
             |mut t| {
-                black_box(t.protect(Va(0)..Va(G1), vmsa_rw().read_only(), &mut Direct).unwrap());
+                black_box(
+                    t.protect(Va(0)..Va(G1), vmsa_rw().read_only(), &mut Direct)
+                        .unwrap(),
+                );
                 t
             },
             BatchSize::LargeInput,
@@ -177,8 +211,13 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             ap_mapped,
             |mut m| {
-                m.map_range(&ap_region(), PhysicalAddress(0), El1Attributes::empty(), Constraints::NO_BLOCK_MAPPINGS)
-                    .unwrap();
+                m.map_range(
+                    &ap_region(),
+                    PhysicalAddress(0),
+                    El1Attributes::empty(),
+                    Constraints::NO_BLOCK_MAPPINGS,
+                )
+                .unwrap();
                 m
             },
             BatchSize::LargeInput,

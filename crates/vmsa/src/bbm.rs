@@ -27,20 +27,47 @@ pub struct BbmRule {
 /// The stage 1 fields (D8.16.1; Linux's `pgattr_change_is_safe` applies
 /// the same list to its kernel mappings).
 pub const STAGE1_RULES: &[BbmRule] = &[
-    BbmRule { what: "output address", mask: OA_MASK_48 },
-    BbmRule { what: "memory type (AttrIndx)", mask: stage1::ATTR_INDX_MASK },
-    BbmRule { what: "shareability", mask: stage1::SH_MASK },
-    BbmRule { what: "contiguous hint", mask: stage1::CONTIGUOUS },
-    BbmRule { what: "global/non-global (nG)", mask: stage1::NG },
+    BbmRule {
+        what: "output address",
+        mask: OA_MASK_48,
+    },
+    BbmRule {
+        what: "memory type (AttrIndx)",
+        mask: stage1::ATTR_INDX_MASK,
+    },
+    BbmRule {
+        what: "shareability",
+        mask: stage1::SH_MASK,
+    },
+    BbmRule {
+        what: "contiguous hint",
+        mask: stage1::CONTIGUOUS,
+    },
+    BbmRule {
+        what: "global/non-global (nG)",
+        mask: stage1::NG,
+    },
 ];
 
 /// The stage 2 fields (D8.16.1; KVM's stage 2 code treats every
 /// valid-to-valid change other than permissions this way).
 pub const STAGE2_RULES: &[BbmRule] = &[
-    BbmRule { what: "output address", mask: OA_MASK_48 },
-    BbmRule { what: "memory type (MemAttr)", mask: stage2::MEMATTR_MASK },
-    BbmRule { what: "shareability", mask: stage2::SH_MASK },
-    BbmRule { what: "contiguous hint", mask: stage2::CONTIGUOUS },
+    BbmRule {
+        what: "output address",
+        mask: OA_MASK_48,
+    },
+    BbmRule {
+        what: "memory type (MemAttr)",
+        mask: stage2::MEMATTR_MASK,
+    },
+    BbmRule {
+        what: "shareability",
+        mask: stage2::SH_MASK,
+    },
+    BbmRule {
+        what: "contiguous hint",
+        mask: stage2::CONTIGUOUS,
+    },
 ];
 
 /// Why replacing `old` with `new` at `level` needs break-before-make, or
@@ -71,10 +98,26 @@ mod tests {
         let page = Descriptor::leaf(3, 0x4000_0000, stage2::AF | (0b11 << 6)).0;
         let ro = page & !(1 << 7);
         assert_eq!(needs_bbm(STAGE2_RULES, 3, page, ro), None);
-        assert_eq!(needs_bbm(STAGE2_RULES, 3, page, page | (1 << 54)), None, "XN");
-        assert_eq!(needs_bbm(STAGE2_RULES, 3, page, page & !stage2::AF), None, "AF");
-        assert_eq!(needs_bbm(STAGE2_RULES, 3, 0, page), None, "invalid -> valid");
-        assert_eq!(needs_bbm(STAGE2_RULES, 3, page, 0), None, "valid -> invalid");
+        assert_eq!(
+            needs_bbm(STAGE2_RULES, 3, page, page | (1 << 54)),
+            None,
+            "XN"
+        );
+        assert_eq!(
+            needs_bbm(STAGE2_RULES, 3, page, page & !stage2::AF),
+            None,
+            "AF"
+        );
+        assert_eq!(
+            needs_bbm(STAGE2_RULES, 3, 0, page),
+            None,
+            "invalid -> valid"
+        );
+        assert_eq!(
+            needs_bbm(STAGE2_RULES, 3, page, 0),
+            None,
+            "valid -> invalid"
+        );
     }
 
     #[test]
@@ -92,6 +135,9 @@ mod tests {
         assert!(needs_bbm(STAGE2_RULES, 2, table, block).is_some());
         assert!(needs_bbm(STAGE1_RULES, 3, page, page | stage1::NG).is_some());
         assert!(needs_bbm(STAGE1_RULES, 3, page, page | (5 << 2)).is_some());
-        assert_eq!(needs_bbm(STAGE1_RULES, 3, page, page | stage1::PXN | (1 << 7)), None);
+        assert_eq!(
+            needs_bbm(STAGE1_RULES, 3, page, page | stage1::PXN | (1 << 7)),
+            None
+        );
     }
 }

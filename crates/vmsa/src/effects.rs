@@ -289,7 +289,10 @@ impl Recorder {
 
     /// Number of TLBIs recorded.
     pub fn tlbi_count(&self) -> usize {
-        self.log.iter().filter(|e| matches!(e, Effect::Tlbi { .. })).count()
+        self.log
+            .iter()
+            .filter(|e| matches!(e, Effect::Tlbi { .. }))
+            .count()
     }
 }
 

@@ -57,7 +57,10 @@ impl fmt::Display for Error {
                 write!(f, "input address {addr:#x} is outside the table")
             }
             Error::OutputOutOfRange { addr } => {
-                write!(f, "output address {addr:#x} is beyond the output address size")
+                write!(
+                    f,
+                    "output address {addr:#x} is beyond the output address size"
+                )
             }
             Error::AlreadyMapped { addr } => write!(f, "{addr:#x} is already mapped"),
             Error::NotABlock { addr } => write!(f, "{addr:#x} is not mapped by a block"),

@@ -99,7 +99,11 @@ impl Geometry {
         let per = granule.bits_per_level();
         let levels = (u32::from(input_bits) - granule.page_shift()).div_ceil(per);
         let start_level = (u32::from(LAST_LEVEL) + 1 - levels) as u8;
-        Ok(Self { granule, input_bits, start_level })
+        Ok(Self {
+            granule,
+            input_bits,
+            start_level,
+        })
     }
 
     /// A stage 2 geometry for an `ipa_bits`-bit IPA space, starting at the
@@ -133,7 +137,11 @@ impl Geometry {
         if !(32..=48).contains(&ipa_bits) || start_level > 2 {
             return Err(Error::UnsupportedGeometry);
         }
-        let g = Self { granule, input_bits: ipa_bits, start_level };
+        let g = Self {
+            granule,
+            input_bits: ipa_bits,
+            start_level,
+        };
         let root_bits = u32::from(ipa_bits).checked_sub(g.level_shift(start_level));
         match root_bits {
             Some(bits) if bits >= 1 && bits <= granule.bits_per_level() + 4 => Ok(g),
@@ -168,7 +176,8 @@ impl Geometry {
     /// Number of table pages concatenated at the initial level (1 to 16).
     #[inline(always)]
     pub fn root_pages(&self) -> usize {
-        self.entries_at(self.start_level).div_ceil(self.granule.entries())
+        self.entries_at(self.start_level)
+            .div_ceil(self.granule.entries())
     }
 
     /// Bit position of the lowest input-address bit resolved at `level`.
@@ -240,10 +249,22 @@ mod tests {
             (48, 0, 1),
         ] {
             let g = Geometry::stage2(Granule::K4, bits).unwrap();
-            assert_eq!((g.start_level(), g.root_pages()), (level, pages), "{bits} bits");
+            assert_eq!(
+                (g.start_level(), g.root_pages()),
+                (level, pages),
+                "{bits} bits"
+            );
         }
-        assert!(Geometry::stage2_at(Granule::K4, 40, 2).is_err(), "would need 512 tables");
-        assert_eq!(Geometry::stage2_at(Granule::K4, 40, 0).unwrap().entries_at(0), 2);
+        assert!(
+            Geometry::stage2_at(Granule::K4, 40, 2).is_err(),
+            "would need 512 tables"
+        );
+        assert_eq!(
+            Geometry::stage2_at(Granule::K4, 40, 0)
+                .unwrap()
+                .entries_at(0),
+            2
+        );
         assert!(Geometry::stage2(Granule::K4, 31).is_err());
     }
 

@@ -29,7 +29,11 @@ fn step_of(geometry: &Geometry, change: &Change) -> (u64, bool) {
 /// the 64-bit space).
 fn count(geometry: &Geometry, change: &Change) -> u64 {
     let (step, _) = step_of(geometry, change);
-    change.range.end.wrapping_sub(change.range.start).div_ceil(step)
+    change
+        .range
+        .end
+        .wrapping_sub(change.range.start)
+        .div_ceil(step)
 }
 
 /// Number of per-address TLBIs [`invalidate`] would issue for `changes`.

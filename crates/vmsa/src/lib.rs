@@ -39,13 +39,17 @@ pub mod table;
 pub mod tlbi;
 
 pub use addr::{Address, Ipa, Pa, Va};
-pub use descriptor::{Ap, Descriptor, MemAttr, S2ap, S2xn, Shareability, Stage1Attrs, Stage2Attrs, TableAttrs};
+pub use descriptor::{
+    Ap, Descriptor, MemAttr, S2ap, S2xn, Shareability, Stage1Attrs, Stage2Attrs, TableAttrs,
+};
 pub use effects::{Barrier, CacheOp, Direct, Effect, Effects, PageEvent, Recorder, SysReg};
 pub use error::Error;
 pub use geometry::{Geometry, Granule};
 pub use memory::{Arena, TableAllocator};
 pub use perms::Grants;
-pub use regime::{Asid, El1Stage1, El2Stage1, PaSize, Regime, Stage, Stage2, Stage2Config, VaRange, Vmid};
+pub use regime::{
+    Asid, El1Stage1, El2Stage1, PaSize, Regime, Stage, Stage2, Stage2Config, VaRange, Vmid,
+};
 pub use report::{Change, ChangeFlags, ChangeReport, LevelSet};
 pub use table::{MapOptions, Mapping, Table, Translation};
 pub use tlbi::{TlbiOp, Ttl};

@@ -75,7 +75,10 @@ impl Arena {
     /// If `base` is not 4 KiB aligned or `units` is zero: both are
     /// programming errors in the caller's set-up, not runtime input.
     pub fn new(base: Pa, units: usize) -> Self {
-        assert!(base.0 % UNIT as u64 == 0 && units > 0, "arena base must be page aligned");
+        assert!(
+            base.0 % UNIT as u64 == 0 && units > 0,
+            "arena base must be page aligned"
+        );
         let layout = core::alloc::Layout::array::<Unit>(units).expect("arena too large");
         // SAFETY: the layout has non-zero size (units > 0).
         let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
@@ -113,7 +116,10 @@ impl Arena {
 
     /// Physical addresses of every allocated 4 KiB unit, ascending.
     pub fn live_pages(&self) -> Vec<Pa> {
-        (0..self.units).filter(|&i| self.used[i]).map(|i| self.unit_pa(i)).collect()
+        (0..self.units)
+            .filter(|&i| self.used[i])
+            .map(|i| self.unit_pa(i))
+            .collect()
     }
 
     fn unit_pa(&self, i: usize) -> Pa {
@@ -218,13 +224,21 @@ mod tests {
         // SAFETY: p was just allocated and is exclusively ours.
         unsafe { a.to_ptr(p).as_ptr().write(0xdead) };
         let four = a.allocate_zeroed(Granule::K4, 4).unwrap();
-        assert_eq!(four.0 % (4 * 4096), 0, "concatenated tables are size aligned");
+        assert_eq!(
+            four.0 % (4 * 4096),
+            0,
+            "concatenated tables are size aligned"
+        );
         // SAFETY: p was allocated above and is not used any more.
         unsafe { a.deallocate(p, Granule::K4, 1) };
         let again = a.allocate_zeroed(Granule::K4, 1).unwrap();
         assert_eq!(again, p);
         // SAFETY: reading our own page.
-        assert_eq!(unsafe { a.to_ptr(again).as_ptr().read() }, 0, "reused pages are zeroed");
+        assert_eq!(
+            unsafe { a.to_ptr(again).as_ptr().read() },
+            0,
+            "reused pages are zeroed"
+        );
         assert_eq!(a.live_units(), 5);
     }
 

@@ -169,7 +169,11 @@ pub struct Stage2Config {
 
 impl Default for Stage2Config {
     fn default() -> Self {
-        Stage2Config { pa_size: PaSize::Bits48, vmid16: true, fwb: false }
+        Stage2Config {
+            pa_size: PaSize::Bits48,
+            vmid16: true,
+            fwb: false,
+        }
     }
 }
 
@@ -186,7 +190,10 @@ impl Stage2 {
     /// Stage 2 for `vmid` with the default configuration (48-bit PA, 16-bit
     /// VMIDs, no FWB).
     pub fn new(vmid: Vmid) -> Self {
-        Stage2 { vmid, config: Stage2Config::default() }
+        Stage2 {
+            vmid,
+            config: Stage2Config::default(),
+        }
     }
 
     /// VTCR_EL2 for a table of this geometry (ARM ARM D24.2.x VTCR_EL2):
@@ -236,7 +243,10 @@ impl Regime for Stage2 {
         // always decode; fall back to the raw-bits reading otherwise.
         Stage2Attrs::from_bits(bits, self.config.fwb)
             .or_else(|| Stage2Attrs::from_bits(bits, !self.config.fwb))
-            .unwrap_or(Stage2Attrs { mem_attr: crate::descriptor::MemAttr::NORMAL_WB, ..Stage2Attrs::RAM })
+            .unwrap_or(Stage2Attrs {
+                mem_attr: crate::descriptor::MemAttr::NORMAL_WB,
+                ..Stage2Attrs::RAM
+            })
     }
 
     fn grants(&self, bits: u64) -> Grants {
@@ -263,7 +273,11 @@ impl Regime for Stage2 {
     }
 
     fn tlbi_by_addr(&self, addr: u64, leaf_only: bool, ttl: Ttl) -> (TlbiOp, u64) {
-        let op = if leaf_only { TlbiOp::Ipas2le1is } else { TlbiOp::Ipas2e1is };
+        let op = if leaf_only {
+            TlbiOp::Ipas2le1is
+        } else {
+            TlbiOp::Ipas2e1is
+        };
         (op, ipa_operand(addr, ttl))
     }
 
@@ -276,7 +290,10 @@ impl Regime for Stage2 {
     }
 
     fn registers(&self, geometry: &Geometry, root: Pa) -> [(SysReg, u64); 2] {
-        [(SysReg::VtcrEl2, self.vtcr(geometry)), (SysReg::VttbrEl2, self.vttbr(root))]
+        [
+            (SysReg::VtcrEl2, self.vtcr(geometry)),
+            (SysReg::VttbrEl2, self.vttbr(root)),
+        ]
     }
 }
 
@@ -297,7 +314,12 @@ pub struct El1Stage1 {
 impl El1Stage1 {
     /// The lower (TTBR0) range for `asid`, 48-bit IPA, 16-bit ASIDs.
     pub fn new(asid: Asid) -> Self {
-        El1Stage1 { asid, range: VaRange::Lower, ipa_size: PaSize::Bits48, asid16: true }
+        El1Stage1 {
+            asid,
+            range: VaRange::Lower,
+            ipa_size: PaSize::Bits48,
+            asid16: true,
+        }
     }
 
     /// TCR_EL1 fields for this half (ARM ARM D24.2.x TCR_EL1): for TTBR0,
@@ -368,7 +390,11 @@ impl Regime for El1Stage1 {
     }
 
     fn tlbi_by_addr(&self, addr: u64, leaf_only: bool, ttl: Ttl) -> (TlbiOp, u64) {
-        let op = if leaf_only { TlbiOp::Vale1is } else { TlbiOp::Vae1is };
+        let op = if leaf_only {
+            TlbiOp::Vale1is
+        } else {
+            TlbiOp::Vae1is
+        };
         (op, va_operand(self.asid.0, addr, ttl))
     }
 
@@ -398,7 +424,9 @@ pub struct El2Stage1 {
 
 impl Default for El2Stage1 {
     fn default() -> Self {
-        El2Stage1 { pa_size: PaSize::Bits48 }
+        El2Stage1 {
+            pa_size: PaSize::Bits48,
+        }
     }
 }
 
@@ -464,7 +492,11 @@ impl Regime for El2Stage1 {
     }
 
     fn tlbi_by_addr(&self, addr: u64, leaf_only: bool, ttl: Ttl) -> (TlbiOp, u64) {
-        let op = if leaf_only { TlbiOp::Vale2is } else { TlbiOp::Vae2is };
+        let op = if leaf_only {
+            TlbiOp::Vale2is
+        } else {
+            TlbiOp::Vae2is
+        };
         (op, va_operand(0, addr, ttl))
     }
 
@@ -477,7 +509,10 @@ impl Regime for El2Stage1 {
     }
 
     fn registers(&self, geometry: &Geometry, root: Pa) -> [(SysReg, u64); 2] {
-        [(SysReg::TcrEl2, self.tcr(geometry)), (SysReg::Ttbr0El2, root.0)]
+        [
+            (SysReg::TcrEl2, self.tcr(geometry)),
+            (SysReg::Ttbr0El2, root.0),
+        ]
     }
 }
 
@@ -499,12 +534,25 @@ mod tests {
     fn vtcr_el2_by_hand() {
         let g = Geometry::stage2(Granule::K4, 40).unwrap();
         let s2 = Stage2::new(Vmid(5));
-        let expect = 0x18 | (0b01 << 6) | (0b01 << 8) | (0b01 << 10) | (0b11 << 12) | (0b101 << 16) | (1 << 19) | (1 << 31);
+        let expect = 0x18
+            | (0b01 << 6)
+            | (0b01 << 8)
+            | (0b01 << 10)
+            | (0b11 << 12)
+            | (0b101 << 16)
+            | (1 << 19)
+            | (1 << 31);
         assert_eq!(s2.vtcr(&g), expect);
         assert_eq!(expect, 0x800d_3558);
         // 48-bit IPA starts at level 0: SL0 = 0b10. 32-bit at level 2: 0b00.
-        assert_eq!((s2.vtcr(&Geometry::stage2(Granule::K4, 48).unwrap()) >> 6) & 3, 0b10);
-        assert_eq!((s2.vtcr(&Geometry::stage2(Granule::K4, 32).unwrap()) >> 6) & 3, 0b00);
+        assert_eq!(
+            (s2.vtcr(&Geometry::stage2(Granule::K4, 48).unwrap()) >> 6) & 3,
+            0b10
+        );
+        assert_eq!(
+            (s2.vtcr(&Geometry::stage2(Granule::K4, 32).unwrap()) >> 6) & 3,
+            0b00
+        );
         assert_eq!(s2.vttbr(Pa(0x8000_2000)), 0x0005_0000_8000_2000);
     }
 
@@ -514,22 +562,63 @@ mod tests {
         let el1 = El1Stage1::new(Asid(3));
         // T0SZ 16, walk attrs 0x3500 (IRGN0/ORGN0 WBWA, SH0 inner), EPD1,
         // IPS 48-bit (0b101 at 32), AS (bit 36).
-        assert_eq!(el1.tcr(&g), 0x10 | 0x3500 | (1 << 23) | (0b101 << 32) | (1 << 36));
-        let upper = El1Stage1 { range: VaRange::Upper, ..el1 };
-        assert_eq!(upper.tcr(&g), (16 << 16) | (1 << 22) | (0x35 << 24) | (0b10 << 30) | (1 << 7) | (0b101 << 32) | (1 << 36));
+        assert_eq!(
+            el1.tcr(&g),
+            0x10 | 0x3500 | (1 << 23) | (0b101 << 32) | (1 << 36)
+        );
+        let upper = El1Stage1 {
+            range: VaRange::Upper,
+            ..el1
+        };
+        assert_eq!(
+            upper.tcr(&g),
+            (16 << 16)
+                | (1 << 22)
+                | (0x35 << 24)
+                | (0b10 << 30)
+                | (1 << 7)
+                | (0b101 << 32)
+                | (1 << 36)
+        );
         assert_eq!(upper.input_base(&g), 0xffff_0000_0000_0000);
         let el2 = El2Stage1::default();
-        assert_eq!(el2.tcr(&g), 0x10 | 0x3500 | (0b101 << 16) | (1 << 23) | (1 << 31));
+        assert_eq!(
+            el2.tcr(&g),
+            0x10 | 0x3500 | (0b101 << 16) | (1 << 23) | (1 << 31)
+        );
     }
 
     #[test]
     fn el2_rejects_res_fields() {
-        let ok = Stage1Attrs { ap: Ap::ReadWrite, ng: false, pxn: false, ..Stage1Attrs::normal_rw(0) };
+        let ok = Stage1Attrs {
+            ap: Ap::ReadWrite,
+            ng: false,
+            pxn: false,
+            ..Stage1Attrs::normal_rw(0)
+        };
         assert!(El2Stage1::default().encode_attrs(&ok).is_ok());
-        assert!(El2Stage1::default().encode_attrs(&Stage1Attrs { ng: true, ..ok }).is_err());
-        assert!(El2Stage1::default().encode_attrs(&Stage1Attrs { pxn: true, ..ok }).is_err());
-        assert!(El1Stage1::new(Asid(1)).encode_attrs(&Stage1Attrs { attr_index: 8, ..ok }).is_err());
-        let s2 = Stage2 { vmid: Vmid(300), config: Stage2Config { vmid16: false, ..Default::default() } };
-        assert_eq!(s2.check(&Geometry::stage2(Granule::K4, 40).unwrap()), Err(Error::TagOutOfRange));
+        assert!(El2Stage1::default()
+            .encode_attrs(&Stage1Attrs { ng: true, ..ok })
+            .is_err());
+        assert!(El2Stage1::default()
+            .encode_attrs(&Stage1Attrs { pxn: true, ..ok })
+            .is_err());
+        assert!(El1Stage1::new(Asid(1))
+            .encode_attrs(&Stage1Attrs {
+                attr_index: 8,
+                ..ok
+            })
+            .is_err());
+        let s2 = Stage2 {
+            vmid: Vmid(300),
+            config: Stage2Config {
+                vmid16: false,
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            s2.check(&Geometry::stage2(Granule::K4, 40).unwrap()),
+            Err(Error::TagOutOfRange)
+        );
     }
 }

@@ -110,7 +110,11 @@ impl fmt::Display for Change {
             (true, true) if self.flags.contains(ChangeFlags::OUTPUT_CHANGED) => "remapped",
             (true, true) => "changed",
         };
-        write!(f, "L{} {:#x}..{:#x} {what}", self.level, self.range.start, self.range.end)?;
+        write!(
+            f,
+            "L{} {:#x}..{:#x} {what}",
+            self.level, self.range.start, self.range.end
+        )?;
         let notes = [
             (ChangeFlags::RESTRICTED, "restricted"),
             (ChangeFlags::RELAXED, "relaxed"),

@@ -73,11 +73,44 @@ impl TlbiOp {
     pub const ALL: [TlbiOp; 38] = {
         use TlbiOp::*;
         [
-            Vae1, Vae1is, Vale1, Vale1is, Vaae1, Vaae1is, Vaale1, Vaale1is, Aside1, Aside1is,
-            Vmalle1, Vmalle1is, Ipas2e1, Ipas2e1is, Ipas2le1, Ipas2le1is, Vmalls12e1,
-            Vmalls12e1is, Alle1, Alle1is, Vae2, Vae2is, Vale2, Vale2is, Alle2, Alle2is, Rvae1,
-            Rvae1is, Rvale1, Rvale1is, Rvaae1, Rvaae1is, Rvaale1, Rvaale1is, Ripas2e1,
-            Ripas2e1is, Ripas2le1, Ripas2le1is,
+            Vae1,
+            Vae1is,
+            Vale1,
+            Vale1is,
+            Vaae1,
+            Vaae1is,
+            Vaale1,
+            Vaale1is,
+            Aside1,
+            Aside1is,
+            Vmalle1,
+            Vmalle1is,
+            Ipas2e1,
+            Ipas2e1is,
+            Ipas2le1,
+            Ipas2le1is,
+            Vmalls12e1,
+            Vmalls12e1is,
+            Alle1,
+            Alle1is,
+            Vae2,
+            Vae2is,
+            Vale2,
+            Vale2is,
+            Alle2,
+            Alle2is,
+            Rvae1,
+            Rvae1is,
+            Rvale1,
+            Rvale1is,
+            Rvaae1,
+            Rvaae1is,
+            Rvaale1,
+            Rvaale1is,
+            Ripas2e1,
+            Ripas2e1is,
+            Ripas2le1,
+            Ripas2le1is,
         ]
     };
 
@@ -128,7 +161,9 @@ impl TlbiOp {
 
     /// Parses a mnemonic (case-insensitive).
     pub fn from_mnemonic(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|op| op.mnemonic().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|op| op.mnemonic().eq_ignore_ascii_case(s))
     }
 
     /// Whether the operation is broadcast to every PE in the Inner Shareable
@@ -142,8 +177,9 @@ impl TlbiOp {
     pub const fn operand_kind(self) -> OperandKind {
         use TlbiOp::*;
         match self {
-            Vmalle1 | Vmalle1is | Vmalls12e1 | Vmalls12e1is | Alle1 | Alle1is | Alle2
-            | Alle2is => OperandKind::None,
+            Vmalle1 | Vmalle1is | Vmalls12e1 | Vmalls12e1is | Alle1 | Alle1is | Alle2 | Alle2is => {
+                OperandKind::None
+            }
             Aside1 | Aside1is => OperandKind::Asid,
             Vae1 | Vae1is | Vale1 | Vale1is | Vaae1 | Vaae1is | Vaale1 | Vaale1is | Vae2
             | Vae2is | Vale2 | Vale2is => OperandKind::Va,
@@ -280,14 +316,26 @@ mod tests {
     // [43:0]; IPA[51:12] in [39:0].
     #[test]
     fn va_and_ipa_operands() {
-        assert_eq!(va_operand(0x42, 0x0000_1234_5678_9000, Ttl::NONE), 0x0042_0001_2345_6789);
+        assert_eq!(
+            va_operand(0x42, 0x0000_1234_5678_9000, Ttl::NONE),
+            0x0042_0001_2345_6789
+        );
         // An upper-range VA: bits 63:56 are sign bits and must not reach TTL.
-        assert_eq!(va_operand(0, 0xffff_8000_0000_0000, Ttl::NONE), 0x0000_0ff8_0000_0000);
-        assert_eq!(va_operand(1, 0x20_0000, Ttl::at(0b01, 2)), 0x0001_6000_0000_0200);
+        assert_eq!(
+            va_operand(0, 0xffff_8000_0000_0000, Ttl::NONE),
+            0x0000_0ff8_0000_0000
+        );
+        assert_eq!(
+            va_operand(1, 0x20_0000, Ttl::at(0b01, 2)),
+            0x0001_6000_0000_0200
+        );
         // The Casemate sample traces use 0x300000000000 = TTL 0b0011 (level
         // 3, no granule) for IPA 0.
         assert_eq!(ipa_operand(0x8000_0000, Ttl::NONE), 0x8_0000);
-        assert_eq!(ipa_operand(0x000f_ffff_ffff_f000, Ttl::at(0b01, 3)), 0x0000_70ff_ffff_ffff);
+        assert_eq!(
+            ipa_operand(0x000f_ffff_ffff_f000, Ttl::at(0b01, 3)),
+            0x0000_70ff_ffff_ffff
+        );
         assert_eq!(asid_operand(0xffff), 0xffff_0000_0000_0000);
     }
 
@@ -295,13 +343,30 @@ mod tests {
     // NUM [43:39], TTL [38:37], BaseADDR [36:0].
     #[test]
     fn range_operand_layout() {
-        let r = RangeOperand { asid: 7, tg: 0b01, scale: 1, num: 3, ttl: 0b11, base: 0x100 };
+        let r = RangeOperand {
+            asid: 7,
+            tg: 0b01,
+            scale: 1,
+            num: 3,
+            ttl: 0b11,
+            base: 0x100,
+        };
         let xt = r.encode();
-        assert_eq!(xt, (7 << 48) | (1 << 46) | (1 << 44) | (3 << 39) | (3 << 37) | 0x100);
+        assert_eq!(
+            xt,
+            (7 << 48) | (1 << 46) | (1 << 44) | (3 << 39) | (3 << 37) | 0x100
+        );
         assert_eq!(RangeOperand::decode(xt), r);
         // (NUM+1) * 2^(5*SCALE+1) = 4 * 64 granules.
         assert_eq!(r.pages(), 256);
-        let max = RangeOperand { asid: 0, tg: 1, scale: 3, num: 31, ttl: 0, base: 0 };
+        let max = RangeOperand {
+            asid: 0,
+            tg: 1,
+            scale: 3,
+            num: 31,
+            ttl: 0,
+            base: 0,
+        };
         assert_eq!(max.pages(), 32 << 16);
     }
 
@@ -315,6 +380,9 @@ mod tests {
         assert!(TlbiOp::Ripas2le1is.is_broadcast() && TlbiOp::Ripas2le1is.last_level_only());
         assert!(!TlbiOp::Vae1is.last_level_only());
         assert_eq!(TlbiOp::Ipas2e1is.operand_kind(), OperandKind::Ipa);
-        assert_eq!(TlbiOp::from_mnemonic("VMALLS12E1IS"), Some(TlbiOp::Vmalls12e1is));
+        assert_eq!(
+            TlbiOp::from_mnemonic("VMALLS12E1IS"),
+            Some(TlbiOp::Vmalls12e1is)
+        );
     }
 }

@@ -41,38 +41,99 @@ fn ipa(r: std::ops::Range<u64>) -> std::ops::Range<Ipa> {
 fn map_uses_the_largest_block_each_piece_allows() {
     let (mut t, mut fx) = stage2(40);
     // 1 GiB aligned: one level 1 block. Then 2 MiB + 4 KiB unaligned tail.
-    t.map(ipa(G1..2 * G1), Pa(4 * G1), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
-    t.map(ipa(2 * G1..2 * G1 + M2 + K), Pa(8 * G1), Stage2Attrs::RAM, MapOptions::default(), &mut fx)
-        .unwrap();
+    t.map(
+        ipa(G1..2 * G1),
+        Pa(4 * G1),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
+    t.map(
+        ipa(2 * G1..2 * G1 + M2 + K),
+        Pa(8 * G1),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     let levels: Vec<(u64, u8)> = t.mappings().map(|m| (m.input.0, m.level)).collect();
     assert_eq!(levels, vec![(G1, 1), (2 * G1, 2), (2 * G1 + M2, 3)]);
     // Output not aligned to the block: pages only.
-    t.map(ipa(4 * G1..4 * G1 + M2), Pa(K), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
-    assert!(t.mappings().filter(|m| m.input.0 >= 4 * G1).all(|m| m.level == 3));
-    assert_eq!(t.translate(Ipa(4 * G1 + 5 * K + 3)).unwrap().output, Pa(6 * K + 3));
+    t.map(
+        ipa(4 * G1..4 * G1 + M2),
+        Pa(K),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
+    assert!(t
+        .mappings()
+        .filter(|m| m.input.0 >= 4 * G1)
+        .all(|m| m.level == 3));
+    assert_eq!(
+        t.translate(Ipa(4 * G1 + 5 * K + 3)).unwrap().output,
+        Pa(6 * K + 3)
+    );
     // Blocks forbidden.
-    t.map(ipa(6 * G1..6 * G1 + M2), Pa(0), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx).unwrap();
+    t.map(
+        ipa(6 * G1..6 * G1 + M2),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        &mut fx,
+    )
+    .unwrap();
     assert_eq!(t.mappings().filter(|m| m.input.0 >= 6 * G1).count(), 512);
 }
 
 #[test]
 fn bad_arguments_are_typed_errors_and_change_nothing() {
     let (mut t, mut fx) = stage2(40);
-    t.map(ipa(0..M2), Pa(0), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(0..M2),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     let before = snapshot(&t);
     let ram = Stage2Attrs::RAM;
     let o = MapOptions::default();
-    assert_eq!(t.map(ipa(1..K), Pa(0), ram, o, &mut fx), Err(Error::Misaligned { value: 1 }));
-    assert_eq!(t.map(ipa(K..K), Pa(0), ram, o, &mut fx), Err(Error::EmptyRange));
-    assert_eq!(t.map(ipa(2 * K..K), Pa(0), ram, o, &mut fx), Err(Error::EmptyRange));
-    assert_eq!(t.map(ipa(0..K), Pa(0x10), ram, o, &mut fx), Err(Error::Misaligned { value: 0x10 }));
+    assert_eq!(
+        t.map(ipa(1..K), Pa(0), ram, o, &mut fx),
+        Err(Error::Misaligned { value: 1 })
+    );
+    assert_eq!(
+        t.map(ipa(K..K), Pa(0), ram, o, &mut fx),
+        Err(Error::EmptyRange)
+    );
+    assert_eq!(
+        t.map(Ipa(2 * K)..Ipa(K), Pa(0), ram, o, &mut fx),
+        Err(Error::EmptyRange)
+    );
+    assert_eq!(
+        t.map(ipa(0..K), Pa(0x10), ram, o, &mut fx),
+        Err(Error::Misaligned { value: 0x10 })
+    );
     assert!(matches!(
         t.map(ipa((1 << 40) - K..(1 << 40) + K), Pa(0), ram, o, &mut fx),
         Err(Error::InputOutOfRange { .. })
     ));
     assert!(matches!(
-        t.map(ipa(M2..M2 + K), Pa((1 << 48) - K), ram, MapOptions { blocks: true, replace: false }, &mut fx)
-            .and_then(|_| t.map(ipa(M2 + K..M2 + 3 * K), Pa((1 << 48) - K), ram, o, &mut fx)),
+        t.map(
+            ipa(M2..M2 + K),
+            Pa((1 << 48) - K),
+            ram,
+            MapOptions {
+                blocks: true,
+                replace: false
+            },
+            &mut fx
+        )
+        .and_then(|_| t.map(ipa(M2 + K..M2 + 3 * K), Pa((1 << 48) - K), ram, o, &mut fx)),
         Err(Error::OutputOutOfRange { .. })
     ));
     t.unmap(ipa(M2..M2 + K), &mut fx).unwrap();
@@ -83,18 +144,36 @@ fn bad_arguments_are_typed_errors_and_change_nothing() {
         t.map(ipa(M2 - K..M2 + K), Pa(0), ram, o, &mut fx),
         Err(Error::AlreadyMapped { addr: M2 - K })
     );
-    let fwb_attrs = Stage2Attrs { mem_attr: vmsa::MemAttr::FwbNormalWriteBack, ..ram };
-    assert_eq!(t.map(ipa(M2..2 * M2), Pa(0), fwb_attrs, o, &mut fx), Err(Error::InvalidAttributes));
-    assert_eq!(t.split_block(Ipa(8 * M2), &mut fx), Err(Error::NotABlock { addr: 8 * M2 }));
+    let fwb_attrs = Stage2Attrs {
+        mem_attr: vmsa::MemAttr::FwbNormalWriteBack,
+        ..ram
+    };
+    assert_eq!(
+        t.map(ipa(M2..2 * M2), Pa(0), fwb_attrs, o, &mut fx),
+        Err(Error::InvalidAttributes)
+    );
+    assert_eq!(
+        t.split_block(Ipa(8 * M2), &mut fx),
+        Err(Error::NotABlock { addr: 8 * M2 })
+    );
     assert_eq!(snapshot(&t), before2);
-    assert_eq!(t.unmap(ipa(0..3), &mut fx), Err(Error::Misaligned { value: 3 }));
+    assert_eq!(
+        t.unmap(ipa(0..3), &mut fx),
+        Err(Error::Misaligned { value: 3 })
+    );
 }
 
 #[test]
 fn replacing_a_live_leaf_uses_break_before_make() {
     let (mut t, mut fx) = live_stage2();
-    t.map(ipa(0x4000_0000..0x4000_0000 + K), Pa(0x10_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx)
-        .unwrap();
+    t.map(
+        ipa(0x4000_0000..0x4000_0000 + K),
+        Pa(0x10_0000),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     t.flush(&mut fx);
     fx.take();
     let r = t
@@ -102,12 +181,17 @@ fn replacing_a_live_leaf_uses_break_before_make() {
             ipa(0x4000_0000..0x4000_0000 + K),
             Pa(0x20_0000),
             Stage2Attrs::RAM,
-            MapOptions { blocks: true, replace: true },
+            MapOptions {
+                blocks: true,
+                replace: true,
+            },
             &mut fx,
         )
         .unwrap();
     assert_eq!(r.changes.len(), 1);
-    assert!(r.changes[0].flags.contains(ChangeFlags::OUTPUT_CHANGED | ChangeFlags::BBM_DONE));
+    assert!(r.changes[0]
+        .flags
+        .contains(ChangeFlags::OUTPUT_CHANGED | ChangeFlags::BBM_DONE));
     let log = fx.take();
     let shape: Vec<String> = log
         .iter()
@@ -135,7 +219,14 @@ fn replacing_a_live_leaf_uses_break_before_make() {
 #[test]
 fn permission_changes_are_in_place_and_classified() {
     let (mut t, mut fx) = live_stage2();
-    t.map(ipa(0..4 * K), Pa(0x10_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(0..4 * K),
+        Pa(0x10_0000),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     t.flush(&mut fx);
     fx.take();
     let ro = Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly);
@@ -144,7 +235,9 @@ fn permission_changes_are_in_place_and_classified() {
     let c = &r.changes[0];
     assert_eq!((c.range.clone(), c.level), (0..4 * K, 3));
     assert!(c.flags.contains(ChangeFlags::RESTRICTED) && !c.flags.contains(ChangeFlags::RELAXED));
-    assert!(!c.flags.intersects(ChangeFlags::BBM_DONE | ChangeFlags::OUTPUT_CHANGED));
+    assert!(!c
+        .flags
+        .intersects(ChangeFlags::BBM_DONE | ChangeFlags::OUTPUT_CHANGED));
     let log = fx.take();
     assert_eq!(log.len(), 4, "four in-place stores, nothing else: {log:?}");
     assert_eq!(t.outstanding().len(), 1);
@@ -155,8 +248,12 @@ fn permission_changes_are_in_place_and_classified() {
     assert!(r.changes[0].flags.contains(ChangeFlags::RELAXED));
     assert!(!r.changes[0].flags.contains(ChangeFlags::RESTRICTED));
     // A memory-type change needs break-before-make.
-    let r = t.protect(ipa(2 * K..3 * K), Stage2Attrs::DEVICE, &mut fx).unwrap();
-    assert!(r.changes[0].flags.contains(ChangeFlags::ATTRS_CHANGED | ChangeFlags::BBM_DONE));
+    let r = t
+        .protect(ipa(2 * K..3 * K), Stage2Attrs::DEVICE, &mut fx)
+        .unwrap();
+    assert!(r.changes[0]
+        .flags
+        .contains(ChangeFlags::ATTRS_CHANGED | ChangeFlags::BBM_DONE));
     assert!(bbm_violations(&fx.take(), bbm_mask(true)).is_empty());
 }
 
@@ -164,7 +261,14 @@ fn permission_changes_are_in_place_and_classified() {
 fn unmap_frees_empty_tables_only_after_the_flush() {
     let (mut t, mut fx) = live_stage2();
     let root_only = t.table_pages();
-    t.map(ipa(G1 + K..G1 + 3 * K), Pa(0x10_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(G1 + K..G1 + 3 * K),
+        Pa(0x10_0000),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     t.flush(&mut fx);
     assert_eq!(t.table_pages().len(), root_only.len() + 2);
     fx.take();
@@ -172,33 +276,74 @@ fn unmap_frees_empty_tables_only_after_the_flush() {
     // The L1 entry's whole table goes at once; the report names the two
     // leaves that went with it, to be invalidated at all levels.
     assert_eq!(r.changes.len(), 1);
-    assert_eq!((r.changes[0].range.clone(), r.changes[0].level), (G1 + K..G1 + 3 * K, 3));
+    assert_eq!(
+        (r.changes[0].range.clone(), r.changes[0].level),
+        (G1 + K..G1 + 3 * K, 3)
+    );
     assert!(r.changes[0].flags.contains(ChangeFlags::TABLE_REMOVED));
     assert_eq!(r.changes[0].cached_leaf_levels, vmsa::LevelSet::only(3));
     assert_eq!(t.table_pages(), root_only);
     assert_eq!(t.pending_release().len(), 2);
-    assert_eq!(t.allocator().live_units(), root_only.len() + 2, "not freed before the flush");
+    assert_eq!(
+        t.allocator().live_units(),
+        root_only.len() + 2,
+        "not freed before the flush"
+    );
     let log = fx.take();
-    assert!(!log.iter().any(|e| matches!(e, Effect::Page(PageEvent::Release { .. }))));
+    assert!(!log
+        .iter()
+        .any(|e| matches!(e, Effect::Page(PageEvent::Release { .. }))));
     t.flush(&mut fx);
     let log = fx.take();
-    let first_release = log.iter().position(|e| matches!(e, Effect::Page(PageEvent::Release { .. }))).unwrap();
-    let last_dsb = log.iter().rposition(|e| matches!(e, Effect::Barrier(vmsa::Barrier::DsbIsh))).unwrap();
-    assert!(last_dsb < first_release, "released after the invalidation completed: {log:?}");
-    assert!(log[..first_release].iter().any(|e| matches!(e, Effect::Tlbi { op: TlbiOp::Ipas2e1is, .. })));
+    let first_release = log
+        .iter()
+        .position(|e| matches!(e, Effect::Page(PageEvent::Release { .. })))
+        .unwrap();
+    let last_dsb = log
+        .iter()
+        .rposition(|e| matches!(e, Effect::Barrier(vmsa::Barrier::DsbIsh)))
+        .unwrap();
+    assert!(
+        last_dsb < first_release,
+        "released after the invalidation completed: {log:?}"
+    );
+    assert!(log[..first_release].iter().any(|e| matches!(
+        e,
+        Effect::Tlbi {
+            op: TlbiOp::Ipas2e1is,
+            ..
+        }
+    )));
     assert_eq!(t.allocator().live_units(), root_only.len());
 }
 
 #[test]
 fn partial_unmap_reclaims_the_table_it_empties() {
     let (mut t, mut fx) = live_stage2();
-    t.map(ipa(M2..M2 + 2 * K), Pa(0), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
-    t.map(ipa(3 * M2..3 * M2 + K), Pa(0), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(M2..M2 + 2 * K),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
+    t.map(
+        ipa(3 * M2..3 * M2 + K),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     let pages = t.table_pages().len();
     t.unmap(ipa(M2..M2 + K), &mut fx).unwrap();
     assert_eq!(t.table_pages().len(), pages, "table still holds a page");
     let r = t.unmap(ipa(M2 + K..M2 + 2 * K), &mut fx).unwrap();
-    assert!(r.changes.iter().any(|c| c.flags.contains(ChangeFlags::TABLE_REMOVED) && c.level == 2));
+    assert!(r
+        .changes
+        .iter()
+        .any(|c| c.flags.contains(ChangeFlags::TABLE_REMOVED) && c.level == 2));
     assert_eq!(t.table_pages().len(), pages - 1);
     t.flush(&mut fx);
     assert_eq!(t.allocator().live_units(), t.table_pages().len());
@@ -207,25 +352,41 @@ fn partial_unmap_reclaims_the_table_it_empties() {
 #[test]
 fn split_then_collapse_round_trips_on_a_live_table() {
     let (mut t, mut fx) = live_stage2();
-    t.map(ipa(0..G1), Pa(G1), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(0..G1),
+        Pa(G1),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     t.flush(&mut fx);
     let whole = table_runs(&t);
     let r = t.split_block(Ipa(5 * M2 + 7 * K), &mut fx).unwrap();
-    assert!(r.changes[0].flags.contains(ChangeFlags::SIZE_CHANGED | ChangeFlags::BBM_DONE));
+    assert!(r.changes[0]
+        .flags
+        .contains(ChangeFlags::SIZE_CHANGED | ChangeFlags::BBM_DONE));
     assert_eq!(table_runs(&t), whole);
     assert_eq!(t.translate(Ipa(5 * M2)).unwrap().level, 2);
     t.split_block(Ipa(5 * M2 + 7 * K), &mut fx).unwrap();
     assert_eq!(t.translate(Ipa(5 * M2)).unwrap().level, 3);
-    assert_eq!(t.split_block(Ipa(5 * M2), &mut fx), Err(Error::NotABlock { addr: 5 * M2 }));
+    assert_eq!(
+        t.split_block(Ipa(5 * M2), &mut fx),
+        Err(Error::NotABlock { addr: 5 * M2 })
+    );
     assert_eq!(table_runs(&t), whole);
     // Change one page, collapse fails there; restore it, collapse to 1 GiB.
     let ro = Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly);
     t.protect(ipa(5 * M2..5 * M2 + K), ro, &mut fx).unwrap();
     t.collapse(ipa(0..G1), &mut fx).unwrap();
     assert_eq!(t.translate(Ipa(5 * M2 + K)).unwrap().level, 3);
-    t.protect(ipa(5 * M2..5 * M2 + K), Stage2Attrs::RAM, &mut fx).unwrap();
+    t.protect(ipa(5 * M2..5 * M2 + K), Stage2Attrs::RAM, &mut fx)
+        .unwrap();
     let r = t.collapse(ipa(0..G1), &mut fx).unwrap();
-    assert!(r.changes.iter().all(|c| c.flags.contains(ChangeFlags::BBM_DONE)));
+    assert!(r
+        .changes
+        .iter()
+        .all(|c| c.flags.contains(ChangeFlags::BBM_DONE)));
     assert_eq!(t.translate(Ipa(5 * M2 + K)).unwrap().level, 1);
     assert_eq!(table_runs(&t), whole);
     t.flush(&mut fx);
@@ -236,24 +397,55 @@ fn split_then_collapse_round_trips_on_a_live_table() {
 #[test]
 fn remapping_an_unclean_entry_invalidates_first() {
     let (mut t, mut fx) = live_stage2();
-    t.map(ipa(0..K), Pa(0x10_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(0..K),
+        Pa(0x10_0000),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     t.flush(&mut fx);
     t.unmap(ipa(0..K), &mut fx).unwrap();
     // No flush: the old translation may still be cached.
-    t.map(ipa(0..K), Pa(0x20_0000), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
-    assert!(bbm_violations(fx.log(), bbm_mask(true)).is_empty(), "{:#?}", fx.log());
+    t.map(
+        ipa(0..K),
+        Pa(0x20_0000),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
+    assert!(
+        bbm_violations(fx.log(), bbm_mask(true)).is_empty(),
+        "{:#?}",
+        fx.log()
+    );
 }
 
 #[test]
 fn concatenated_stage2_roots() {
     let (mut t, mut fx) = stage2(42);
-    assert_eq!((t.geometry().start_level(), t.geometry().root_pages()), (1, 8));
+    assert_eq!(
+        (t.geometry().start_level(), t.geometry().root_pages()),
+        (1, 8)
+    );
     assert_eq!(t.root().0 % (8 * K), 0);
     let top = (1u64 << 42) - G1;
-    t.map(ipa(top..top + G1), Pa(0), Stage2Attrs::RAM, MapOptions::default(), &mut fx).unwrap();
+    t.map(
+        ipa(top..top + G1),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     assert_eq!(t.translate(Ipa(top + 5)).unwrap().output, Pa(5));
     let [(vtcr, v), (vttbr, b)] = t.registers();
-    assert_eq!((vtcr, vttbr), (vmsa::SysReg::VtcrEl2, vmsa::SysReg::VttbrEl2));
+    assert_eq!(
+        (vtcr, vttbr),
+        (vmsa::SysReg::VtcrEl2, vmsa::SysReg::VttbrEl2)
+    );
     assert_eq!(v & 0x3f, 22, "T0SZ");
     assert_eq!(b, (7 << 48) | t.root().0);
 }
@@ -262,25 +454,65 @@ fn concatenated_stage2_roots() {
 fn stage1_el1_lower_and_upper_ranges() {
     let mut fx = Recorder::new();
     let g = Geometry::stage1(Granule::K4, 48).unwrap();
-    let mut lo = Table::new(El1Stage1::new(Asid(9)), g, Arena::new(Pa(0x10_0000), 64), &mut fx).unwrap();
+    let mut lo = Table::new(
+        El1Stage1::new(Asid(9)),
+        g,
+        Arena::new(Pa(0x10_0000), 64),
+        &mut fx,
+    )
+    .unwrap();
     lo.activate(&mut fx);
     let rw = Stage1Attrs::normal_rw(0);
-    lo.map(Va(0x40_0000)..Va(0x40_2000), Ipa(0x9000_0000), rw, MapOptions::default(), &mut fx).unwrap();
+    lo.map(
+        Va(0x40_0000)..Va(0x40_2000),
+        Ipa(0x9000_0000),
+        rw,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     lo.flush(&mut fx);
     fx.take();
-    lo.protect(Va(0x40_0000)..Va(0x40_1000), rw.read_only(), &mut fx).unwrap();
+    lo.protect(Va(0x40_0000)..Va(0x40_1000), rw.read_only(), &mut fx)
+        .unwrap();
     lo.flush(&mut fx);
-    let tlbis: Vec<_> = fx.take().into_iter().filter(|e| matches!(e, Effect::Tlbi { .. })).collect();
-    assert_eq!(tlbis, vec![Effect::Tlbi { op: TlbiOp::Vale1is, operand: (9 << 48) | 0x400 }]);
+    let tlbis: Vec<_> = fx
+        .take()
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Tlbi { .. }))
+        .collect();
+    assert_eq!(
+        tlbis,
+        vec![Effect::Tlbi {
+            op: TlbiOp::Vale1is,
+            operand: (9 << 48) | 0x400
+        }]
+    );
 
-    let upper = El1Stage1 { range: VaRange::Upper, ..El1Stage1::new(Asid(9)) };
+    let upper = El1Stage1 {
+        range: VaRange::Upper,
+        ..El1Stage1::new(Asid(9))
+    };
     let mut hi = Table::new(upper, g, Arena::new(Pa(0x20_0000), 64), &mut fx).unwrap();
     let top = 0xffff_ffff_ffff_f000u64;
-    hi.map(Va(top)..Va(0), Ipa(0x5000), rw, MapOptions::default(), &mut fx).unwrap();
+    hi.map(
+        Va(top)..Va(0),
+        Ipa(0x5000),
+        rw,
+        MapOptions::default(),
+        &mut fx,
+    )
+    .unwrap();
     assert_eq!(hi.translate(Va(top + 8)).unwrap().output, Ipa(0x5008));
     assert!(hi.translate(Va(0x1000)).is_none());
     assert!(matches!(
-        hi.map(Va(0x1000)..Va(0x2000), Ipa(0), rw, MapOptions::default(), &mut fx),
+        hi.map(
+            Va(0x1000)..Va(0x2000),
+            Ipa(0),
+            rw,
+            MapOptions::default(),
+            &mut fx
+        ),
         Err(Error::InputOutOfRange { .. })
     ));
     assert_eq!(hi.mappings().next().unwrap().input, Va(top));
@@ -290,28 +522,67 @@ fn stage1_el1_lower_and_upper_ranges() {
 fn el2_regime_flushes_with_el2_operations_and_an_isb() {
     let mut fx = Recorder::new();
     let g = Geometry::stage1(Granule::K4, 39).unwrap();
-    let mut t = Table::new(El2Stage1::default(), g, Arena::new(Pa(0x10_0000), 64), &mut fx).unwrap();
+    let mut t = Table::new(
+        El2Stage1::default(),
+        g,
+        Arena::new(Pa(0x10_0000), 64),
+        &mut fx,
+    )
+    .unwrap();
     t.activate(&mut fx);
-    let rw = Stage1Attrs { ap: Ap::ReadWrite, ng: false, pxn: false, ..Stage1Attrs::normal_rw(1) };
-    t.map(Va(0)..Va(M2), Pa(M2), rw, MapOptions::PAGES, &mut fx).unwrap();
+    let rw = Stage1Attrs {
+        ap: Ap::ReadWrite,
+        ng: false,
+        pxn: false,
+        ..Stage1Attrs::normal_rw(1)
+    };
+    t.map(Va(0)..Va(M2), Pa(M2), rw, MapOptions::PAGES, &mut fx)
+        .unwrap();
     t.unmap(Va(0)..Va(K), &mut fx).unwrap();
     fx.take();
     t.flush(&mut fx);
     let log = fx.take();
-    assert!(log.iter().any(|e| matches!(e, Effect::Tlbi { op: TlbiOp::Vale2is, operand: 0 })));
+    assert!(log.iter().any(|e| matches!(
+        e,
+        Effect::Tlbi {
+            op: TlbiOp::Vale2is,
+            operand: 0
+        }
+    )));
     assert_eq!(log.last(), Some(&Effect::Barrier(vmsa::Barrier::Isb)));
 }
 
 #[test]
 fn inactive_tables_free_at_once_and_emit_no_maintenance() {
     let (mut t, mut fx) = stage2(40);
-    t.map(ipa(0..M2), Pa(0), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx).unwrap();
-    t.map(ipa(M2..2 * M2), Pa(0), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx).unwrap();
+    t.map(
+        ipa(0..M2),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        &mut fx,
+    )
+    .unwrap();
+    t.map(
+        ipa(M2..2 * M2),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        &mut fx,
+    )
+    .unwrap();
     t.protect(ipa(0..K), Stage2Attrs::DEVICE, &mut fx).unwrap();
     t.unmap(ipa(0..M2), &mut fx).unwrap();
     assert!(t.pending_release().is_empty());
     let log = fx.take();
-    assert!(log.iter().all(|e| matches!(e, Effect::Store { .. } | Effect::Page(_))), "{log:?}");
+    assert!(
+        log.iter()
+            .all(|e| matches!(e, Effect::Store { .. } | Effect::Page(_))),
+        "{log:?}"
+    );
     t.flush(&mut fx);
-    assert!(fx.take().iter().all(|e| !matches!(e, Effect::Tlbi { .. } | Effect::Barrier(_))));
+    assert!(fx
+        .take()
+        .iter()
+        .all(|e| !matches!(e, Effect::Tlbi { .. } | Effect::Barrier(_))));
 }

@@ -27,18 +27,44 @@ fn attrs(i: u8) -> Stage2Attrs {
         0 => ram,
         1 => ram.with_s2ap(S2ap::ReadOnly),
         2 => Stage2Attrs::DEVICE,
-        3 => Stage2Attrs { xn: S2xn::Never, ..ram },
-        _ => Stage2Attrs { af: false, mem_attr: MemAttr::NORMAL_WB, ..ram },
+        3 => Stage2Attrs {
+            xn: S2xn::Never,
+            ..ram
+        },
+        _ => Stage2Attrs {
+            af: false,
+            mem_attr: MemAttr::NORMAL_WB,
+            ..ram
+        },
     }
 }
 
 #[derive(Clone, Debug)]
 enum Step {
-    Map { start: u64, len: u64, oa: u64, attrs: u8, blocks: bool, replace: bool },
-    Unmap { start: u64, len: u64 },
-    Protect { start: u64, len: u64, attrs: u8 },
-    Split { addr: u64 },
-    Collapse { start: u64, len: u64 },
+    Map {
+        start: u64,
+        len: u64,
+        oa: u64,
+        attrs: u8,
+        blocks: bool,
+        replace: bool,
+    },
+    Unmap {
+        start: u64,
+        len: u64,
+    },
+    Protect {
+        start: u64,
+        len: u64,
+        attrs: u8,
+    },
+    Split {
+        addr: u64,
+    },
+    Collapse {
+        start: u64,
+        len: u64,
+    },
     Flush,
 }
 
@@ -83,7 +109,13 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn new_table(fx: &mut Recorder) -> Table<Stage2, Arena> {
     let g = Geometry::stage2(Granule::K4, 40).unwrap();
-    let mut t = Table::new(Stage2::new(Vmid(3)), g, Arena::new(Pa(0x40_0000_0000), 1024), fx).unwrap();
+    let mut t = Table::new(
+        Stage2::new(Vmid(3)),
+        g,
+        Arena::new(Pa(0x40_0000_0000), 1024),
+        fx,
+    )
+    .unwrap();
     t.activate(fx);
     t
 }
@@ -93,10 +125,28 @@ fn ipa(start: u64, len: u64) -> std::ops::Range<Ipa> {
 }
 
 /// Applies one step to the table, and what it should do to the reference.
-fn apply(t: &mut Table<Stage2, Arena>, r: &mut Reference<Stage2Attrs>, s: &Step, fx: &mut Recorder) -> Result<(), Error> {
+fn apply(
+    t: &mut Table<Stage2, Arena>,
+    r: &mut Reference<Stage2Attrs>,
+    s: &Step,
+    fx: &mut Recorder,
+) -> Result<(), Error> {
     match *s {
-        Step::Map { start, len, oa, attrs: a, blocks, replace } => {
-            let res = t.map(ipa(start, len), Pa(oa), attrs(a), MapOptions { blocks, replace }, fx);
+        Step::Map {
+            start,
+            len,
+            oa,
+            attrs: a,
+            blocks,
+            replace,
+        } => {
+            let res = t.map(
+                ipa(start, len),
+                Pa(oa),
+                attrs(a),
+                MapOptions { blocks, replace },
+                fx,
+            );
             if !replace && r.overlaps(start, start + len) {
                 assert!(matches!(res, Err(Error::AlreadyMapped { .. })), "{res:?}");
             } else {
@@ -108,7 +158,11 @@ fn apply(t: &mut Table<Stage2, Arena>, r: &mut Reference<Stage2Attrs>, s: &Step,
             t.unmap(ipa(start, len), fx)?;
             r.remove(start, start + len);
         }
-        Step::Protect { start, len, attrs: a } => {
+        Step::Protect {
+            start,
+            len,
+            attrs: a,
+        } => {
             t.protect(ipa(start, len), attrs(a), fx)?;
             r.protect(start, start + len, attrs(a));
         }
@@ -139,14 +193,24 @@ fn touched(s: &Step) -> Vec<u64> {
         Step::Flush => return vec![],
     };
     let mid = (start + len / 2) & !(K - 1);
-    vec![start.saturating_sub(K), start, mid, start + len - K, start + len]
+    vec![
+        start.saturating_sub(K),
+        start,
+        mid,
+        start + len - K,
+        start + len,
+    ]
 }
 
 fn check_leaks(t: &Table<Stage2, Arena>) {
     let mut expect: Vec<Pa> = t.table_pages();
     expect.extend_from_slice(t.pending_release());
     expect.sort();
-    assert_eq!(t.allocator().live_pages(), expect, "allocator pages != reachable + pending");
+    assert_eq!(
+        t.allocator().live_pages(),
+        expect,
+        "allocator pages != reachable + pending"
+    );
 }
 
 proptest! {

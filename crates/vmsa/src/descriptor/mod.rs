@@ -120,7 +120,11 @@ impl Descriptor {
     /// Builds a leaf (block or page) descriptor for `level`.
     #[inline(always)]
     pub const fn leaf(level: u8, oa: u64, attr_bits: u64) -> Self {
-        let ty = if level == LAST_LEVEL { TABLE_OR_PAGE } else { 0 };
+        let ty = if level == LAST_LEVEL {
+            TABLE_OR_PAGE
+        } else {
+            0
+        };
         Descriptor((oa & OA_MASK_48) | attr_bits | ty | VALID)
     }
 

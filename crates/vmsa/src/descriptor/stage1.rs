@@ -172,53 +172,6 @@ impl Stage1Attrs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // ARM ARM D8.3.2, stage 1 Block and Page descriptor attribute fields.
-    #[test]
-    fn field_positions() {
-        let base = Stage1Attrs {
-            attr_index: 0,
-            ap: Ap::PrivReadWrite,
-            sh: Shareability::NonShareable,
-            af: false,
-            ng: false,
-            pxn: false,
-            uxn: false,
-            dbm: false,
-        };
-        assert_eq!(base.to_bits(), 0);
-        assert_eq!(Stage1Attrs { attr_index: 7, ..base }.to_bits(), 0b111 << 2);
-        assert_eq!(Stage1Attrs { attr_index: 5, ..base }.to_bits(), 0b101 << 2);
-        assert_eq!(Stage1Attrs { ap: Ap::ReadWrite, ..base }.to_bits(), 1 << 6);
-        assert_eq!(Stage1Attrs { ap: Ap::PrivReadOnly, ..base }.to_bits(), 1 << 7);
-        assert_eq!(Stage1Attrs { ap: Ap::ReadOnly, ..base }.to_bits(), 0b11 << 6);
-        assert_eq!(Stage1Attrs { sh: Shareability::Outer, ..base }.to_bits(), 0b10 << 8);
-        assert_eq!(Stage1Attrs { sh: Shareability::Inner, ..base }.to_bits(), 0b11 << 8);
-        assert_eq!(Stage1Attrs { af: true, ..base }.to_bits(), 1 << 10);
-        assert_eq!(Stage1Attrs { ng: true, ..base }.to_bits(), 1 << 11);
-        assert_eq!(Stage1Attrs { dbm: true, ..base }.to_bits(), 1 << 51);
-        assert_eq!(Stage1Attrs { pxn: true, ..base }.to_bits(), 1 << 53);
-        assert_eq!(Stage1Attrs { uxn: true, ..base }.to_bits(), 1 << 54);
-        assert_eq!(CONTIGUOUS, 1 << 52);
-    }
-
-    #[test]
-    fn round_trip_and_grants() {
-        let a = Stage1Attrs::normal_rw(3);
-        assert_eq!(Stage1Attrs::from_bits(a.to_bits()), a);
-        // AttrIndx 3, AP 00, SH 11, AF, nG, PXN, UXN.
-        assert_eq!(a.to_bits(), (3 << 2) | (0b11 << 8) | (1 << 10) | (1 << 11) | (3 << 53));
-        let ro = a.read_only();
-        assert!(a.grants().contains(Grants::WRITE));
-        assert!(!ro.grants().contains(Grants::WRITE));
-        assert!(a.grants().contains(ro.grants()));
-        assert!(Stage1Attrs { ap: Ap::ReadWrite, ..a }.grants().contains(Grants::UNPRIV_WRITE));
-    }
-}
-
 impl core::fmt::Display for Stage1Attrs {
     /// A compact form: MAIR index, access (`el1-rw`, `rw`, `el1-ro`, `ro`),
     /// `pxn`/`uxn`, shareability, `af`/`!af`, `ng`/`global`, `dbm`.
@@ -243,5 +196,109 @@ impl core::fmt::Display for Stage1Attrs {
             f.write_str(" dbm")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ARM ARM D8.3.2, stage 1 Block and Page descriptor attribute fields.
+    #[test]
+    fn field_positions() {
+        let base = Stage1Attrs {
+            attr_index: 0,
+            ap: Ap::PrivReadWrite,
+            sh: Shareability::NonShareable,
+            af: false,
+            ng: false,
+            pxn: false,
+            uxn: false,
+            dbm: false,
+        };
+        assert_eq!(base.to_bits(), 0);
+        assert_eq!(
+            Stage1Attrs {
+                attr_index: 7,
+                ..base
+            }
+            .to_bits(),
+            0b111 << 2
+        );
+        assert_eq!(
+            Stage1Attrs {
+                attr_index: 5,
+                ..base
+            }
+            .to_bits(),
+            0b101 << 2
+        );
+        assert_eq!(
+            Stage1Attrs {
+                ap: Ap::ReadWrite,
+                ..base
+            }
+            .to_bits(),
+            1 << 6
+        );
+        assert_eq!(
+            Stage1Attrs {
+                ap: Ap::PrivReadOnly,
+                ..base
+            }
+            .to_bits(),
+            1 << 7
+        );
+        assert_eq!(
+            Stage1Attrs {
+                ap: Ap::ReadOnly,
+                ..base
+            }
+            .to_bits(),
+            0b11 << 6
+        );
+        assert_eq!(
+            Stage1Attrs {
+                sh: Shareability::Outer,
+                ..base
+            }
+            .to_bits(),
+            0b10 << 8
+        );
+        assert_eq!(
+            Stage1Attrs {
+                sh: Shareability::Inner,
+                ..base
+            }
+            .to_bits(),
+            0b11 << 8
+        );
+        assert_eq!(Stage1Attrs { af: true, ..base }.to_bits(), 1 << 10);
+        assert_eq!(Stage1Attrs { ng: true, ..base }.to_bits(), 1 << 11);
+        assert_eq!(Stage1Attrs { dbm: true, ..base }.to_bits(), 1 << 51);
+        assert_eq!(Stage1Attrs { pxn: true, ..base }.to_bits(), 1 << 53);
+        assert_eq!(Stage1Attrs { uxn: true, ..base }.to_bits(), 1 << 54);
+        assert_eq!(CONTIGUOUS, 1 << 52);
+    }
+
+    #[test]
+    fn round_trip_and_grants() {
+        let a = Stage1Attrs::normal_rw(3);
+        assert_eq!(Stage1Attrs::from_bits(a.to_bits()), a);
+        // AttrIndx 3, AP 00, SH 11, AF, nG, PXN, UXN.
+        assert_eq!(
+            a.to_bits(),
+            (3 << 2) | (0b11 << 8) | (1 << 10) | (1 << 11) | (3 << 53)
+        );
+        let ro = a.read_only();
+        assert!(a.grants().contains(Grants::WRITE));
+        assert!(!ro.grants().contains(Grants::WRITE));
+        assert!(a.grants().contains(ro.grants()));
+        assert!(Stage1Attrs {
+            ap: Ap::ReadWrite,
+            ..a
+        }
+        .grants()
+        .contains(Grants::UNPRIV_WRITE));
     }
 }

@@ -142,7 +142,10 @@ impl MemAttr {
         } else if bits >> 2 == 0 {
             Some(MemAttr::Device(device(bits)))
         } else {
-            Some(MemAttr::Normal { outer: cache(bits >> 2)?, inner: cache(bits & 0b11)? })
+            Some(MemAttr::Normal {
+                outer: cache(bits >> 2)?,
+                inner: cache(bits & 0b11)?,
+            })
         }
     }
 }
@@ -280,70 +283,6 @@ impl Stage2Attrs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // ARM ARM D8.3.2, stage 2 Block and Page descriptor attribute fields.
-    #[test]
-    fn field_positions() {
-        let base = Stage2Attrs {
-            mem_attr: MemAttr::Device(DeviceType::NGnRnE),
-            s2ap: S2ap::None,
-            xn: S2xn::Executable,
-            sh: Shareability::NonShareable,
-            af: false,
-            dbm: false,
-        };
-        assert_eq!(base.to_bits(), 0);
-        assert_eq!(Stage2Attrs { mem_attr: MemAttr::NORMAL_WB, ..base }.to_bits(), 0b1111 << 2);
-        assert_eq!(Stage2Attrs { s2ap: S2ap::ReadOnly, ..base }.to_bits(), 1 << 6);
-        assert_eq!(Stage2Attrs { s2ap: S2ap::WriteOnly, ..base }.to_bits(), 1 << 7);
-        assert_eq!(Stage2Attrs { sh: Shareability::Inner, ..base }.to_bits(), 0b11 << 8);
-        assert_eq!(Stage2Attrs { af: true, ..base }.to_bits(), 1 << 10);
-        assert_eq!(Stage2Attrs { dbm: true, ..base }.to_bits(), 1 << 51);
-        assert_eq!(Stage2Attrs { xn: S2xn::Never, ..base }.to_bits(), 1 << 54);
-        assert_eq!(Stage2Attrs { xn: S2xn::El0Only, ..base }.to_bits(), 1 << 53);
-        assert_eq!(CONTIGUOUS, 1 << 52);
-    }
-
-    // MemAttr encodings: D8.6.5 (FWB == 0) and D8.6.6 (FWB == 1); KVM uses
-    // 0b1111 for normal memory and 0b0001 for device memory without FWB,
-    // 0b0110 and 0b0001 with it.
-    #[test]
-    fn memattr_encodings() {
-        assert_eq!(MemAttr::NORMAL_WB.bits(), 0b1111);
-        assert_eq!(MemAttr::Device(DeviceType::NGnRE).bits(), 0b0001);
-        let nc = NormalCacheability::NonCacheable;
-        assert_eq!(MemAttr::Normal { outer: nc, inner: nc }.bits(), 0b0101);
-        assert_eq!(MemAttr::FwbNormalWriteBack.bits(), 0b0110);
-        assert_eq!(MemAttr::FwbNormalNonCacheable.bits(), 0b0101);
-        assert_eq!(MemAttr::decode(0b0110, true), Some(MemAttr::FwbNormalWriteBack));
-        assert_eq!(MemAttr::decode(0b0100, true), None);
-        assert_eq!(MemAttr::decode(0b0100, false), None, "inner cacheability 0b00 is reserved");
-        assert_eq!(MemAttr::decode(0b1111, false), Some(MemAttr::NORMAL_WB));
-        for bits in 0..16 {
-            for fwb in [false, true] {
-                if let Some(m) = MemAttr::decode(bits, fwb) {
-                    assert_eq!(m.bits(), bits);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn round_trip_and_grants() {
-        let ram = Stage2Attrs::RAM;
-        assert_eq!(Stage2Attrs::from_bits(ram.to_bits(), false), Some(ram));
-        assert_eq!(
-            ram.grants(),
-            Grants::READ | Grants::WRITE | Grants::EXEC | Grants::UNPRIV_EXEC | Grants::ACCESS
-        );
-        let ro = ram.with_s2ap(S2ap::ReadOnly);
-        assert!(ram.grants().contains(ro.grants()) && ram.grants() != ro.grants());
-    }
-}
-
 impl core::fmt::Display for MemAttr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let c = |c: &NormalCacheability| match c {
@@ -384,5 +323,125 @@ impl core::fmt::Display for Stage2Attrs {
             f.write_str(" dbm")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ARM ARM D8.3.2, stage 2 Block and Page descriptor attribute fields.
+    #[test]
+    fn field_positions() {
+        let base = Stage2Attrs {
+            mem_attr: MemAttr::Device(DeviceType::NGnRnE),
+            s2ap: S2ap::None,
+            xn: S2xn::Executable,
+            sh: Shareability::NonShareable,
+            af: false,
+            dbm: false,
+        };
+        assert_eq!(base.to_bits(), 0);
+        assert_eq!(
+            Stage2Attrs {
+                mem_attr: MemAttr::NORMAL_WB,
+                ..base
+            }
+            .to_bits(),
+            0b1111 << 2
+        );
+        assert_eq!(
+            Stage2Attrs {
+                s2ap: S2ap::ReadOnly,
+                ..base
+            }
+            .to_bits(),
+            1 << 6
+        );
+        assert_eq!(
+            Stage2Attrs {
+                s2ap: S2ap::WriteOnly,
+                ..base
+            }
+            .to_bits(),
+            1 << 7
+        );
+        assert_eq!(
+            Stage2Attrs {
+                sh: Shareability::Inner,
+                ..base
+            }
+            .to_bits(),
+            0b11 << 8
+        );
+        assert_eq!(Stage2Attrs { af: true, ..base }.to_bits(), 1 << 10);
+        assert_eq!(Stage2Attrs { dbm: true, ..base }.to_bits(), 1 << 51);
+        assert_eq!(
+            Stage2Attrs {
+                xn: S2xn::Never,
+                ..base
+            }
+            .to_bits(),
+            1 << 54
+        );
+        assert_eq!(
+            Stage2Attrs {
+                xn: S2xn::El0Only,
+                ..base
+            }
+            .to_bits(),
+            1 << 53
+        );
+        assert_eq!(CONTIGUOUS, 1 << 52);
+    }
+
+    // MemAttr encodings: D8.6.5 (FWB == 0) and D8.6.6 (FWB == 1); KVM uses
+    // 0b1111 for normal memory and 0b0001 for device memory without FWB,
+    // 0b0110 and 0b0001 with it.
+    #[test]
+    fn memattr_encodings() {
+        assert_eq!(MemAttr::NORMAL_WB.bits(), 0b1111);
+        assert_eq!(MemAttr::Device(DeviceType::NGnRE).bits(), 0b0001);
+        let nc = NormalCacheability::NonCacheable;
+        assert_eq!(
+            MemAttr::Normal {
+                outer: nc,
+                inner: nc
+            }
+            .bits(),
+            0b0101
+        );
+        assert_eq!(MemAttr::FwbNormalWriteBack.bits(), 0b0110);
+        assert_eq!(MemAttr::FwbNormalNonCacheable.bits(), 0b0101);
+        assert_eq!(
+            MemAttr::decode(0b0110, true),
+            Some(MemAttr::FwbNormalWriteBack)
+        );
+        assert_eq!(MemAttr::decode(0b0100, true), None);
+        assert_eq!(
+            MemAttr::decode(0b0100, false),
+            None,
+            "inner cacheability 0b00 is reserved"
+        );
+        assert_eq!(MemAttr::decode(0b1111, false), Some(MemAttr::NORMAL_WB));
+        for bits in 0..16 {
+            for fwb in [false, true] {
+                if let Some(m) = MemAttr::decode(bits, fwb) {
+                    assert_eq!(m.bits(), bits);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_and_grants() {
+        let ram = Stage2Attrs::RAM;
+        assert_eq!(Stage2Attrs::from_bits(ram.to_bits(), false), Some(ram));
+        assert_eq!(
+            ram.grants(),
+            Grants::READ | Grants::WRITE | Grants::EXEC | Grants::UNPRIV_EXEC | Grants::ACCESS
+        );
+        let ro = ram.with_s2ap(S2ap::ReadOnly);
+        assert!(ram.grants().contains(ro.grants()) && ram.grants() != ro.grants());
     }
 }

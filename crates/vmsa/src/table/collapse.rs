@@ -15,7 +15,11 @@ struct CollapseVisitor;
 
 impl<R: Regime> Visitor<R> for CollapseVisitor {
     /// Collapsing never allocates: nothing to plan.
-    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, _r: &Run) -> Result<bool, Error> {
+    fn run<A: TableAllocator, E: Effects>(
+        &mut self,
+        op: &mut Op<'_, R, A, E>,
+        _r: &Run,
+    ) -> Result<bool, Error> {
         Ok(op.plan)
     }
 
@@ -28,7 +32,11 @@ impl<R: Regime> Visitor<R> for CollapseVisitor {
             return Ok(Step::Next);
         }
         let pa = crate::Pa(Descriptor(e.desc).address(op.t.geometry.granule()));
-        Ok(Step::Descend(TableRef::Real { pa, attached: e.attached, covered: e.covered }))
+        Ok(Step::Descend(TableRef::Real {
+            pa,
+            attached: e.attached,
+            covered: e.covered,
+        }))
     }
 
     /// After the tables below have been collapsed (bottom-up), replaces
@@ -40,7 +48,9 @@ impl<R: Regime> Visitor<R> for CollapseVisitor {
         e: &Entry,
         child: &TableRef,
     ) -> Result<(), Error> {
-        let TableRef::Real { pa, .. } = *child else { return Ok(()) };
+        let TableRef::Real { pa, .. } = *child else {
+            return Ok(());
+        };
         let g = op.t.geometry;
         if op.plan || !e.full() || !g.leaf_allowed(e.level) {
             return Ok(());
@@ -66,7 +76,11 @@ impl<R: Regime> Visitor<R> for CollapseVisitor {
             }
         }
         if let (true, Some((oa, bits))) = (uniform, first) {
-            op.replace_table(e, Descriptor::leaf(e.level, oa, bits).0, ChangeFlags::empty());
+            op.replace_table(
+                e,
+                Descriptor::leaf(e.level, oa, bits).0,
+                ChangeFlags::empty(),
+            );
         }
         Ok(())
     }
@@ -82,7 +96,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// # Errors
     /// [`Error::Misaligned`], [`Error::EmptyRange`],
     /// [`Error::InputOutOfRange`]. Collapsing never allocates.
-    pub fn collapse(&mut self, range: Range<R::Input>, fx: &mut impl Effects) -> Result<ChangeReport, Error> {
+    pub fn collapse(
+        &mut self,
+        range: Range<R::Input>,
+        fx: &mut impl Effects,
+    ) -> Result<ChangeReport, Error> {
         let off = self.offsets(&range)?;
         self.run(off, &mut CollapseVisitor, fx, false)
     }

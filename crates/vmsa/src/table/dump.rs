@@ -36,7 +36,11 @@ impl<R: Regime, A: TableAllocator> Dump<'_, R, A> {
                 Kind::Invalid => idx += 1,
                 Kind::Table => {
                     let next = d.address(g.granule());
-                    writeln!(f, "{:indent$}L{level}[{idx:3}]      {input:#014x} table -> {next:#x}", "")?;
+                    writeln!(
+                        f,
+                        "{:indent$}L{level}[{idx:3}]      {input:#014x} table -> {next:#x}",
+                        ""
+                    )?;
                     self.table(f, Pa(next), level + 1, base + idx as u64 * size)?;
                     idx += 1;
                 }

@@ -27,13 +27,19 @@ pub struct MapOptions {
 
 impl Default for MapOptions {
     fn default() -> Self {
-        MapOptions { blocks: true, replace: false }
+        MapOptions {
+            blocks: true,
+            replace: false,
+        }
     }
 }
 
 impl MapOptions {
     /// Pages only, no blocks.
-    pub const PAGES: MapOptions = MapOptions { blocks: false, replace: false };
+    pub const PAGES: MapOptions = MapOptions {
+        blocks: false,
+        replace: false,
+    };
 }
 
 struct MapVisitor {
@@ -50,26 +56,44 @@ impl<R: Regime> Visitor<R> for MapVisitor {
     /// A run of empty entries that can all take leaves: write them in one
     /// loop, report them as one change.
     #[inline(always)]
-    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, r: &Run) -> Result<bool, Error> {
+    fn run<A: TableAllocator, E: Effects>(
+        &mut self,
+        op: &mut Op<'_, R, A, E>,
+        r: &Run,
+    ) -> Result<bool, Error> {
         let g = op.t.geometry;
         let size = g.entry_size(r.level);
         let oa0 = self.oa + (r.first - self.start);
-        let leaves_fit = g.leaf_allowed(r.level) && (self.opts.blocks || r.level == LAST_LEVEL) && oa0 % size == 0;
+        let leaves_fit = g.leaf_allowed(r.level)
+            && (self.opts.blocks || r.level == LAST_LEVEL)
+            && oa0 % size == 0;
         if !leaves_fit || op.has_deferred() {
             return Ok(false);
         }
-        if r.idx.clone().any(|i| Descriptor(op.load_run(r, i)).kind(r.level) != Kind::Invalid) {
+        if r.idx
+            .clone()
+            .any(|i| Descriptor(op.load_run(r, i)).kind(r.level) != Kind::Invalid)
+        {
             return Ok(false);
         }
         if op.plan {
             return Ok(true);
         }
         for (k, i) in r.idx.clone().enumerate() {
-            op.store_run(r, i, Descriptor::leaf(r.level, oa0 + k as u64 * size, self.attr_bits).0);
+            op.store_run(
+                r,
+                i,
+                Descriptor::leaf(r.level, oa0 + k as u64 * size, self.attr_bits).0,
+            );
         }
         op.mark_written();
         let end = r.first + r.idx.len() as u64 * size;
-        op.record(r.first..end, r.level, ChangeFlags::IS_VALID | ChangeFlags::RELAXED, LevelSet::EMPTY);
+        op.record(
+            r.first..end,
+            r.level,
+            ChangeFlags::IS_VALID | ChangeFlags::RELAXED,
+            LevelSet::EMPTY,
+        );
         Ok(true)
     }
 
@@ -92,10 +116,14 @@ impl<R: Regime> Visitor<R> for MapVisitor {
                 Ok(Step::Next)
             }
             Kind::Invalid => Ok(Step::Descend(op.new_table(e)?)),
-            Kind::Leaf | Kind::Table if !self.opts.replace && (leaf_fits || e.kind() == Kind::Leaf) => {
+            Kind::Leaf | Kind::Table
+                if !self.opts.replace && (leaf_fits || e.kind() == Kind::Leaf) =>
+            {
                 // A table fully covered by the range is not empty (empty
                 // tables are always removed), so it overlaps too.
-                Err(Error::AlreadyMapped { addr: self.base.wrapping_add(e.piece.start) })
+                Err(Error::AlreadyMapped {
+                    addr: self.base.wrapping_add(e.piece.start),
+                })
             }
             Kind::Leaf if leaf_fits => {
                 op.set_leaf(e, new);
@@ -103,12 +131,20 @@ impl<R: Regime> Visitor<R> for MapVisitor {
             }
             Kind::Leaf => Ok(Step::Descend(op.split(e)?)),
             Kind::Table if leaf_fits => {
-                op.replace_table(e, new, ChangeFlags::OUTPUT_CHANGED | ChangeFlags::RESTRICTED | ChangeFlags::RELAXED);
+                op.replace_table(
+                    e,
+                    new,
+                    ChangeFlags::OUTPUT_CHANGED | ChangeFlags::RESTRICTED | ChangeFlags::RELAXED,
+                );
                 Ok(Step::Next)
             }
             Kind::Table => {
                 let pa = crate::Pa(Descriptor(e.desc).address(g.granule()));
-                Ok(Step::Descend(TableRef::Real { pa, attached: e.attached, covered: e.covered }))
+                Ok(Step::Descend(TableRef::Real {
+                    pa,
+                    attached: e.attached,
+                    covered: e.covered,
+                }))
             }
         }
     }
@@ -142,9 +178,17 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         let out_size = 1u64 << self.regime.output_bits();
         let len = off.end - off.start;
         if oa >= out_size || out_size - oa < len {
-            return Err(Error::OutputOutOfRange { addr: oa.max(out_size) });
+            return Err(Error::OutputOutOfRange {
+                addr: oa.max(out_size),
+            });
         }
-        let mut v = MapVisitor { start: off.start, oa, attr_bits, opts, base: self.base };
+        let mut v = MapVisitor {
+            start: off.start,
+            oa,
+            attr_bits,
+            opts,
+            base: self.base,
+        };
         self.run(off, &mut v, fx, true)
     }
 }

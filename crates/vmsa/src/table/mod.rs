@@ -90,12 +90,20 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// [`Error::OutOfMemory`] if the root cannot be allocated; the regime's
     /// own checks ([`Error::UnsupportedGeometry`],
     /// [`Error::TagOutOfRange`]).
-    pub fn new(regime: R, geometry: Geometry, mut alloc: A, fx: &mut impl Effects) -> Result<Self, Error> {
+    pub fn new(
+        regime: R,
+        geometry: Geometry,
+        mut alloc: A,
+        fx: &mut impl Effects,
+    ) -> Result<Self, Error> {
         regime.check(&geometry)?;
         let g = geometry.granule();
         let pages = geometry.root_pages();
         let root = alloc.allocate_zeroed(g, pages)?;
-        fx.page_event(PageEvent::Init { pa: root, bytes: g.size() * pages as u64 });
+        fx.page_event(PageEvent::Init {
+            pa: root,
+            bytes: g.size() * pages as u64,
+        });
         Ok(Table {
             regime,
             base: regime.input_base(&geometry),
@@ -212,7 +220,10 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// Returns one detached table page to the allocator.
     fn release(&mut self, pa: Pa, fx: &mut impl Effects) {
         let g = self.geometry.granule();
-        fx.page_event(PageEvent::Release { pa, bytes: g.size() });
+        fx.page_event(PageEvent::Release {
+            pa,
+            bytes: g.size(),
+        });
         // SAFETY: `pa` is a single table page this table allocated, it has
         // been detached from the tree, and any invalidation walkers needed
         // has completed (callers guarantee: flush, the end of a
@@ -275,7 +286,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             return Err(Error::EmptyRange);
         }
         if off_end > size {
-            return Err(Error::InputOutOfRange { addr: end.wrapping_sub(1) });
+            return Err(Error::InputOutOfRange {
+                addr: end.wrapping_sub(1),
+            });
         }
         Ok(off_start..off_end)
     }
@@ -294,7 +307,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         fx: &mut E,
         clean_first: bool,
     ) -> Result<ChangeReport, Error> {
-        let root = TableRef::Real { pa: self.root, attached: true, covered: false };
+        let root = TableRef::Real {
+            pa: self.root,
+            attached: true,
+            covered: false,
+        };
         let level = self.geometry.start_level();
 
         let need = {
@@ -305,7 +322,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
 
         let g = self.geometry.granule();
         let mut reserve = Vec::new();
-        reserve.try_reserve_exact(need).map_err(|_| Error::OutOfMemory)?;
+        reserve
+            .try_reserve_exact(need)
+            .map_err(|_| Error::OutOfMemory)?;
         for _ in 0..need {
             match self.alloc.allocate_zeroed(g, 1) {
                 Ok(pa) => reserve.push(pa),
@@ -322,8 +341,15 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         if clean_first && self.live {
             let base = self.base;
             let overlaps = |c: &Change| {
-                let (s, e) = (c.range.start.wrapping_sub(base), c.range.end.wrapping_sub(base));
-                let e = if e == 0 { self.geometry.input_size() } else { e };
+                let (s, e) = (
+                    c.range.start.wrapping_sub(base),
+                    c.range.end.wrapping_sub(base),
+                );
+                let e = if e == 0 {
+                    self.geometry.input_size()
+                } else {
+                    e
+                };
                 s < range.end && range.start < e
             };
             if self.outstanding.iter().any(overlaps) {
@@ -332,7 +358,10 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         }
         let mut op = Op::new(self, fx, false, reserve);
         let result = walk(&mut op, visitor, &root, level, range);
-        debug_assert!(result.is_ok(), "commit failed after a successful plan: {result:?}");
+        debug_assert!(
+            result.is_ok(),
+            "commit failed after a successful plan: {result:?}"
+        );
         let report = op.finish();
         result.map(|()| report)
     }
@@ -345,11 +374,18 @@ impl<R: Regime, A: TableAllocator> Drop for Table<R, A> {
     fn drop(&mut self) {
         let g = self.geometry.granule();
         let pages = self.table_pages();
-        for pa in pages.iter().skip(self.geometry.root_pages()).chain(self.pending.iter()) {
+        for pa in pages
+            .iter()
+            .skip(self.geometry.root_pages())
+            .chain(self.pending.iter())
+        {
             // SAFETY: single table pages owned by this table, not used again.
             unsafe { self.alloc.deallocate(*pa, g, 1) };
         }
         // SAFETY: the root allocation, made in `new`.
-        unsafe { self.alloc.deallocate(self.root, g, self.geometry.root_pages()) };
+        unsafe {
+            self.alloc
+                .deallocate(self.root, g, self.geometry.root_pages())
+        };
     }
 }

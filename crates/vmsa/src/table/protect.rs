@@ -20,7 +20,11 @@ impl<R: Regime> Visitor<R> for ProtectVisitor {
     /// need break-before-make take the ordinary path. Planning has nothing
     /// to do here: only blocks straddling the range's ends need pages.
     #[inline(always)]
-    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, r: &Run) -> Result<bool, Error> {
+    fn run<A: TableAllocator, E: Effects>(
+        &mut self,
+        op: &mut Op<'_, R, A, E>,
+        r: &Run,
+    ) -> Result<bool, Error> {
         if op.plan {
             return Ok(true);
         }
@@ -32,7 +36,11 @@ impl<R: Regime> Visitor<R> for ProtectVisitor {
         let mut wrote = false;
         let mut i = r.idx.start;
         while i < r.idx.end {
-            let old = if deferred { op.load_run(r, i) } else { op.peek_run(r, i) };
+            let old = if deferred {
+                op.load_run(r, i)
+            } else {
+                op.peek_run(r, i)
+            };
             match Descriptor(old).kind(r.level) {
                 Kind::Invalid => i += 1,
                 Kind::Table => {
@@ -42,7 +50,12 @@ impl<R: Regime> Visitor<R> for ProtectVisitor {
                     i += 1;
                 }
                 Kind::Leaf => {
-                    let new = Descriptor::leaf(r.level, Descriptor(old).address(g.granule()), self.attr_bits).0;
+                    let new = Descriptor::leaf(
+                        r.level,
+                        Descriptor(old).address(g.granule()),
+                        self.attr_bits,
+                    )
+                    .0;
                     if new == old {
                         i += 1;
                         continue;
@@ -60,7 +73,11 @@ impl<R: Regime> Visitor<R> for ProtectVisitor {
                     let (old_low, new_low) = (old & !OA_MASK_48, new & !OA_MASK_48);
                     let mut j = i;
                     while j < r.idx.end {
-                        let o = if deferred { op.load_run(r, j) } else { op.peek_run(r, j) };
+                        let o = if deferred {
+                            op.load_run(r, j)
+                        } else {
+                            op.peek_run(r, j)
+                        };
                         if o & !OA_MASK_48 != old_low {
                             break;
                         }
@@ -97,7 +114,11 @@ impl<R: Regime> Visitor<R> for ProtectVisitor {
             Kind::Leaf => Ok(Step::Descend(op.split(e)?)),
             Kind::Table => {
                 let pa = crate::Pa(Descriptor(e.desc).address(op.t.geometry.granule()));
-                Ok(Step::Descend(TableRef::Real { pa, attached: e.attached, covered: e.covered }))
+                Ok(Step::Descend(TableRef::Real {
+                    pa,
+                    attached: e.attached,
+                    covered: e.covered,
+                }))
             }
         }
     }

@@ -67,7 +67,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
 
     /// Every leaf descriptor, in input-address order.
     pub fn mappings(&self) -> Mappings<'_, R, A> {
-        let mut m = Mappings { table: self, stack: [(Pa(0), 0, 0, 0); 4], depth: 0 };
+        let mut m = Mappings {
+            table: self,
+            stack: [(Pa(0), 0, 0, 0); 4],
+            depth: 0,
+        };
         m.stack[0] = (self.root, self.geometry.start_level(), 0, 0);
         m.depth = 1;
         m

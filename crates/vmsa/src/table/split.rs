@@ -24,7 +24,11 @@ impl<R: Regime> Visitor<R> for SplitVisitor {
         match e.kind() {
             Kind::Table => {
                 let pa = crate::Pa(Descriptor(e.desc).address(op.t.geometry.granule()));
-                Ok(Step::Descend(TableRef::Real { pa, attached: e.attached, covered: e.covered }))
+                Ok(Step::Descend(TableRef::Real {
+                    pa,
+                    attached: e.attached,
+                    covered: e.covered,
+                }))
             }
             Kind::Leaf if e.level < LAST_LEVEL => {
                 op.split(e)?;
@@ -43,7 +47,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// # Errors
     /// [`Error::NotABlock`] if `addr` is unmapped or mapped by a page;
     /// [`Error::InputOutOfRange`]; [`Error::OutOfMemory`].
-    pub fn split_block(&mut self, addr: R::Input, fx: &mut impl Effects) -> Result<ChangeReport, Error> {
+    pub fn split_block(
+        &mut self,
+        addr: R::Input,
+        fx: &mut impl Effects,
+    ) -> Result<ChangeReport, Error> {
         let page = self.geometry.granule().size();
         let a = addr.get() & !(page - 1);
         let range = R::Input::new(a)..R::Input::new(a.wrapping_add(page));

@@ -18,7 +18,11 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
     /// Planning has nothing to do here: only blocks straddling the range's
     /// ends need pages.
     #[inline(always)]
-    fn run<A: TableAllocator, E: Effects>(&mut self, op: &mut Op<'_, R, A, E>, r: &Run) -> Result<bool, Error> {
+    fn run<A: TableAllocator, E: Effects>(
+        &mut self,
+        op: &mut Op<'_, R, A, E>,
+        r: &Run,
+    ) -> Result<bool, Error> {
         if op.plan {
             return Ok(true);
         }
@@ -29,7 +33,11 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
         let mut wrote = false;
         let mut i = r.idx.start;
         while i < r.idx.end {
-            let old = if deferred { op.load_run(r, i) } else { op.peek_run(r, i) };
+            let old = if deferred {
+                op.load_run(r, i)
+            } else {
+                op.peek_run(r, i)
+            };
             match Descriptor(old).kind(r.level) {
                 Kind::Invalid => i += 1,
                 Kind::Leaf if !r.covered => {
@@ -38,7 +46,11 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
                     let low = old & !OA_MASK_48;
                     let mut j = i;
                     while j < r.idx.end {
-                        let o = if deferred { op.load_run(r, j) } else { op.peek_run(r, j) };
+                        let o = if deferred {
+                            op.load_run(r, j)
+                        } else {
+                            op.peek_run(r, j)
+                        };
                         if o & !OA_MASK_48 != low {
                             break;
                         }
@@ -86,7 +98,11 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
             }
             Kind::Table => {
                 let pa = crate::Pa(Descriptor(e.desc).address(op.t.geometry.granule()));
-                Ok(Step::Descend(TableRef::Real { pa, attached: e.attached, covered: e.covered }))
+                Ok(Step::Descend(TableRef::Real {
+                    pa,
+                    attached: e.attached,
+                    covered: e.covered,
+                }))
             }
         }
     }
@@ -118,7 +134,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// [`Error::InputOutOfRange`]; [`Error::OutOfMemory`] if a block that
     /// straddles an end of the range cannot be split. On error nothing has
     /// changed.
-    pub fn unmap(&mut self, range: Range<R::Input>, fx: &mut impl Effects) -> Result<ChangeReport, Error> {
+    pub fn unmap(
+        &mut self,
+        range: Range<R::Input>,
+        fx: &mut impl Effects,
+    ) -> Result<ChangeReport, Error> {
         let off = self.offsets(&range)?;
         self.run(off, &mut UnmapVisitor, fx, false)
     }

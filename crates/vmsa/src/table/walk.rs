@@ -100,7 +100,11 @@ pub(crate) trait Visitor<R: Regime> {
     /// all and return `true`, or return `false` (having changed nothing) to
     /// have them visited one by one.
     #[inline(always)]
-    fn run<A: TableAllocator, E: Effects>(&mut self, _op: &mut Op<'_, R, A, E>, _run: &Run) -> Result<bool, Error> {
+    fn run<A: TableAllocator, E: Effects>(
+        &mut self,
+        _op: &mut Op<'_, R, A, E>,
+        _run: &Run,
+    ) -> Result<bool, Error> {
         Ok(false)
     }
 
@@ -247,7 +251,12 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     #[inline(always)]
     pub fn record(&mut self, r: Range<u64>, level: u8, flags: ChangeFlags, cached: LevelSet) {
         let range = self.abs(&r);
-        self.report.push(Change { range, level, flags, cached_leaf_levels: cached });
+        self.report.push(Change {
+            range,
+            level,
+            flags,
+            cached_leaf_levels: cached,
+        });
     }
 
     /// How replacing leaf `old` by leaf-or-invalid `new` at `level` changes
@@ -343,13 +352,23 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         } else if self.live(e)
             && needs_bbm(self.t.regime.bbm_rules(), e.level, e.desc, new).is_some()
         {
-            let broken = Change { range: range.clone(), level: e.level, flags, cached_leaf_levels: cached };
+            let broken = Change {
+                range: range.clone(),
+                level: e.level,
+                flags,
+                cached_leaf_levels: cached,
+            };
             self.break_then_make(slot, broken, new);
             flags |= ChangeFlags::BBM_DONE;
         } else {
             self.store(slot, new);
         }
-        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: cached });
+        self.report.push(Change {
+            range,
+            level: e.level,
+            flags,
+            cached_leaf_levels: cached,
+        });
     }
 
     fn take_page(&mut self) -> Result<Pa, Error> {
@@ -361,7 +380,10 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 self.t.alloc.allocate_zeroed(g, 1)?
             }
         };
-        self.fx.page_event(PageEvent::Init { pa, bytes: g.size() });
+        self.fx.page_event(PageEvent::Init {
+            pa,
+            bytes: g.size(),
+        });
         self.report.tables_allocated += 1;
         Ok(pa)
     }
@@ -381,7 +403,11 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         } else {
             self.store(slot, desc);
         }
-        Ok(TableRef::Real { pa, attached: e.attached && !deferred, covered: e.covered })
+        Ok(TableRef::Real {
+            pa,
+            attached: e.attached && !deferred,
+            covered: e.covered,
+        })
     }
 
     /// Replaces the block at `e` by a table of the same mappings one level
@@ -389,7 +415,10 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     pub fn split(&mut self, e: &Entry) -> Result<TableRef, Error> {
         if self.plan {
             self.need += 1;
-            return Ok(TableRef::Split { desc: e.desc, level: e.level });
+            return Ok(TableRef::Split {
+                desc: e.desc,
+                level: e.level,
+            });
         }
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
@@ -403,7 +432,12 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let cached = LevelSet::only(e.level);
         let live = self.live(e);
         if live {
-            let broken = Change { range: range.clone(), level: e.level, flags, cached_leaf_levels: cached };
+            let broken = Change {
+                range: range.clone(),
+                level: e.level,
+                flags,
+                cached_leaf_levels: cached,
+            };
             self.break_then_make(slot, broken, desc);
         } else {
             self.store(slot, desc);
@@ -411,8 +445,17 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         if live || e.covered {
             flags |= ChangeFlags::BBM_DONE;
         }
-        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: cached });
-        Ok(TableRef::Real { pa, attached: e.attached && !live, covered: live || e.covered })
+        self.report.push(Change {
+            range,
+            level: e.level,
+            flags,
+            cached_leaf_levels: cached,
+        });
+        Ok(TableRef::Real {
+            pa,
+            attached: e.attached && !live,
+            covered: live || e.covered,
+        })
     }
 
     /// The table pages of the subtree rooted at `table` (a table at
@@ -420,7 +463,13 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     /// with `runs`, also its leaves as merged runs of changes that remove
     /// them together with the tables above them. Tables are never left
     /// empty, so without `runs` last-level tables need not be read.
-    fn subtree(&self, table: Pa, level: u8, base: u64, runs: bool) -> (Vec<Pa>, LevelSet, ChangeReport) {
+    fn subtree(
+        &self,
+        table: Pa,
+        level: u8,
+        base: u64,
+        runs: bool,
+    ) -> (Vec<Pa>, LevelSet, ChangeReport) {
         let g = self.geometry();
         let mut out = (Vec::new(), LevelSet::EMPTY, ChangeReport::default());
         self.subtree_at(&g, table, level, base, runs, &mut out);
@@ -518,7 +567,12 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 flags |= ChangeFlags::OUTPUT_CHANGED | ChangeFlags::RESTRICTED;
             }
             let cached = if emptied { LevelSet::EMPTY } else { levels };
-            self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: cached });
+            self.report.push(Change {
+                range,
+                level: e.level,
+                flags,
+                cached_leaf_levels: cached,
+            });
         } else {
             for c in leaves.changes {
                 self.report.push(c);
@@ -559,22 +613,29 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
                 self.t.release(p, self.fx);
             }
         }
-        self.report.push(Change { range, level: e.level, flags, cached_leaf_levels: levels });
+        self.report.push(Change {
+            range,
+            level: e.level,
+            flags,
+            cached_leaf_levels: levels,
+        });
     }
 
     /// Whether the table at `pa` (at `level`) holds no valid entry, as the
     /// operation will leave it.
     pub fn table_is_empty(&self, pa: Pa, level: u8) -> bool {
         let ptr = self.t.alloc.to_ptr(pa);
-        (0..self.geometry().entries_at(level))
-            .all(|i| Descriptor(self.load(ptr, i, Pa(pa.0 + 8 * i as u64))).kind(level) == Kind::Invalid)
+        (0..self.geometry().entries_at(level)).all(|i| {
+            Descriptor(self.load(ptr, i, Pa(pa.0 + 8 * i as u64))).kind(level) == Kind::Invalid
+        })
     }
 
     /// Reads the entries of the table at `pa` (at `level`) as the operation
     /// will leave them.
     pub fn entries(&self, pa: Pa, level: u8) -> impl Iterator<Item = u64> + '_ {
         let ptr = self.t.alloc.to_ptr(pa);
-        (0..self.geometry().entries_at(level)).map(move |i| self.load(ptr, i, Pa(pa.0 + 8 * i as u64)))
+        (0..self.geometry().entries_at(level))
+            .map(move |i| self.load(ptr, i, Pa(pa.0 + 8 * i as u64)))
     }
 
     /// Completes the operation: invalidates what break-before-make broke,
@@ -625,17 +686,31 @@ where
     let g = op.t.geometry;
     let size = g.entry_size(level);
     let real = match *table {
-        TableRef::Real { pa, attached, covered } => Some((pa, op.t.alloc.to_ptr(pa), attached, covered)),
+        TableRef::Real {
+            pa,
+            attached,
+            covered,
+        } => Some((pa, op.t.alloc.to_ptr(pa), attached, covered)),
         _ => None,
     };
     let mut addr = range.start;
     while addr < range.end {
         let start = addr & !(size - 1);
-        if let (Some((pa, ptr, attached, covered)), true) = (real, start == addr && addr + size <= range.end) {
+        if let (Some((pa, ptr, attached, covered)), true) =
+            (real, start == addr && addr + size <= range.end)
+        {
             let full_end = range.end & !(size - 1);
             let first = g.index(level, addr);
             let n = ((full_end - addr) / size) as usize;
-            let run = Run { table: pa, ptr, level, idx: first..first + n, first: addr, attached, covered };
+            let run = Run {
+                table: pa,
+                ptr,
+                level,
+                idx: first..first + n,
+                first: addr,
+                attached,
+                covered,
+            };
             if v.run(op, &run)? {
                 addr = full_end;
                 continue;
@@ -653,7 +728,15 @@ where
             _ => (0, None),
         };
         let (attached, covered) = real.map_or((false, false), |r| (r.2, r.3));
-        let e = Entry { level, region, piece, desc, slot, attached, covered };
+        let e = Entry {
+            level,
+            region,
+            piece,
+            desc,
+            slot,
+            attached,
+            covered,
+        };
         visit(op, v, &e)?;
         addr = e.region.end;
     }
@@ -674,7 +757,8 @@ where
         Step::Descend(child) => {
             // In plan mode a virtual last-level table holds only leaves the
             // commit will write: nothing there to check or count.
-            let virtual_leaves = !matches!(child, TableRef::Real { .. }) && e.level + 1 == LAST_LEVEL;
+            let virtual_leaves =
+                !matches!(child, TableRef::Real { .. }) && e.level + 1 == LAST_LEVEL;
             if !(op.plan && virtual_leaves) {
                 walk(op, v, &child, e.level + 1, e.piece.clone())?;
             }
@@ -694,7 +778,11 @@ pub(crate) struct Pending {
 
 impl Pending {
     pub fn new(level: u8, cached: LevelSet) -> Self {
-        Pending { level, cached, cur: None }
+        Pending {
+            level,
+            cached,
+            cur: None,
+        }
     }
 
     /// Adds the change of the entry mapping `region` (table offsets).
@@ -753,7 +841,12 @@ impl Run {
     }
 
     /// Visits entry `i` the ordinary way (for entries a fast path declines).
-    pub fn visit<R, A, E, V>(&self, op: &mut Op<'_, R, A, E>, v: &mut V, i: usize) -> Result<(), Error>
+    pub fn visit<R, A, E, V>(
+        &self,
+        op: &mut Op<'_, R, A, E>,
+        v: &mut V,
+        i: usize,
+    ) -> Result<(), Error>
     where
         R: Regime,
         A: TableAllocator,

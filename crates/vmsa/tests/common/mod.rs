@@ -23,13 +23,18 @@ pub struct Reference<T: Copy + PartialEq> {
 
 impl<T: Copy + PartialEq> Default for Reference<T> {
     fn default() -> Self {
-        Reference { runs: BTreeMap::new() }
+        Reference {
+            runs: BTreeMap::new(),
+        }
     }
 }
 
 impl<T: Copy + PartialEq + std::fmt::Debug> Reference<T> {
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
-        self.runs.range(..end).next_back().is_some_and(|(s, r)| s + r.len > start)
+        self.runs
+            .range(..end)
+            .next_back()
+            .is_some_and(|(s, r)| s + r.len > start)
     }
 
     /// Removes [start, end), splitting runs at the edges.
@@ -43,17 +48,37 @@ impl<T: Copy + PartialEq + std::fmt::Debug> Reference<T> {
         for (s, r) in hits {
             self.runs.remove(&s);
             if s < start {
-                self.runs.insert(s, Run { len: start - s, ..r });
+                self.runs.insert(
+                    s,
+                    Run {
+                        len: start - s,
+                        ..r
+                    },
+                );
             }
             if s + r.len > end {
-                self.runs.insert(end, Run { len: s + r.len - end, oa: r.oa + (end - s), attrs: r.attrs });
+                self.runs.insert(
+                    end,
+                    Run {
+                        len: s + r.len - end,
+                        oa: r.oa + (end - s),
+                        attrs: r.attrs,
+                    },
+                );
             }
         }
     }
 
     pub fn insert(&mut self, start: u64, end: u64, oa: u64, attrs: T) {
         self.remove(start, end);
-        self.runs.insert(start, Run { len: end - start, oa, attrs });
+        self.runs.insert(
+            start,
+            Run {
+                len: end - start,
+                oa,
+                attrs,
+            },
+        );
     }
 
     /// Gives the mapped parts of [start, end) new attributes.
@@ -67,7 +92,14 @@ impl<T: Copy + PartialEq + std::fmt::Debug> Reference<T> {
         for (s, r) in hits {
             let (a, b) = (s.max(start), (s + r.len).min(end));
             self.remove(a, b);
-            self.runs.insert(a, Run { len: b - a, oa: r.oa + (a - s), attrs });
+            self.runs.insert(
+                a,
+                Run {
+                    len: b - a,
+                    oa: r.oa + (a - s),
+                    attrs,
+                },
+            );
         }
     }
 
@@ -82,7 +114,9 @@ impl<T: Copy + PartialEq + std::fmt::Debug> Reference<T> {
     }
 }
 
-pub fn normalize<T: Copy + PartialEq>(it: impl Iterator<Item = (u64, u64, u64, T)>) -> Vec<(u64, u64, u64, T)> {
+pub fn normalize<T: Copy + PartialEq>(
+    it: impl Iterator<Item = (u64, u64, u64, T)>,
+) -> Vec<(u64, u64, u64, T)> {
     let mut out: Vec<(u64, u64, u64, T)> = Vec::new();
     for (s, len, oa, a) in it {
         if let Some(last) = out.last_mut() {
@@ -102,7 +136,10 @@ where
     R::Attrs: PartialEq,
 {
     use vmsa::Address;
-    normalize(t.mappings().map(|m| (m.input.get(), m.size, m.output.get(), m.attrs)))
+    normalize(
+        t.mappings()
+            .map(|m| (m.input.get(), m.size, m.output.get(), m.attrs)),
+    )
 }
 
 /// Every descriptor of every reachable table page.
@@ -112,7 +149,9 @@ pub fn snapshot<R: Regime, A: TableAllocator>(t: &Table<R, A>) -> Vec<(u64, Vec<
         .map(|pa| {
             let ptr = t.allocator().to_ptr(pa);
             // SAFETY: reading a page the table owns, single-threaded test.
-            let words = (0..512).map(|i| unsafe { ptr.as_ptr().add(i).read_volatile() }).collect();
+            let words = (0..512)
+                .map(|i| unsafe { ptr.as_ptr().add(i).read_volatile() })
+                .collect();
             (pa.0, words)
         })
         .collect()
@@ -163,11 +202,16 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
                     offline.insert(p);
                 }
             }
-            Effect::Store { pa, new, .. } if offline.contains(&(pa.0 & !0xfff)) => {
-                if new & 0b11 == 0b11 {
-                    links.entry(pa.0 & !0xfff).or_default().push(new & 0x0000_ffff_ffff_f000);
-                }
+            // A link from an offline page: the child comes online with it.
+            Effect::Store { pa, new, .. }
+                if offline.contains(&(pa.0 & !0xfff)) && new & 0b11 == 0b11 =>
+            {
+                links
+                    .entry(pa.0 & !0xfff)
+                    .or_default()
+                    .push(new & 0x0000_ffff_ffff_f000);
             }
+            Effect::Store { pa, .. } if offline.contains(&(pa.0 & !0xfff)) => {}
             Effect::Store { pa, old, new } => {
                 if new & 0b11 == 0b11 {
                     let mut todo = vec![new & 0x0000_ffff_ffff_f000];
@@ -180,12 +224,18 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
                 let (ov, nv) = (old & 1 == 1, new & 1 == 1);
                 let state = slots.get(&pa.0).copied().unwrap_or(Slot::Clean);
                 if ov && nv && (old ^ new) & mask != 0 {
-                    out.push(format!("#{i}: valid {old:#x} -> valid {new:#x} at {:#x} without break-before-make", pa.0));
+                    out.push(format!(
+                        "#{i}: valid {old:#x} -> valid {new:#x} at {:#x} without break-before-make",
+                        pa.0
+                    ));
                 }
                 if !ov && nv {
                     if let Slot::Unclean(stage) = state {
                         if stage < 3 {
-                            out.push(format!("#{i}: {:#x} made valid ({new:#x}) while unclean", pa.0));
+                            out.push(format!(
+                                "#{i}: {:#x} made valid ({new:#x}) while unclean",
+                                pa.0
+                            ));
                         }
                     }
                     slots.insert(pa.0, Slot::Clean);
