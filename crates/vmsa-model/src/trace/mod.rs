@@ -1,0 +1,1 @@
+//! Casemate traces (being written).
