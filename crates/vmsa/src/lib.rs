@@ -26,6 +26,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod bbm;
+pub mod casemate;
 pub mod descriptor;
 pub mod effects;
 pub mod error;
