@@ -62,7 +62,10 @@ pub fn write_effect(out: &mut impl Write, id: u64, tid: usize, effect: &Effect) 
         }
         Effect::Tlbi { op, operand } => match op.operand_kind() {
             OperandKind::None => writeln!(out, "(tlbi (id {id}) (tid {tid}) {op})"),
-            _ => writeln!(out, "(tlbi (id {id}) (tid {tid}) {op} (value {operand:#x}))"),
+            _ => writeln!(
+                out,
+                "(tlbi (id {id}) (tid {tid}) {op} (value {operand:#x}))"
+            ),
         },
         Effect::SysReg { reg, value } => writeln!(
             out,
