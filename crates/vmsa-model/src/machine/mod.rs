@@ -1,49 +1,1296 @@
-//! The machine: memory, table trees, PEs and what they may have cached.
-//! (Being written: this is the API the trace reader and CLI drive.)
+//! The machine: table memory, the trees in it, PEs with their registers,
+//! and what the PEs may have cached.
+//!
+//! # Caching, adversarially
+//!
+//! Every valid descriptor reachable from a root that has been installed in
+//! a translation table base register is assumed cached by every PE, as a
+//! leaf entry or a walk-cache entry, tagged with the tree's VMID / ASID.
+//! The architecture allows exactly this (a PE may walk and cache any
+//! translation the tables hold, speculatively, at any time). When a
+//! descriptor changes, the entries made from its old value (and, for a
+//! table descriptor, from everything below it) become *ghosts*: cached on
+//! every PE, no longer in the tables. A ghost goes away only when an
+//! invalidation covering it has completed on that PE, or capacity evicts
+//! it. Ordering follows the architecture's rules:
+//!
+//! - the removal of a descriptor is visible to every walker only after the
+//!   writer's `DSB` (any but `NSH`); a TLBI executed before that does not
+//!   remove the ghost, since a walker may refill it from the old value;
+//! - a TLBI has taken effect once its issuer completes a `DSB` that waits
+//!   for TLB maintenance (not `ST`): for broadcast forms one of the Inner
+//!   Shareable domain or wider, on every PE; for local forms any, on the
+//!   issuer only;
+//! - a TLBI acts on the VMID in its issuer's VTTBR_EL2 when it executes.
 
 pub mod check;
+mod effects;
+mod ghost;
+mod memory;
+
+use std::collections::HashMap;
+
+use vmsa::tlbi::TlbiOp;
 
 use crate::cost::Costs;
-use crate::event::{Event, Origin};
-use check::Violation;
+use crate::desc::{entry_size, needs_bbm, Decoded, Leaf, Stage};
+use crate::event::{Barrier, Domain, Event, Hint, Origin, Reg};
+use crate::scope::{kinds, Scope, Target};
+use check::{pe_list, Violation, ViolationKind};
+pub use effects::ModelEffects;
+use ghost::{Cached, Ghost};
+pub use memory::Key;
+use memory::{Link, Memory, Tree, TreeId, PAGE};
 
 /// How the model is set up.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Number of PEs (at most 64).
+    /// Number of PEs (1 to 64). Records from a higher PE number add PEs.
     pub pes: usize,
+    /// At most this many stale runs per PE; beyond it the oldest are
+    /// evicted. `None` (the default): entries stay until invalidated,
+    /// which is the strictest judge.
+    pub capacity: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { pes: 4 }
+        Config {
+            pes: 4,
+            capacity: None,
+        }
     }
 }
 
-/// The model.
+/// One PE's registers and the TLB maintenance it has issued but not yet
+/// completed.
+#[derive(Clone, Debug, Default)]
+struct Pe {
+    vttbr: u64,
+    vtcr: u64,
+    ttbr0_el1: u64,
+    tcr_el1: u64,
+    ttbr0_el2: u64,
+    tcr_el2: u64,
+    pending: Vec<PendingTlbi>,
+}
+
+impl Pe {
+    fn vmid(&self) -> u16 {
+        (self.vttbr >> 48) as u16
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PendingTlbi {
+    scope: Scope,
+    issued: u64,
+}
+
+/// The model. See the [module documentation](self).
 pub struct Machine {
+    config: Config,
+    pes: Vec<Pe>,
+    mem: Memory,
+    /// Key -> the tree that owns it (it may since have been released).
+    owners: HashMap<Key, TreeId>,
+    ghosts: Vec<Ghost>,
     violations: Vec<Violation>,
     costs: Costs,
+    seq: u64,
+}
+
+/// Mask of the first `n` PEs.
+fn mask(n: usize) -> u64 {
+    if n >= 64 {
+        u64::MAX
+    } else {
+        (1 << n) - 1
+    }
+}
+
+/// Start level, concatenated root pages for stage 2 from VTCR_EL2 (T0SZ
+/// [5:0], SL0 [7:6], TG0 [15:14]; D24.2.224), or `None` when the value
+/// does not describe a 4 KiB-granule table the model supports.
+fn vtcr_geometry(vtcr: u64) -> Option<(u8, u8)> {
+    if vtcr >> 14 & 0b11 != 0 {
+        return None;
+    }
+    let t0sz = (vtcr & 0x3f) as u32;
+    let ia_bits = 64u32.checked_sub(t0sz)?;
+    if !(16..=48).contains(&ia_bits) {
+        return None;
+    }
+    let level = match vtcr >> 6 & 0b11 {
+        0 => 2,
+        1 => 1,
+        2 => 0,
+        _ => return None,
+    };
+    // Bits one root page translates at that level.
+    let page_bits = 12 + 9 * (4 - level as u32);
+    let pages = 1u32 << ia_bits.saturating_sub(page_bits);
+    // Too many concatenated pages, or so few bits that a lower start level
+    // was required (D8.2.2): not a valid configuration.
+    if pages > 16 || ia_bits + 9 < page_bits && level < 2 {
+        return None;
+    }
+    Some((level, pages as u8))
+}
+
+/// Start level for a stage 1 regime from TCR_ELx.T0SZ.
+fn tcr_geometry(tcr: u64) -> Option<(u8, u8)> {
+    let t0sz = (tcr & 0x3f) as u32;
+    let ia_bits = 64u32.checked_sub(t0sz)?;
+    if !(16..=48).contains(&ia_bits) {
+        return None;
+    }
+    let levels = (ia_bits - 12).div_ceil(9);
+    Some(((4 - levels) as u8, 1))
 }
 
 impl Machine {
     /// A machine with no tables.
-    pub fn new(_config: Config) -> Self {
-        Machine { violations: Vec::new(), costs: Costs::default() }
+    pub fn new(config: Config) -> Self {
+        let pes = config.pes.clamp(1, 64);
+        Machine {
+            config: Config { pes, ..config },
+            pes: vec![Pe::default(); pes],
+            mem: Memory::default(),
+            owners: HashMap::new(),
+            ghosts: Vec::new(),
+            violations: Vec::new(),
+            costs: Costs::default(),
+            seq: 0,
+        }
     }
-    /// Applies one event issued by PE `pe`.
-    pub fn step(&mut self, _pe: usize, _event: &Event, _origin: Origin) {}
-    /// End of input: a completion point.
-    pub fn finish(&mut self, _origin: Origin) {}
+
     /// Violations found so far.
     pub fn violations(&self) -> &[Violation] {
         &self.violations
     }
+
     /// Costs counted so far.
     pub fn costs(&self) -> &Costs {
         &self.costs
     }
+
+    /// Number of PEs.
+    pub fn pes(&self) -> usize {
+        self.pes.len()
+    }
+
+    /// Number of stale entry runs some PE may still hold.
+    pub fn stale_runs(&self) -> usize {
+        self.ghosts.iter().filter(|g| g.held()).count()
+    }
+
+    /// The descriptor the model's memory holds at `pa`.
+    pub fn read(&self, pa: u64) -> u64 {
+        self.mem.read(pa)
+    }
+
+    fn all_pes(&self) -> u64 {
+        mask(self.pes.len())
+    }
+
+    fn report(&mut self, kind: ViolationKind, at: Origin, location: u64, pes: u64, why: String) {
+        // One report per kind and location: the first is the one to fix.
+        if self
+            .violations
+            .iter()
+            .any(|v| v.kind == kind && v.location == location)
+        {
+            return;
+        }
+        self.violations.push(Violation {
+            kind,
+            at,
+            location,
+            pes,
+            explanation: why,
+        });
+    }
+
+    /// Applies one event issued by PE `pe`. Events are numbered by the
+    /// machine in the order they arrive; `origin` names them in reports.
+    pub fn step(&mut self, pe: usize, event: &Event, origin: Origin) {
+        self.seq += 1;
+        self.costs.events += 1;
+        let pe = pe.min(63);
+        if pe >= self.pes.len() {
+            self.pes.resize(pe + 1, Pe::default());
+        }
+        match *event {
+            Event::MemInit { pa, size } => {
+                let mut page = pa & !(PAGE - 1);
+                while page < pa.saturating_add(size) {
+                    self.release_page(page, origin, "re-initialised");
+                    self.mem.init_page(page);
+                    page += PAGE;
+                }
+            }
+            Event::MemSet { pa, size, byte } => {
+                let value = u64::from_ne_bytes([byte; 8]);
+                let mut a = pa & !7;
+                while a < pa.saturating_add(size) {
+                    self.write(pe, a, value, origin);
+                    a += 8;
+                }
+            }
+            Event::Write { pa, value, .. } => self.write(pe, pa & !7, value, origin),
+            Event::Read { .. } | Event::Lock { .. } => {}
+            Event::Barrier(b) => self.barrier(pe, b),
+            Event::Tlbi { op, operand } => self.tlbi(pe, op, operand),
+            Event::SysReg { reg, value } => self.sysreg(pe, reg, value, origin),
+            Event::Hint(h) => match h {
+                Hint::SetRootLock { root, .. } => {
+                    self.tree_at(root & !(PAGE - 1));
+                }
+                Hint::ReleaseTable { page } => self.release_page(page, origin, "released"),
+                Hint::SetOwnerRoot { .. } | Hint::SetPteThreadOwner { .. } => {}
+            },
+            Event::Release { pa, size } => {
+                let mut page = pa & !(PAGE - 1);
+                while page < pa.saturating_add(size) {
+                    self.release_page(page, origin, "released");
+                    self.mem.free_page(page);
+                    page += PAGE;
+                }
+            }
+            Event::ReleaseData { pa, size } => self.release_data(pa, size, origin),
+            Event::Unlock { .. } | Event::Complete => self.completion_point(origin),
+        }
+    }
+
+    /// The end of the input: a completion point.
+    pub fn finish(&mut self, origin: Origin) {
+        self.completion_point(origin);
+    }
+
+    /// The current (not released) tree rooted at `root`, created with a
+    /// default geometry (level 0, one page) if none.
+    fn tree_at(&mut self, root: u64) -> TreeId {
+        if let Some(&t) = self.mem.roots.get(&root) {
+            return t;
+        }
+        let id = self.mem.trees.len();
+        self.mem.trees.push(Tree {
+            root,
+            stage: Stage::Stage2,
+            key: None,
+            start_level: 0,
+            root_pages: 1,
+            installed: false,
+            released: false,
+            installed_at: 0,
+            leaves: 0,
+        });
+        self.mem.roots.insert(root, id);
+        self.mem.link_root(id);
+        id
+    }
+
+    // ----- descriptor writes -------------------------------------------
+
+    fn write(&mut self, pe: usize, pa: u64, value: u64, at: Origin) {
+        let slot = self.mem.slot(pa);
+        let since = self.mem.page(pa).map(|p| p.written[(pa as usize & 0xfff) >> 3]);
+        let old = self.mem.write(pa, value, self.seq);
+        if old == value {
+            return;
+        }
+        self.costs.writes += 1;
+        let Some(slot) = slot else { return };
+        let tree = slot.tree;
+        let live = self.mem.trees[tree].live();
+        let oldd = self.mem.decode(tree, slot.level, old);
+        let newd = self.mem.decode(tree, slot.level, value);
+        let key = self.mem.trees[tree].key;
+        let stage = self.mem.trees[tree].stage;
+
+        // The old value's entries (and for a table, everything below it)
+        // may stay cached: they become ghosts.
+        if live && !matches!(oldd, Decoded::Fault) {
+            let key = key.expect("live trees have a key");
+            let since = since.unwrap_or(0).max(self.mem.trees[tree].installed_at);
+            self.ghosts_of(
+                tree,
+                key,
+                stage,
+                pa,
+                slot.level,
+                slot.ia,
+                old,
+                since,
+                &oldd,
+                pe,
+                at,
+            );
+        }
+        if let Decoded::Table { next } = oldd {
+            let ours = self
+                .mem
+                .page(next)
+                .and_then(|p| p.link)
+                .is_some_and(|l| l.parent == Some(pa));
+            if ours {
+                let gone = self.mem.unlink(next);
+                let t = &mut self.mem.trees[tree];
+                t.leaves = t.leaves.saturating_sub(gone);
+            }
+        }
+        if let Decoded::Leaf(_) = oldd {
+            self.mem.trees[tree].leaves = self.mem.trees[tree].leaves.saturating_sub(1);
+        }
+
+        if live {
+            let key = key.expect("live trees have a key");
+            if needs_bbm(&oldd, &newd) {
+                self.report(
+                    ViolationKind::BbmValidToValid,
+                    at,
+                    pa,
+                    self.all_pes(),
+                    format!(
+                        "level {} descriptor for {} {:#x} of {} changed from {:#x} to {:#x} while valid; \
+                         the change needs break-before-make (Arm ARM D8.17.1): write an invalid \
+                         descriptor, DSB, TLBI covering {:#x}, DSB, then the new one",
+                        slot.level,
+                        addr_name(stage),
+                        slot.ia,
+                        key,
+                        old,
+                        value,
+                        slot.ia
+                    ),
+                );
+            } else if !matches!(newd, Decoded::Fault) {
+                self.check_unclean(key, pa, slot.level, slot.ia, value, &newd, at);
+            }
+        }
+
+        match newd {
+            Decoded::Table { next } => self.link_child(pa, tree, slot.level, slot.ia, next, at),
+            Decoded::Leaf(_) => self.mem.trees[tree].leaves += 1,
+            Decoded::Fault => {}
+        }
+        self.evict();
+    }
+
+    /// Records ghosts for the entries made from descriptor `value` at
+    /// `slot_pa` (level `level`, input address `ia`) and, for a table,
+    /// from every descriptor below it.
+    #[allow(clippy::too_many_arguments)]
+    fn ghosts_of(
+        &mut self,
+        tree: TreeId,
+        key: Key,
+        stage: Stage,
+        slot_pa: u64,
+        level: u8,
+        ia: u64,
+        value: u64,
+        since: u64,
+        d: &Decoded,
+        writer: usize,
+        at: Origin,
+    ) {
+        let pes = self.all_pes();
+        let base = Ghost {
+            tree,
+            key,
+            stage,
+            level,
+            start: ia,
+            end: ia + entry_size(level),
+            cached: Cached::Walk { next: 0 },
+            holders: [0; 3],
+            slot: slot_pa,
+            value,
+            since,
+            removed: at,
+            writer,
+            visible: None,
+            reported: false,
+        };
+        match *d {
+            Decoded::Fault => {}
+            Decoded::Leaf(l) => self.push_ghost(Ghost {
+                cached: Cached::Leaf(l),
+                holders: ghost::holders(ghost::kinds_of(stage, true), pes),
+                ..base
+            }),
+            Decoded::Table { next } => {
+                self.push_ghost(Ghost {
+                    cached: Cached::Walk { next },
+                    holders: ghost::holders(ghost::kinds_of(stage, false), pes),
+                    ..base.clone()
+                });
+                self.ghosts_below(&base, next, level + 1, ia);
+            }
+        }
+    }
+
+    /// Ghosts for everything reachable from table `page` (at `level`, first
+    /// input address `ia`) as memory holds it now: walk entries, and runs
+    /// of leaves merged per page. `proto` gives the tree, key and removal.
+    fn ghosts_below(&mut self, proto: &Ghost, page: u64, level: u8, ia: u64) {
+        let pes = self.all_pes();
+        let stage = proto.stage;
+        let mut found = Vec::new();
+        self.mem.visit(stage, page, level, ia, &mut |pa, lvl, a, d| {
+            found.push((pa, lvl, a, *d));
+        });
+        let mut run: Option<Ghost> = None;
+        for (pa, lvl, a, d) in found {
+            let written = self
+                .mem
+                .page(pa)
+                .map(|p| p.written[(pa as usize & 0xfff) >> 3])
+                .unwrap_or(0);
+            let g = Ghost {
+                level: lvl,
+                start: a,
+                end: a + entry_size(lvl),
+                slot: pa,
+                value: self.mem.read(pa),
+                since: written.max(proto.since),
+                ..proto.clone()
+            };
+            match d {
+                Decoded::Table { next } => self.push_ghost(Ghost {
+                    cached: Cached::Walk { next },
+                    holders: ghost::holders(ghost::kinds_of(stage, false), pes),
+                    ..g
+                }),
+                Decoded::Leaf(l) => {
+                    let g = Ghost {
+                        cached: Cached::Leaf(l),
+                        holders: ghost::holders(ghost::kinds_of(stage, true), pes),
+                        ..g
+                    };
+                    if let Some(r) = run.as_mut() {
+                        if extends(r, &g) {
+                            r.end = g.end;
+                            continue;
+                        }
+                    }
+                    if let Some(r) = run.replace(g) {
+                        self.push_ghost(r);
+                    }
+                }
+                Decoded::Fault => {}
+            }
+        }
+        if let Some(r) = run {
+            self.push_ghost(r);
+        }
+    }
+
+    fn push_ghost(&mut self, g: Ghost) {
+        self.ghosts.push(g);
+    }
+
+    /// Capacity eviction: beyond `capacity` runs on a PE, the oldest go.
+    fn evict(&mut self) {
+        let Some(cap) = self.config.capacity else {
+            return;
+        };
+        for pe in 0..self.pes.len() {
+            let bit = 1u64 << pe;
+            let held: Vec<usize> = (0..self.ghosts.len())
+                .filter(|&i| self.ghosts[i].holder_mask() & bit != 0)
+                .collect();
+            if held.len() > cap {
+                for &i in &held[..held.len() - cap] {
+                    for m in self.ghosts[i].holders.iter_mut() {
+                        *m &= !bit;
+                    }
+                }
+            }
+        }
+        self.ghosts.retain(Ghost::held);
+    }
+
+    /// Break-before-make, second half: making a descriptor valid while a
+    /// conflicting entry from an earlier value may still be cached.
+    #[allow(clippy::too_many_arguments)]
+    fn check_unclean(
+        &mut self,
+        key: Key,
+        pa: u64,
+        level: u8,
+        ia: u64,
+        value: u64,
+        newd: &Decoded,
+        at: Origin,
+    ) {
+        let end = ia + entry_size(level);
+        let conflict = self.ghosts.iter().find(|g| {
+            g.held() && tag_matches(g, key) && g.start < end && ia < g.end && {
+                let compatible = g.level == level
+                    && match (g.cached, newd) {
+                        (Cached::Walk { next: a }, Decoded::Table { next: b }) => a == *b,
+                        (Cached::Leaf(old), Decoded::Leaf(new)) => {
+                            // Compare the overlapping entry.
+                            let off = ia.max(g.start) - g.start;
+                            let old = Leaf {
+                                oa: old.oa + off,
+                                ..old
+                            };
+                            !crate::desc::leaf_change_needs_bbm(&old, new)
+                        }
+                        _ => false,
+                    };
+                !compatible
+            }
+        });
+        if let Some(g) = conflict {
+            let why = format!(
+                "{:#x} written at level {level} for {} {:#x} of {key}, but {} may still hold {} \
+                 (from {:#x} at {:#x}, written at event {}, removed at event {}{}); \
+                 it needed {} completed by a DSB ISH before this write",
+                value,
+                addr_name(key.stage()),
+                ia,
+                pe_list(g.holder_mask()),
+                describe(g),
+                g.value,
+                g.slot,
+                g.since,
+                g.removed.seq,
+                line_of(g.removed),
+                needed_tlbi(g),
+            );
+            let pes = g.holder_mask();
+            self.report(ViolationKind::BbmUncleanToValid, at, pa, pes, why);
+        }
+    }
+
+    /// A table descriptor at `slot` now points at `child`.
+    fn link_child(&mut self, slot: u64, tree: TreeId, level: u8, ia: u64, child: u64, at: Origin) {
+        let existing = self.mem.page(child).and_then(|p| p.link);
+        if let Some(l) = existing {
+            if l.parent != Some(slot) {
+                let other = &self.mem.trees[l.tree];
+                let why = format!(
+                    "table page {child:#x} linked at {slot:#x} while it is already {} of the tree at {:#x}",
+                    match l.parent {
+                        Some(p) => format!("linked at {p:#x}"),
+                        None => "the root".to_string(),
+                    },
+                    other.root
+                );
+                self.report(ViolationKind::DoubleUse, at, slot, 0, why);
+                return;
+            }
+        }
+        // Walk-cache entries of a live owner still pointing at the page:
+        // walkers may reach it through the old path too.
+        let stale = self.ghosts.iter().find(|g| {
+            g.held()
+                && matches!(g.cached, Cached::Walk { next } if next == child)
+                && g.slot != slot
+                && self.owner_live(g)
+        });
+        if let Some(g) = stale {
+            let why = format!(
+                "table page {child:#x} linked at {slot:#x} while {} may still walk it through the \
+                 cached table descriptor at {:#x} of {} (removed at event {}{} without a completed {})",
+                pe_list(g.holder_mask()),
+                g.slot,
+                g.key,
+                g.removed.seq,
+                line_of(g.removed),
+                needed_tlbi(g)
+            );
+            let pes = g.holder_mask();
+            self.report(ViolationKind::DoubleUse, at, slot, pes, why);
+        }
+        let leaves = self.mem.link(
+            child,
+            Link {
+                tree,
+                level: level + 1,
+                base: ia,
+                parent: Some(slot),
+            },
+        );
+        self.mem.trees[tree].leaves += leaves;
+    }
+
+    /// Whether the tree a ghost came from still owns its key and is live:
+    /// only then can a PE run with that tag and use the ghost.
+    fn owner_live(&self, g: &Ghost) -> bool {
+        self.owners.get(&g.key) == Some(&g.tree) && self.mem.trees[g.tree].live()
+    }
+
+    // ----- barriers and TLBIs ------------------------------------------
+
+    fn barrier(&mut self, pe: usize, b: Barrier) {
+        match b {
+            Barrier::Isb => self.costs.isb += 1,
+            Barrier::Dmb => {}
+            Barrier::Dsb {
+                domain,
+                stores_only,
+            } => {
+                let shareable = domain != Domain::NonShareable || self.pes.len() == 1;
+                if shareable {
+                    // The writer's removals are now visible to every walker.
+                    let seq = self.seq;
+                    for g in self.ghosts.iter_mut() {
+                        if g.writer == pe && g.visible.is_none() {
+                            g.visible = Some(seq);
+                        }
+                    }
+                }
+                if stores_only || domain == Domain::NonShareable {
+                    self.costs.dsb_light += 1;
+                } else {
+                    self.costs.dsb += 1;
+                }
+                if stores_only {
+                    return;
+                }
+                let pending = core::mem::take(&mut self.pes[pe].pending);
+                let mut keep = Vec::new();
+                for p in pending {
+                    if p.scope.broadcast && domain == Domain::NonShareable {
+                        keep.push(p);
+                        continue;
+                    }
+                    let pes = if p.scope.broadcast {
+                        self.all_pes()
+                    } else {
+                        1 << pe
+                    };
+                    ghost::invalidate(&mut self.ghosts, &p.scope, pes, p.issued);
+                }
+                self.pes[pe].pending = keep;
+            }
+        }
+    }
+
+    fn tlbi(&mut self, pe: usize, op: TlbiOp, operand: u64) {
+        *self.costs.tlbi.entry(op).or_insert(0) += 1;
+        let scope = Scope::of(op, operand, self.pes[pe].vmid());
+        let pes = if scope.broadcast {
+            self.pes.len() as u64
+        } else {
+            1
+        };
+        let removed = self.collateral(&scope) * pes;
+        self.costs.collateral += removed;
+        self.costs.refill_walks += removed;
+        self.pes[pe].pending.push(PendingTlbi {
+            scope,
+            issued: self.seq,
+        });
+    }
+
+    /// Entries still in the tables that `scope` removes from one PE (and
+    /// that the PE will refill).
+    fn collateral(&self, scope: &Scope) -> u64 {
+        if scope.void {
+            return 0;
+        }
+        let mut total = 0;
+        for (id, t) in self.mem.trees.iter().enumerate() {
+            if !t.live() {
+                continue;
+            }
+            let Some(key) = t.key else { continue };
+            let ctx = match (scope.target, key) {
+                (Target::El2, Key::El2) => true,
+                (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
+                (Target::Vmid(v), Key::Vmid(w)) => v == w,
+                (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
+                _ => false,
+            };
+            if !ctx {
+                continue;
+            }
+            let kinds_here = scope.kinds & ghost::kinds_of(t.stage, true);
+            let per_leaf = kinds_here.count_ones() as u64;
+            if per_leaf == 0 {
+                continue;
+            }
+            match scope.range {
+                None => total += t.leaves * per_leaf,
+                Some((a, b)) => {
+                    let mut n = 0;
+                    let mut last = None;
+                    self.mem.translate_range(id, a, b.max(a + 1), &mut |_, _, l| {
+                        if let Some((leaf, at)) = l {
+                            if last != Some(at) && leaf.grants != 0 {
+                                n += 1;
+                                last = Some(at);
+                            }
+                        }
+                    });
+                    total += n * per_leaf;
+                }
+            }
+        }
+        total
+    }
+
+    // ----- registers, trees, keys --------------------------------------
+
+    fn sysreg(&mut self, pe: usize, reg: Reg, value: u64, at: Origin) {
+        const BADDR: u64 = 0x0000_ffff_ffff_f000;
+        match reg {
+            Reg::VtcrEl2 => self.pes[pe].vtcr = value,
+            Reg::TcrEl1 => self.pes[pe].tcr_el1 = value,
+            Reg::TcrEl2 => self.pes[pe].tcr_el2 = value,
+            Reg::VttbrEl2 => {
+                self.pes[pe].vttbr = value;
+                let geometry = vtcr_geometry(self.pes[pe].vtcr);
+                self.install(
+                    value & BADDR,
+                    Stage::Stage2,
+                    Key::Vmid((value >> 48) as u16),
+                    geometry,
+                    at,
+                );
+            }
+            Reg::Ttbr0El2 => {
+                self.pes[pe].ttbr0_el2 = value;
+                let geometry = tcr_geometry(self.pes[pe].tcr_el2);
+                self.install(value & BADDR, Stage::El2Stage1, Key::El2, geometry, at);
+            }
+            Reg::Ttbr0El1 => {
+                self.pes[pe].ttbr0_el1 = value;
+                let geometry = tcr_geometry(self.pes[pe].tcr_el1);
+                let key = Key::Asid {
+                    vmid: self.pes[pe].vmid(),
+                    asid: (value >> 48) as u16,
+                };
+                self.install(value & BADDR, Stage::El1Stage1, key, geometry, at);
+            }
+            Reg::Other(_) => {}
+        }
+    }
+
+    /// A PE may now walk the tree at `root` with tag `key`.
+    fn install(
+        &mut self,
+        root: u64,
+        stage: Stage,
+        key: Key,
+        geometry: Option<(u8, u8)>,
+        at: Origin,
+    ) {
+        if root == 0 {
+            // VTTBR_EL2 = 0 and the like: no table (KVM parks VTTBR so).
+            return;
+        }
+        let id = self.tree_at(root);
+        let t = self.mem.trees[id].clone();
+        if t.live() && t.key == Some(key) {
+            return;
+        }
+        if let Some(old) = t.key.filter(|&k| k != key && t.live()) {
+            let why = format!(
+                "the tree at {root:#x} is installed with {key}, but it is live with {old}: entries \
+                 tagged {old} stay cached and {old} is left without an owner that could invalidate \
+                 them; release the tree (after invalidating {old}) before giving it another tag"
+            );
+            self.report(ViolationKind::IdReuse, at, root, 0, why);
+        }
+        if let Some(&other) = self.owners.get(&key) {
+            if other != id && self.mem.trees[other].live() {
+                let why = format!(
+                    "{key} is installed for the tree at {root:#x} while the live tree at {:#x} \
+                     owns it: the two trees' cached entries would be mixed",
+                    self.mem.trees[other].root
+                );
+                self.report(ViolationKind::IdReuse, at, root, 0, why);
+            } else if other != id {
+                let left = self
+                    .ghosts
+                    .iter()
+                    .find(|g| g.held() && tag_matches(g, key) && g.tree != id);
+                if let Some(g) = left {
+                    let why = format!(
+                        "{key} handed to the tree at {root:#x} while {} may still hold entries of \
+                         its previous owner (the tree at {:#x}): {} from {:#x}; invalidate {key} \
+                         (e.g. TLBI VMALLS12E1IS with that VMID, or ALLE1IS) and complete it with \
+                         DSB ISH first",
+                        pe_list(g.holder_mask()),
+                        self.mem.trees[g.tree].root,
+                        describe(g),
+                        g.slot
+                    );
+                    let pes = g.holder_mask();
+                    self.report(ViolationKind::IdReuse, at, root, pes, why);
+                }
+            }
+        }
+        self.owners.insert(key, id);
+        let first = !t.installed;
+        let tree = &mut self.mem.trees[id];
+        tree.key = Some(key);
+        tree.stage = stage;
+        tree.installed = true;
+        if first {
+            tree.installed_at = self.seq;
+            // Re-link from the root with the geometry and stage now known
+            // (a hint may have created the tree with defaults).
+            let (level, pages) = geometry.unwrap_or((0, 1));
+            let (root, old_pages) = (tree.root, tree.root_pages);
+            tree.start_level = level;
+            tree.root_pages = pages;
+            for i in 0..old_pages as u64 {
+                self.mem.unlink(root + i * PAGE);
+            }
+            self.mem.link_root(id);
+        }
+    }
+
+    // ----- releases ----------------------------------------------------
+
+    /// Whether a PE has the tree in a base register now.
+    fn installed_on(&self, tree: &Tree) -> u64 {
+        let mut m = 0;
+        for (i, pe) in self.pes.iter().enumerate() {
+            let regs = [pe.vttbr, pe.ttbr0_el2, pe.ttbr0_el1];
+            if regs.iter().any(|&r| r & 0x0000_ffff_ffff_f000 == tree.root) {
+                m |= 1 << i;
+            }
+        }
+        m
+    }
+
+    /// Table memory at `page` stops being a table (released or
+    /// re-initialised): nothing may still walk it.
+    fn release_page(&mut self, page: u64, at: Origin, what: &str) {
+        let page = page & !(PAGE - 1);
+        if let Some(&id) = self.mem.roots.get(&page) {
+            let t = self.mem.trees[id].clone();
+            let on = self.installed_on(&t);
+            if t.live() && on != 0 {
+                let why = format!(
+                    "root table {page:#x} {what} while {} still {} it in a translation table base \
+                     register",
+                    pe_list(on),
+                    if on.count_ones() > 1 { "have" } else { "has" }
+                );
+                self.report(ViolationKind::UseAfterFree, at, page, on, why);
+            }
+            if t.live() {
+                // The tree dies: everything it held stays cached under its
+                // key until that key is invalidated.
+                let key = t.key.expect("live trees have a key");
+                let span = 512 * entry_size(t.start_level);
+                let before = self.ghosts.len();
+                for i in 0..t.root_pages as u64 {
+                    let proto = Ghost {
+                        tree: id,
+                        key,
+                        stage: t.stage,
+                        level: t.start_level,
+                        start: i * span,
+                        end: (i + 1) * span,
+                        cached: Cached::Walk { next: 0 },
+                        holders: [0; 3],
+                        slot: t.root + i * PAGE,
+                        value: 0,
+                        since: t.installed_at,
+                        removed: at,
+                        writer: 0,
+                        // The tree is gone for walkers at once.
+                        visible: Some(self.seq),
+                        reported: false,
+                    };
+                    self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, i * span);
+                }
+                let _ = before;
+            }
+            for i in 0..t.root_pages as u64 {
+                self.mem.unlink(t.root + i * PAGE);
+            }
+            self.mem.trees[id].released = true;
+            self.mem.roots.remove(&page);
+            return;
+        }
+        let link = self.mem.page(page).and_then(|p| p.link);
+        if let Some(l) = link {
+            if self.mem.trees[l.tree].live() {
+                let why = format!(
+                    "table page {page:#x} {what} while it is still linked{} in the live tree at {:#x}",
+                    match l.parent {
+                        Some(p) => format!(" at {p:#x}"),
+                        None => String::new(),
+                    },
+                    self.mem.trees[l.tree].root
+                );
+                self.report(ViolationKind::UseAfterFree, at, page, self.all_pes(), why);
+            }
+            self.mem.unlink(page);
+        }
+        // Walk-cache entries of live owners that lead into this page.
+        let mut culprit = None;
+        for g in self.ghosts.iter() {
+            if !g.held() || !self.owner_live(g) {
+                continue;
+            }
+            if let Cached::Walk { next } = g.cached {
+                let mut reach = next == page;
+                if !reach {
+                    self.mem
+                        .visit(g.stage, next, g.level + 1, g.start, &mut |_, _, _, d| {
+                            if let Decoded::Table { next } = d {
+                                reach |= *next == page;
+                            }
+                        });
+                }
+                if reach {
+                    culprit = Some(g.clone());
+                    break;
+                }
+            }
+        }
+        if let Some(g) = culprit {
+            let why = format!(
+                "table page {page:#x} {what} while {} may still walk into it through the cached \
+                 table descriptor at {:#x} ({:#x} for {} {:#x} of {}, removed at event {}{}): it \
+                 needed {} completed by a DSB ISH first",
+                pe_list(g.holder_mask()),
+                g.slot,
+                g.value,
+                addr_name(g.stage),
+                g.start,
+                g.key,
+                g.removed.seq,
+                line_of(g.removed),
+                needed_tlbi(&g)
+            );
+            self.report(ViolationKind::UseAfterFree, at, page, g.holder_mask(), why);
+        }
+    }
+
+    /// A data page stops belonging to its mapper.
+    fn release_data(&mut self, pa: u64, size: u64, at: Origin) {
+        let end = pa.saturating_add(size);
+        for id in 0..self.mem.trees.len() {
+            let t = &self.mem.trees[id];
+            if !t.live() {
+                continue;
+            }
+            let span = 512 * entry_size(t.start_level) * t.root_pages as u64;
+            let mut hit = None;
+            let stage = t.stage;
+            let root_pages = t.root_pages;
+            let (root, level) = (t.root, t.start_level);
+            for i in 0..root_pages as u64 {
+                self.mem.visit(
+                    stage,
+                    root + i * PAGE,
+                    level,
+                    i * span / root_pages as u64,
+                    &mut |s, lvl, ia, d| {
+                        if let Decoded::Leaf(l) = d {
+                            if l.oa < end && pa < l.oa + entry_size(lvl) && hit.is_none() {
+                                hit = Some((s, ia));
+                            }
+                        }
+                    },
+                );
+            }
+            if let Some((s, ia)) = hit {
+                let why = format!(
+                    "data page {pa:#x} released while the descriptor at {s:#x} still maps it (at {} {ia:#x} of the tree at {root:#x})",
+                    addr_name(stage)
+                );
+                self.report(ViolationKind::UseAfterFree, at, pa, self.all_pes(), why);
+            }
+        }
+        let culprit = self.ghosts.iter().find(|g| {
+            g.held()
+                && self.owner_live(g)
+                && matches!(g.cached, Cached::Leaf(l) if l.oa < end && pa < l.oa + (g.end - g.start))
+        });
+        if let Some(g) = culprit {
+            let why = format!(
+                "data page {pa:#x} released while {} may still translate to it with {} (from {:#x} \
+                 at {:#x}, removed at event {}{}): it needed {} completed by a DSB ISH first",
+                pe_list(g.holder_mask()),
+                describe(g),
+                g.value,
+                g.slot,
+                g.removed.seq,
+                line_of(g.removed),
+                needed_tlbi(g)
+            );
+            let pes = g.holder_mask();
+            self.report(ViolationKind::UseAfterFree, at, pa, pes, why);
+        }
+    }
+
+    // ----- completion points -------------------------------------------
+
+    /// Every operation so far claims to be complete: no PE may hold an
+    /// entry granting more than the tables.
+    pub fn completion_point(&mut self, at: Origin) {
+        let mut found = Vec::new();
+        for (i, g) in self.ghosts.iter().enumerate() {
+            if g.reported || !g.held() || !self.owner_live(g) {
+                continue;
+            }
+            if let Some(why) = self.grants_more(g) {
+                found.push((i, why));
+            }
+        }
+        for (i, why) in found {
+            self.ghosts[i].reported = true;
+            let g = self.ghosts[i].clone();
+            let text = format!(
+                "{} may still hold {} (from {:#x} at {:#x}, cached since event {}, removed at event {}{}), \
+                 but {why}; it needed {} completed by a DSB ISH before this point",
+                pe_list(g.holder_mask()),
+                describe(&g),
+                g.value,
+                g.slot,
+                g.since,
+                g.removed.seq,
+                line_of(g.removed),
+                needed_tlbi(&g)
+            );
+            self.report(
+                ViolationKind::StaleTranslation,
+                at,
+                g.slot,
+                g.holder_mask(),
+                text,
+            );
+        }
+    }
+
+    /// Whether the entries of ghost `g` grant something the tables of its
+    /// tree do not now: returns why.
+    fn grants_more(&self, g: &Ghost) -> Option<String> {
+        let mut why = None;
+        match g.cached {
+            Cached::Leaf(l) => {
+                if l.grants == 0 {
+                    return None;
+                }
+                self.mem
+                    .translate_range(g.tree, g.start, g.end, &mut |s, _e, now| {
+                        if why.is_some() {
+                            return;
+                        }
+                        let old_out = l.oa + (s - g.start);
+                        why = match now {
+                            None => Some(format!(
+                                "the tables no longer map {} {s:#x}",
+                                addr_name(g.stage)
+                            )),
+                            Some((n, at)) => {
+                                let new_out = n.oa + (s - at);
+                                if new_out != old_out {
+                                    Some(format!(
+                                        "the tables map {} {s:#x} to {new_out:#x}, not {old_out:#x}",
+                                        addr_name(g.stage)
+                                    ))
+                                } else if l.grants & !n.grants != 0 {
+                                    Some(format!(
+                                        "the tables no longer grant {} at {} {s:#x}",
+                                        grants_name(l.grants & !n.grants),
+                                        addr_name(g.stage)
+                                    ))
+                                } else {
+                                    None
+                                }
+                            }
+                        };
+                    });
+            }
+            Cached::Walk { next } => {
+                // Still the same table at the same place: nothing stale.
+                let here = self.mem.slot(g.slot);
+                let same = here.is_some_and(|s| s.tree == g.tree && s.level == g.level)
+                    && matches!(self.mem.decode(g.tree, g.level, self.mem.read(g.slot)),
+                        Decoded::Table { next: n } if n == next);
+                if same {
+                    return None;
+                }
+                if !self.mem.exists(next) {
+                    return Some(format!(
+                        "the table page {next:#x} it points to has been freed"
+                    ));
+                }
+                // Whatever the cached walk reaches now, compared with the
+                // tables.
+                self.mem
+                    .translate_in(g.stage, next, g.level + 1, g.start, g.start, g.end, &mut |s,
+                                                                                     e,
+                                                                                     through| {
+                        if why.is_some() {
+                            return;
+                        }
+                        let Some((l, at)) = through else { return };
+                        if l.grants == 0 {
+                            return;
+                        }
+                        self.mem.translate_range(g.tree, s, e, &mut |s2, _, now| {
+                            if why.is_some() {
+                                return;
+                            }
+                            let out = l.oa + (s2 - at);
+                            why = match now {
+                                None => Some(format!(
+                                    "through the old table {next:#x} it still translates {} {s2:#x}, which the tables no longer map",
+                                    addr_name(g.stage)
+                                )),
+                                Some((n, at2)) if n.oa + (s2 - at2) != out || l.grants & !n.grants != 0 => {
+                                    Some(format!(
+                                        "through the old table {next:#x} it translates {} {s2:#x} to {out:#x}, which the tables do not allow",
+                                        addr_name(g.stage)
+                                    ))
+                                }
+                                _ => None,
+                            };
+                        });
+                    });
+            }
+        }
+        why
+    }
 }
 
-/// Feeds library effects into a machine.
-pub struct ModelEffects;
+/// Whether ghost `g` would be used by a PE running with tag `k` (global
+/// stage 1 entries match every ASID of their VMID).
+fn tag_matches(g: &Ghost, k: Key) -> bool {
+    match (g.key, k) {
+        (Key::Asid { vmid: a, asid: x }, Key::Asid { vmid: b, asid: y }) => {
+            a == b && (x == y || g.global())
+        }
+        (gk, k) => gk == k,
+    }
+}
+
+/// Whether leaf ghost `g` (a run) continues with the leaf ghost `n`.
+fn extends(r: &Ghost, n: &Ghost) -> bool {
+    match (r.cached, n.cached) {
+        (Cached::Leaf(a), Cached::Leaf(b)) => {
+            r.level == n.level
+                && r.end == n.start
+                && n.slot == r.slot + (r.end - r.start) / entry_size(r.level) * 8
+                && a.oa + (r.end - r.start) == b.oa
+                && a.grants == b.grants
+                && a.attrs == b.attrs
+                && a.global == b.global
+        }
+        _ => false,
+    }
+}
+
+fn addr_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Stage2 => "IPA",
+        _ => "VA",
+    }
+}
+
+fn line_of(o: Origin) -> String {
+    if o.line != 0 {
+        format!(", line {}", o.line)
+    } else {
+        String::new()
+    }
+}
+
+fn grants_name(g: u8) -> String {
+    use crate::desc::grant::*;
+    let names = [
+        (READ, "read"),
+        (WRITE, "write"),
+        (EL0_READ, "EL0 read"),
+        (EL0_WRITE, "EL0 write"),
+        (EXEC, "execute"),
+        (EL0_EXEC, "EL0 execute"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(b, _)| g & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    v.join("/")
+}
+
+/// "a level 3 entry for IPA 0x1000..0x3000 -> 0x8000" and the like.
+fn describe(g: &Ghost) -> String {
+    let what = match g.cached {
+        Cached::Leaf(l) => format!(
+            "{} level {} {} for {} {:#x}..{:#x} -> {:#x}",
+            if g.end - g.start > entry_size(g.level) {
+                "the"
+            } else {
+                "a"
+            },
+            g.level,
+            if g.end - g.start > entry_size(g.level) {
+                "entries"
+            } else {
+                "entry"
+            },
+            addr_name(g.stage),
+            g.start,
+            g.end,
+            l.oa
+        ),
+        Cached::Walk { next } => format!(
+            "a level {} walk-cache entry for {} {:#x}..{:#x} -> table {next:#x}",
+            g.level,
+            addr_name(g.stage),
+            g.start,
+            g.end
+        ),
+    };
+    let kinds: Vec<&str> = [
+        (kinds::STAGE1, "stage 1"),
+        (kinds::STAGE2_ONLY, "stage-2-only"),
+        (kinds::COMBINED, "combined stage 1+2"),
+    ]
+    .iter()
+    .enumerate()
+    .filter(|(i, _)| g.holders[*i] != 0)
+    .map(|(_, (_, n))| *n)
+    .collect();
+    format!("{what} ({}, {})", kinds.join(" and "), g.key)
+}
+
+/// The invalidation that would have removed `g`.
+fn needed_tlbi(g: &Ghost) -> String {
+    let walk = matches!(g.cached, Cached::Walk { .. });
+    match g.key {
+        Key::Vmid(v) => {
+            let mut parts = Vec::new();
+            if g.holders[1] != 0 {
+                parts.push(format!(
+                    "TLBI {} for IPA {:#x} (VMID {v} in VTTBR_EL2)",
+                    if walk { "IPAS2E1IS" } else { "IPAS2(L)E1IS" },
+                    g.start
+                ));
+            }
+            if g.holders[2] != 0 {
+                parts.push(format!("TLBI VMALLE1IS (VMID {v}) after it"));
+            }
+            parts.join(", then ")
+        }
+        Key::Asid { asid, vmid } => format!(
+            "TLBI {} for VA {:#x} (ASID {asid}, VMID {vmid})",
+            if walk { "VAE1IS" } else { "VA(L)E1IS" },
+            g.start
+        ),
+        Key::El2 => format!(
+            "TLBI {} for VA {:#x}",
+            if walk { "VAE2IS" } else { "VA(L)E2IS" },
+            g.start
+        ),
+    }
+}

@@ -1,0 +1,216 @@
+//! Entries that PEs may still hold although the tables no longer contain
+//! them ("ghosts"), and how invalidations remove them.
+//!
+//! Entries still in the tables are not stored: the model assumes every PE
+//! has cached every one of them (speculatively, at any time), and refills
+//! them the moment an invalidation removes them. Only what differs from the
+//! tables needs remembering, and that is what a checker judges.
+
+use crate::desc::{entry_size, Leaf, Stage};
+use crate::event::Origin;
+use crate::scope::{kinds, AsidMatch, Scope, Target};
+
+use super::memory::{Key, TreeId};
+
+/// What a ghost caches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    /// A run of leaf entries at one level with contiguous output addresses
+    /// and the same attributes; `leaf.oa` is the output of `start`.
+    Leaf(Leaf),
+    /// A walk-cache entry: the table descriptor pointing at `next`.
+    Walk {
+        /// The next-level table it points to.
+        next: u64,
+    },
+}
+
+/// Entries a PE may hold for `[start, end)` at `level`, no longer in the
+/// tables.
+#[derive(Clone, Debug)]
+pub struct Ghost {
+    /// Tree the entries were walked from.
+    pub tree: TreeId,
+    /// Their tag.
+    pub key: Key,
+    /// Their stage.
+    pub stage: Stage,
+    /// Level of the descriptor(s).
+    pub level: u8,
+    /// First input address.
+    pub start: u64,
+    /// End of the input range (exclusive).
+    pub end: u64,
+    /// What is cached.
+    pub cached: Cached,
+    /// For each entry kind ([`kinds`] bit i), the PEs that may hold it.
+    pub holders: [u64; 3],
+    /// The descriptor it came from (for runs, the first one).
+    pub slot: u64,
+    /// The descriptor value (for runs, of the first one).
+    pub value: u64,
+    /// When that descriptor was written.
+    pub since: u64,
+    /// The event that removed it from the tables.
+    pub removed: Origin,
+    /// The PE whose write removed it.
+    pub writer: usize,
+    /// The `DSB` of `writer` that made the removal visible to every walker;
+    /// until then walkers may still read the old descriptor and refill.
+    pub visible: Option<u64>,
+    /// Already reported as a stale translation.
+    pub reported: bool,
+}
+
+impl Ghost {
+    /// Some PE may still hold some part of it.
+    pub fn held(&self) -> bool {
+        self.holders.iter().any(|&m| m != 0)
+    }
+
+    /// PEs holding any kind.
+    pub fn holder_mask(&self) -> u64 {
+        self.holders.iter().fold(0, |a, &m| a | m)
+    }
+
+    /// Global (matches every ASID).
+    pub fn global(&self) -> bool {
+        match self.cached {
+            Cached::Leaf(l) => l.global,
+            Cached::Walk { .. } => false,
+        }
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.end
+    }
+
+    /// Whether `scope` addresses this ghost's tree, ASID, level and form.
+    pub fn in_scope(&self, scope: &Scope) -> bool {
+        if scope.void {
+            return false;
+        }
+        let ctx = match (scope.target, self.key) {
+            (Target::El2, Key::El2) => true,
+            (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
+            (Target::Vmid(v), Key::Vmid(w)) => v == w,
+            (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
+            _ => false,
+        };
+        if !ctx {
+            return false;
+        }
+        if let Key::Asid { asid, .. } = self.key {
+            let ok = match scope.asid {
+                AsidMatch::Any => true,
+                AsidMatch::OrGlobal(a) => self.global() || a == asid,
+                AsidMatch::Only(a) => !self.global() && a == asid,
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if scope.leaf_only && matches!(self.cached, Cached::Walk { .. }) {
+            return false;
+        }
+        if scope.level.is_some_and(|l| l != self.level) {
+            return false;
+        }
+        match scope.range {
+            None => true,
+            Some((a, b)) => self.overlaps(a, b),
+        }
+    }
+
+    /// Copy of this ghost restricted to `[start, end)` (within it).
+    fn piece(&self, start: u64, end: u64) -> Ghost {
+        let mut g = self.clone();
+        let off = start - self.start;
+        g.start = start;
+        g.end = end;
+        if let Cached::Leaf(ref mut l) = g.cached {
+            l.oa += off;
+        }
+        g.slot += off / entry_size(self.level) * 8;
+        g
+    }
+}
+
+/// The entries of a run that an invalidation of `[a, b)` reaches: every
+/// entry translating some address in the range.
+fn reach(g: &Ghost, range: Option<(u64, u64)>) -> (u64, u64) {
+    match range {
+        None => (g.start, g.end),
+        Some((a, b)) => {
+            let size = entry_size(g.level);
+            let lo = (a - a % size).max(g.start);
+            let hi = b.div_ceil(size).saturating_mul(size).min(g.end).max(lo);
+            (lo, hi)
+        }
+    }
+}
+
+/// Removes, from the PEs in `pes`, every kind of entry in `scope` whose
+/// removal write had become visible before the invalidation executed (at
+/// `issued`). Returns how many ghost runs were touched.
+pub fn invalidate(ghosts: &mut Vec<Ghost>, scope: &Scope, pes: u64, issued: u64) -> usize {
+    let mut touched = 0;
+    let mut i = 0;
+    let mut extra = Vec::new();
+    while i < ghosts.len() {
+        let g = &ghosts[i];
+        let eligible = g.visible.is_some_and(|v| v < issued) && g.in_scope(scope);
+        if !eligible {
+            i += 1;
+            continue;
+        }
+        touched += 1;
+        let (lo, hi) = reach(g, scope.range);
+        let mut mid = if lo == g.start && hi == g.end {
+            g.clone()
+        } else {
+            if g.start < lo {
+                extra.push(g.piece(g.start, lo));
+            }
+            if hi < g.end {
+                extra.push(g.piece(hi, g.end));
+            }
+            g.piece(lo, hi)
+        };
+        for (k, m) in mid.holders.iter_mut().enumerate() {
+            if scope.kinds & (1 << k) != 0 {
+                *m &= !pes;
+            }
+        }
+        if mid.held() && mid.start < mid.end {
+            ghosts[i] = mid;
+            i += 1;
+        } else {
+            ghosts.swap_remove(i);
+        }
+    }
+    ghosts.extend(extra);
+    touched
+}
+
+/// The kinds of cached entry a stage's descriptors produce: stage 2 leaves
+/// give stage-2-only and combined entries, stage 2 tables stage-2-only walk
+/// entries, stage 1 descriptors stage 1 entries.
+pub fn kinds_of(stage: Stage, leaf: bool) -> u8 {
+    match (stage, leaf) {
+        (Stage::Stage2, true) => kinds::STAGE2_ONLY | kinds::COMBINED,
+        (Stage::Stage2, false) => kinds::STAGE2_ONLY,
+        _ => kinds::STAGE1,
+    }
+}
+
+/// Holders array with `pes` holding every kind in `k`.
+pub fn holders(k: u8, pes: u64) -> [u64; 3] {
+    let mut h = [0; 3];
+    for (i, m) in h.iter_mut().enumerate() {
+        if k & (1 << i) != 0 {
+            *m = pes;
+        }
+    }
+    h
+}

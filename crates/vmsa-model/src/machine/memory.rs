@@ -1,0 +1,383 @@
+//! Physical memory holding tables, and the trees the roots span.
+
+use std::collections::HashMap;
+
+use crate::desc::{decode, entry_size, Decoded, Leaf, Stage};
+
+/// Bytes per table page (4 KiB granule).
+pub const PAGE: u64 = 4096;
+/// Descriptors per table page.
+pub const ENTRIES: usize = 512;
+
+/// Index of a tree in [`Memory::trees`].
+pub type TreeId = usize;
+
+/// Who a tree's cached entries are tagged with: the key that must not be
+/// shared by two live trees, nor handed to a new tree while entries of an
+/// old one remain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A stage 2 table: its VMID.
+    Vmid(u16),
+    /// An EL1&0 stage 1 table: the VMID it runs under and its ASID.
+    Asid {
+        /// VMID (from VTTBR_EL2 when the table was installed).
+        vmid: u16,
+        /// ASID (TTBR0_EL1[63:48]).
+        asid: u16,
+    },
+    /// The EL2 regime (no ASID without VHE): one key for every EL2 table.
+    El2,
+}
+
+impl Key {
+    /// The stage this key's trees translate.
+    pub fn stage(self) -> Stage {
+        match self {
+            Key::Vmid(_) => Stage::Stage2,
+            Key::Asid { .. } => Stage::El1Stage1,
+            Key::El2 => Stage::El2Stage1,
+        }
+    }
+}
+
+impl core::fmt::Display for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Key::Vmid(v) => write!(f, "VMID {v}"),
+            Key::Asid { vmid, asid } => write!(f, "ASID {asid} (VMID {vmid})"),
+            Key::El2 => write!(f, "the EL2 regime"),
+        }
+    }
+}
+
+/// Where a table page sits: its tree, level and the first input address it
+/// translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The tree.
+    pub tree: TreeId,
+    /// Level of the descriptors in this page.
+    pub level: u8,
+    /// Input address of entry 0.
+    pub base: u64,
+    /// The descriptor pointing at this page (`None` for root pages).
+    pub parent: Option<u64>,
+}
+
+/// One 4 KiB page of table memory.
+pub struct Page {
+    /// The descriptors.
+    pub words: Box<[u64; ENTRIES]>,
+    /// Sequence number of the last write to each descriptor.
+    pub written: Box<[u64; ENTRIES]>,
+    /// Where the page is linked, if it is reachable from a root.
+    pub link: Option<Link>,
+}
+
+impl Page {
+    fn zeroed() -> Self {
+        Page {
+            words: Box::new([0; ENTRIES]),
+            written: Box::new([0; ENTRIES]),
+            link: None,
+        }
+    }
+}
+
+/// A tree of tables, from its root.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    /// Root table address.
+    pub root: u64,
+    /// The stage, known once the root is installed in a register.
+    pub stage: Stage,
+    /// The key it was installed with.
+    pub key: Option<Key>,
+    /// Level of the root table.
+    pub start_level: u8,
+    /// Concatenated root pages (1 to 16).
+    pub root_pages: u8,
+    /// Installed in a translation table base register at least once: PEs
+    /// may walk it from then on.
+    pub installed: bool,
+    /// Released: the tree is dead (Casemate `release_table` on the root,
+    /// or the library releasing the root page).
+    pub released: bool,
+    /// Sequence number of the first installation.
+    pub installed_at: u64,
+    /// Valid leaf descriptors reachable from the root (for collateral
+    /// counts).
+    pub leaves: u64,
+}
+
+impl Tree {
+    /// PEs may walk it: installed and not released.
+    pub fn live(&self) -> bool {
+        self.installed && !self.released
+    }
+}
+
+/// Table memory and the trees in it.
+#[derive(Default)]
+pub struct Memory {
+    pages: HashMap<u64, Page>,
+    /// Every tree ever seen (released ones stay, for explanations).
+    pub trees: Vec<Tree>,
+    /// Root address -> the current (not released) tree rooted there.
+    pub roots: HashMap<u64, TreeId>,
+}
+
+/// One descriptor slot in a linked page, resolved.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    /// The tree.
+    pub tree: TreeId,
+    /// Level of the descriptor.
+    pub level: u8,
+    /// First input address it translates.
+    pub ia: u64,
+}
+
+impl Memory {
+    /// The page containing `pa`, if table memory was ever initialised or
+    /// written there.
+    pub fn page(&self, pa: u64) -> Option<&Page> {
+        self.pages.get(&(pa & !(PAGE - 1)))
+    }
+
+    /// The descriptor at `pa` (0 where memory was never written).
+    pub fn read(&self, pa: u64) -> u64 {
+        self.page(pa)
+            .map(|p| p.words[(pa as usize & 0xfff) >> 3])
+            .unwrap_or(0)
+    }
+
+    /// Stores `value` at `pa`; returns the old value.
+    pub fn write(&mut self, pa: u64, value: u64, seq: u64) -> u64 {
+        let page = self
+            .pages
+            .entry(pa & !(PAGE - 1))
+            .or_insert_with(Page::zeroed);
+        let i = (pa as usize & 0xfff) >> 3;
+        page.written[i] = seq;
+        core::mem::replace(&mut page.words[i], value)
+    }
+
+    /// Zeroes the page at `pa` and forgets its link.
+    pub fn init_page(&mut self, pa: u64) {
+        self.pages.insert(pa & !(PAGE - 1), Page::zeroed());
+    }
+
+    /// Forgets the page at `pa` (freed memory reads as zero).
+    pub fn free_page(&mut self, pa: u64) {
+        self.pages.remove(&(pa & !(PAGE - 1)));
+    }
+
+    /// Whether memory at `pa` exists.
+    pub fn exists(&self, pa: u64) -> bool {
+        self.pages.contains_key(&(pa & !(PAGE - 1)))
+    }
+
+    /// Resolves the descriptor at `pa`: its tree, level and input address,
+    /// when its page is linked.
+    pub fn slot(&self, pa: u64) -> Option<Slot> {
+        let link = self.page(pa)?.link?;
+        let i = (pa & 0xfff) >> 3;
+        Some(Slot {
+            tree: link.tree,
+            level: link.level,
+            ia: link.base.wrapping_add(i * entry_size(link.level)),
+        })
+    }
+
+    /// Decodes a descriptor value as `tree` would see it at `level`.
+    pub fn decode(&self, tree: TreeId, level: u8, value: u64) -> Decoded {
+        decode(self.trees[tree].stage, level, value)
+    }
+
+    /// Links the pages of `tree`'s root with its geometry.
+    pub fn link_root(&mut self, tree: TreeId) {
+        let t = &self.trees[tree];
+        let (root, level, pages) = (t.root, t.start_level, t.root_pages);
+        let span = ENTRIES as u64 * entry_size(level);
+        let mut leaves = 0;
+        for i in 0..pages as u64 {
+            let pa = root + i * PAGE;
+            self.pages.entry(pa).or_insert_with(Page::zeroed);
+            leaves += self.link(
+                pa,
+                Link {
+                    tree,
+                    level,
+                    base: i * span,
+                    parent: None,
+                },
+            );
+        }
+        self.trees[tree].leaves = leaves;
+    }
+
+    /// Links `page` (and, recursively, the tables it points to) at `link`.
+    /// Returns the number of valid leaves now reachable through it. Pages
+    /// already linked somewhere else are left alone (the caller reports
+    /// the double use).
+    pub fn link(&mut self, page: u64, link: Link) -> u64 {
+        let mut leaves = 0;
+        let mut stack = vec![(page, link)];
+        let stage = self.trees[link.tree].stage;
+        while let Some((pa, link)) = stack.pop() {
+            let p = self.pages.entry(pa).or_insert_with(Page::zeroed);
+            p.link = Some(link);
+            let words = *p.words;
+            for (i, &w) in words.iter().enumerate() {
+                match decode(stage, link.level, w) {
+                    Decoded::Table { next } => {
+                        let slot = pa + 8 * i as u64;
+                        let linked_elsewhere = self
+                            .pages
+                            .get(&next)
+                            .and_then(|c| c.link)
+                            .is_some_and(|l| l.parent != Some(slot));
+                        if !linked_elsewhere && next != pa {
+                            stack.push((
+                                next,
+                                Link {
+                                    tree: link.tree,
+                                    level: link.level + 1,
+                                    base: link.base + i as u64 * entry_size(link.level),
+                                    parent: Some(slot),
+                                },
+                            ));
+                        }
+                    }
+                    Decoded::Leaf(_) => leaves += 1,
+                    Decoded::Fault => {}
+                }
+            }
+        }
+        leaves
+    }
+
+    /// Unlinks `page` and every page below it that was linked through it.
+    /// Returns the number of valid leaves that were reachable.
+    pub fn unlink(&mut self, page: u64) -> u64 {
+        let mut leaves = 0;
+        let mut stack = vec![page];
+        while let Some(pa) = stack.pop() {
+            let Some(p) = self.pages.get_mut(&pa) else {
+                continue;
+            };
+            let Some(link) = p.link.take() else { continue };
+            let words = *p.words;
+            let stage = self.trees[link.tree].stage;
+            for (i, &w) in words.iter().enumerate() {
+                match decode(stage, link.level, w) {
+                    Decoded::Table { next } => {
+                        let slot = pa + 8 * i as u64;
+                        if self
+                            .pages
+                            .get(&next)
+                            .and_then(|c| c.link)
+                            .is_some_and(|l| l.parent == Some(slot))
+                        {
+                            stack.push(next);
+                        }
+                    }
+                    Decoded::Leaf(_) => leaves += 1,
+                    Decoded::Fault => {}
+                }
+            }
+        }
+        leaves
+    }
+
+    /// Calls `f(slot address, level, input address, decoded)` for every
+    /// valid descriptor reachable from `page` (at `level`, first input
+    /// address `base`) through current memory, tables before their
+    /// contents. `stage` decodes.
+    pub fn visit(
+        &self,
+        stage: Stage,
+        page: u64,
+        level: u8,
+        base: u64,
+        f: &mut dyn FnMut(u64, u8, u64, &Decoded),
+    ) {
+        let mut stack = vec![(page, level, base, 0u8)];
+        while let Some((pa, level, base, depth)) = stack.pop() {
+            let Some(p) = self.page(pa) else { continue };
+            for (i, &w) in p.words.iter().enumerate() {
+                let d = decode(stage, level, w);
+                if matches!(d, Decoded::Fault) {
+                    continue;
+                }
+                let ia = base + i as u64 * entry_size(level);
+                f(pa + 8 * i as u64, level, ia, &d);
+                if let Decoded::Table { next } = d {
+                    // A loop in the tables cannot be deeper than 4 levels.
+                    if depth < 4 && level < 3 {
+                        stack.push((next, level + 1, ia, depth + 1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f(start, end, leaf)` for the translation of every part of
+    /// `[start, end)` in `tree` (`None` where it faults), in address order
+    /// only within each table.
+    pub fn translate_range(
+        &self,
+        tree: TreeId,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+    ) {
+        let t = &self.trees[tree];
+        let span = ENTRIES as u64 * entry_size(t.start_level);
+        for i in 0..t.root_pages as u64 {
+            let base = i * span;
+            let (s, e) = (start.max(base), end.min(base.saturating_add(span)));
+            if s < e {
+                self.translate_in(t.stage, t.root + i * PAGE, t.start_level, base, s, e, f);
+            }
+        }
+        let top = t.root_pages as u64 * span;
+        if end > top {
+            f(start.max(top), end, None);
+        }
+    }
+
+    /// Like [`translate_range`](Self::translate_range), from a given table.
+    #[allow(clippy::too_many_arguments)]
+    pub fn translate_in(
+        &self,
+        stage: Stage,
+        page: u64,
+        level: u8,
+        base: u64,
+        start: u64,
+        end: u64,
+        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+    ) {
+        let size = entry_size(level);
+        let first = (start - base) / size;
+        let mut ia = base + first * size;
+        let mut i = first;
+        while ia < end && i < ENTRIES as u64 {
+            let (s, e) = (start.max(ia), end.min(ia + size));
+            let w = self.read(page + 8 * i);
+            match decode(stage, level, w) {
+                Decoded::Fault => f(s, e, None),
+                Decoded::Leaf(l) => f(s, e, Some((l, ia))),
+                Decoded::Table { next } if level < 3 => {
+                    self.translate_in(stage, next, level + 1, ia, s, e, f)
+                }
+                Decoded::Table { .. } => f(s, e, None),
+            }
+            ia += size;
+            i += 1;
+        }
+    }
+}
