@@ -1,1 +1,142 @@
-//! Casemate traces (being written).
+//! Casemate traces: reading, checking, writing and generating them.
+//!
+//! The format is Casemate's (rems-project/casemate,
+//! `doc/asciidoc/sections/trace-format.adoc`): a sequence of s-expression
+//! records, each possibly spanning several lines,
+//!
+//! ```text
+//! (mem-write (id 11) (tid 0) (mem-order plain) (address 23f000) (value 240003) (src "x.c:33"))
+//! (barrier (id 16) (tid 0) dsb (kind ish))
+//! (tlbi (id 14) (tid 0) ipas2e1is (value 0x300000000000))
+//! ```
+//!
+//! or in the positional form, `(mem-write 1 1 "src" release 42 93)` (id,
+//! tid, optional src, then the fields in order). `tid` may be spelled
+//! `thread`; keywords are case-insensitive; `src` (a string or an integer)
+//! is optional and ignored. `id` and `tid` are decimal, every other number
+//! is hexadecimal with or without `0x`. Lines starting with `!` (Casemate's
+//! verdicts) are skipped.
+//!
+//! | record | event |
+//! |---|---|
+//! | `mem-write (mem-order plain\|release) (address A) (value V)` | [`Event::Write`] |
+//! | `mem-read (address A) (value V)` | [`Event::Read`] |
+//! | `mem-init (address A) (size S)` | [`Event::MemInit`] |
+//! | `mem-set (address A) (size S) (value BYTE)` | [`Event::MemSet`] |
+//! | `barrier dsb (kind K)`, `barrier isb`, `barrier dmb [(kind K)]` | [`Event::Barrier`] |
+//! | `tlbi OP [(value V)]` | [`Event::Tlbi`] (operand 0 if absent) |
+//! | `sysreg-write` or `msr`, `(sysreg R) (value V)` | [`Event::SysReg`] |
+//! | `hint (kind H) (location L) (value V)` | [`Event::Hint`] |
+//! | `lock (address A)`, `unlock (address A)` | [`Event::Lock`], [`Event::Unlock`] |
+//! | `release-data (address A) (size S)` (vmsa extension) | [`Event::ReleaseData`] |
+//! | `complete` (vmsa extension) | [`Event::Complete`] |
+//!
+//! DSB options: `ish`, `nsh`, `osh`, `sy` and their `st` forms (`st` alone
+//! is `sy` for stores); the `ld` forms (`ld`, `ishld`, ...) wait for loads
+//! only and so complete nothing the model tracks: they are read as
+//! [`Barrier::Dmb`](crate::Barrier::Dmb). `ttbr_el2` (as in the format's
+//! positional example) is read as `ttbr0_el2`.
+
+mod generate;
+mod parse;
+mod write;
+
+use std::io::BufRead;
+
+pub use generate::{
+    bbm_stress, BBM_STRESS_CYCLE_RECORDS, BBM_STRESS_LOCK, BBM_STRESS_OUTPUT, BBM_STRESS_ROOT,
+    BBM_STRESS_SETUP_RECORDS,
+};
+pub use parse::{ParseError, Reader, Record, MAX_ITEMS};
+pub use write::{record_count, write_record, HINT_PAGE};
+
+use crate::cost::Costs;
+use crate::event::Origin;
+use crate::machine::check::Violation;
+use crate::machine::{Config, Machine};
+
+/// What [`check`] found.
+#[derive(Clone, Debug)]
+pub struct CheckReport {
+    /// Records read.
+    pub records: u64,
+    /// Every violation the machine reported.
+    pub violations: Vec<Violation>,
+    /// What the maintenance cost.
+    pub costs: Costs,
+}
+
+/// Streams every record of `input` through a [`Machine`] set up by
+/// `config`, then ends the run (a completion point), and reports what the
+/// machine found. Stops at the first record that cannot be read, or whose
+/// `tid` is not one of the machine's PEs.
+pub fn check<R: BufRead>(input: R, config: Config) -> Result<CheckReport, ParseError> {
+    let pes = config.pes;
+    let mut machine = Machine::new(config);
+    let mut reader = Reader::new(input);
+    let mut records = 0u64;
+    let mut next_seq = 0u64;
+    while let Some(record) = reader.next_record() {
+        let record = record?;
+        if record.pe >= pes {
+            return Err(ParseError {
+                line: record.origin.line,
+                message: format!(
+                    "tid {} is not a PE of the model, which has {pes} (0 to {})",
+                    record.pe,
+                    pes.saturating_sub(1)
+                ),
+            });
+        }
+        machine.step(record.pe, &record.event, record.origin);
+        records += 1;
+        next_seq = record.origin.seq.wrapping_add(1);
+    }
+    machine.finish(Origin {
+        seq: next_seq,
+        line: reader.line(),
+    });
+    Ok(CheckReport {
+        records,
+        violations: machine.violations().to_vec(),
+        costs: machine.costs().clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_counts_records_and_rejects_foreign_pes() {
+        let text = "(lock (id 0) (tid 0) (address 1))\n(unlock (id 1) (tid 3) (address 1))\n";
+        let report = check(
+            text.as_bytes(),
+            Config {
+                pes: 4,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(report.records, 2);
+        let e = check(
+            text.as_bytes(),
+            Config {
+                pes: 2,
+                ..Config::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("tid 3"), "{e}");
+        let e = check(
+            "(lock (id 0) (tid 0) (address 1)\n".as_bytes(),
+            Config::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 1: unbalanced parentheses: the input ends inside this record"
+        );
+    }
+}
