@@ -374,6 +374,15 @@ fn ordering_of_writes_tlbis_and_dsbs() {
     c.tlbi(Vmalls12e1is, 0);
     c.ev(0, Event::Barrier(Barrier::DSB_NSH));
     assert!(c.stale());
+    // VMALLE1IS issued before the IPA invalidation completed: a walk may
+    // rebuild the combined entry from the stage-2-only one in between.
+    let mut c = Case::new(S2, 4);
+    c.write(LEAF_SLOT, 0);
+    c.dsb();
+    c.tlbi(Ipas2e1is, ipa(Ttl::NONE));
+    c.tlbi(Vmalle1is, 0);
+    c.dsb();
+    assert!(c.stale());
     // The full sequence.
     let mut c = Case::new(S2, 4);
     c.write(LEAF_SLOT, 0);

@@ -58,6 +58,12 @@ pub struct Ghost {
     /// The `DSB` of `writer` that made the removal visible to every walker;
     /// until then walkers may still read the old descriptor and refill.
     pub visible: Option<u64>,
+    /// When the last stage-2-only part was removed (the completing `DSB`).
+    /// Until then a walk may rebuild a combined entry from it, so an
+    /// invalidation of combined entries only counts if issued after this
+    /// (KVM's `__kvm_tlb_flush_vmid_ipa` completes the IPA invalidation
+    /// with a DSB before `TLBI VMALLE1IS` for that reason).
+    pub s2_clear: Option<u64>,
     /// Already reported as a stale translation.
     pub reported: bool,
 }
@@ -152,8 +158,15 @@ fn reach(g: &Ghost, range: Option<(u64, u64)>) -> (u64, u64) {
 
 /// Removes, from the PEs in `pes`, every kind of entry in `scope` whose
 /// removal write had become visible before the invalidation executed (at
-/// `issued`). Returns how many ghost runs were touched.
-pub fn invalidate(ghosts: &mut Vec<Ghost>, scope: &Scope, pes: u64, issued: u64) -> usize {
+/// `issued`); `now` is the completing `DSB`. Returns how many ghost runs
+/// were touched.
+pub fn invalidate(
+    ghosts: &mut Vec<Ghost>,
+    scope: &Scope,
+    pes: u64,
+    issued: u64,
+    now: u64,
+) -> usize {
     let mut touched = 0;
     let mut i = 0;
     let mut extra = Vec::new();
@@ -177,10 +190,29 @@ pub fn invalidate(ghosts: &mut Vec<Ghost>, scope: &Scope, pes: u64, issued: u64)
             }
             g.piece(lo, hi)
         };
+        const S2: usize = 1; // kinds::STAGE2_ONLY
+        const COMBINED: usize = 2; // kinds::COMBINED
+        let had_s2 = mid.holders[S2] != 0;
         for (k, m) in mid.holders.iter_mut().enumerate() {
-            if scope.kinds & (1 << k) != 0 {
+            if scope.kinds & (1 << k) == 0 {
+                continue;
+            }
+            if k == COMBINED && scope.kinds & (1 << S2) == 0 {
+                // A combined entry can be rebuilt from a stage-2-only entry
+                // still cached: only PEs that held none when this
+                // invalidation was issued lose it for good.
+                let settled = match mid.s2_clear {
+                    Some(c) => c < issued,
+                    None => !had_s2,
+                };
+                let rebuildable = if settled { 0 } else { u64::MAX };
+                *m &= !(pes & !rebuildable);
+            } else {
                 *m &= !pes;
             }
+        }
+        if had_s2 && mid.holders[S2] == 0 {
+            mid.s2_clear = Some(now);
         }
         if mid.held() && mid.start < mid.end {
             ghosts[i] = mid;

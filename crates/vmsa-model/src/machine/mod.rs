@@ -412,6 +412,7 @@ impl Machine {
             removed: at,
             writer,
             visible: None,
+            s2_clear: None,
             reported: false,
         };
         match *d {
@@ -666,7 +667,8 @@ impl Machine {
                     } else {
                         1 << pe
                     };
-                    ghost::invalidate(&mut self.ghosts, &p.scope, pes, p.issued);
+                    let now = self.seq;
+                    ghost::invalidate(&mut self.ghosts, &p.scope, pes, p.issued, now);
                 }
                 self.pes[pe].pending = keep;
             }
@@ -903,6 +905,7 @@ impl Machine {
                         writer: 0,
                         // The tree is gone for walkers at once.
                         visible: Some(self.seq),
+                        s2_clear: None,
                         reported: false,
                     };
                     self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, i * span);
