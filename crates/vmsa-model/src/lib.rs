@@ -25,5 +25,5 @@ pub mod trace;
 
 pub use cost::Costs;
 pub use event::{Barrier, Domain, Event, Hint, Origin, Reg};
-pub use machine::{Config, Machine, ModelEffects};
 pub use machine::check::{Violation, ViolationKind};
+pub use machine::{Config, Key, Machine, ModelEffects};

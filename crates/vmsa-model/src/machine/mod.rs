@@ -295,7 +295,10 @@ impl Machine {
 
     fn write(&mut self, pe: usize, pa: u64, value: u64, at: Origin) {
         let slot = self.mem.slot(pa);
-        let since = self.mem.page(pa).map(|p| p.written[(pa as usize & 0xfff) >> 3]);
+        let since = self
+            .mem
+            .page(pa)
+            .map(|p| p.written[(pa as usize & 0xfff) >> 3]);
         let old = self.mem.write(pa, value, self.seq);
         if old == value {
             return;
@@ -315,17 +318,7 @@ impl Machine {
             let key = key.expect("live trees have a key");
             let since = since.unwrap_or(0).max(self.mem.trees[tree].installed_at);
             self.ghosts_of(
-                tree,
-                key,
-                stage,
-                pa,
-                slot.level,
-                slot.ia,
-                old,
-                since,
-                &oldd,
-                pe,
-                at,
+                tree, key, stage, pa, slot.level, slot.ia, old, since, &oldd, pe, at,
             );
         }
         if let Decoded::Table { next } = oldd {
@@ -440,9 +433,10 @@ impl Machine {
         let pes = self.all_pes();
         let stage = proto.stage;
         let mut found = Vec::new();
-        self.mem.visit(stage, page, level, ia, &mut |pa, lvl, a, d| {
-            found.push((pa, lvl, a, *d));
-        });
+        self.mem
+            .visit(stage, page, level, ia, &mut |pa, lvl, a, d| {
+                found.push((pa, lvl, a, *d));
+            });
         let mut run: Option<Ghost> = None;
         for (pa, lvl, a, d) in found {
             let written = self
@@ -724,14 +718,15 @@ impl Machine {
                 Some((a, b)) => {
                     let mut n = 0;
                     let mut last = None;
-                    self.mem.translate_range(id, a, b.max(a + 1), &mut |_, _, l| {
-                        if let Some((leaf, at)) = l {
-                            if last != Some(at) && leaf.grants != 0 {
-                                n += 1;
-                                last = Some(at);
+                    self.mem
+                        .translate_range(id, a, b.max(a + 1), &mut |_, _, l| {
+                            if let Some((leaf, at)) = l {
+                                if last != Some(at) && leaf.grants != 0 {
+                                    n += 1;
+                                    last = Some(at);
+                                }
                             }
-                        }
-                    });
+                        });
                     total += n * per_leaf;
                 }
             }
@@ -1031,6 +1026,55 @@ impl Machine {
             let pes = g.holder_mask();
             self.report(ViolationKind::UseAfterFree, at, pa, pes, why);
         }
+    }
+
+    // ----- what a guest on a PE may see ---------------------------------
+
+    /// Every translation PE `pe`, running with tag `key`, may use for input
+    /// address `addr` now: the tables' own (if mapped) and those of stale
+    /// entries it may still hold. Each is `(output address, grants)` with
+    /// [`crate::desc::grant`] bits. A guest access may use any of them.
+    pub fn may_translate(&self, pe: usize, key: Key, addr: u64) -> Vec<(u64, u8)> {
+        let mut out = Vec::new();
+        let Some(&tree) = self.owners.get(&key) else {
+            return out;
+        };
+        if !self.mem.trees[tree].live() {
+            return out;
+        }
+        self.mem
+            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
+                if let Some((l, at)) = now {
+                    out.push((l.oa + (addr - at), l.grants));
+                }
+            });
+        let bit = 1u64 << pe.min(63);
+        for g in &self.ghosts {
+            if g.holder_mask() & bit == 0 || !tag_matches(g, key) || addr < g.start || addr >= g.end
+            {
+                continue;
+            }
+            match g.cached {
+                Cached::Leaf(l) => out.push((l.oa + (addr - g.start), l.grants)),
+                Cached::Walk { next } => {
+                    self.mem.translate_in(
+                        g.stage,
+                        next,
+                        g.level + 1,
+                        g.start,
+                        addr,
+                        addr + 1,
+                        &mut |_, _, t| {
+                            if let Some((l, at)) = t {
+                                out.push((l.oa + (addr - at), l.grants));
+                            }
+                        },
+                    );
+                }
+            }
+        }
+        out.dedup();
+        out
     }
 
     // ----- completion points -------------------------------------------
