@@ -226,8 +226,14 @@ mod tests {
     #[test]
     fn bbm_table() {
         let leaf = |oa: u64, ap: u64| decode(Stage::Stage2, 3, oa | 0b11 | 1 << 10 | ap << 6);
-        assert!(!needs_bbm(&leaf(0x1000, 3), &leaf(0x1000, 1)), "permission only");
-        assert!(needs_bbm(&leaf(0x1000, 3), &leaf(0x2000, 3)), "output address");
+        assert!(
+            !needs_bbm(&leaf(0x1000, 3), &leaf(0x1000, 1)),
+            "permission only"
+        );
+        assert!(
+            needs_bbm(&leaf(0x1000, 3), &leaf(0x2000, 3)),
+            "output address"
+        );
         let t = decode(Stage::Stage2, 2, 0x5000 | 0b11);
         let b = decode(Stage::Stage2, 2, 0x20_0000 | 0b01 | 1 << 10);
         assert!(needs_bbm(&t, &b), "table to block");

@@ -194,7 +194,11 @@ mod tests {
     #[test]
     fn ipa_operand_high_bits() {
         // IPA[47:12] in [35:0]; a 48-bit IPA's top bits land in [35:32].
-        let s = Scope::of(TlbiOp::Ipas2le1, ipa_operand(0xffff_ffff_f000, Ttl::NONE), 1);
+        let s = Scope::of(
+            TlbiOp::Ipas2le1,
+            ipa_operand(0xffff_ffff_f000, Ttl::NONE),
+            1,
+        );
         assert_eq!(s.range, Some((0xffff_ffff_f000, 0x1_0000_0000_0000)));
         assert!(s.leaf_only && !s.broadcast && s.by_ipa);
         assert_eq!(s.kinds, kinds::STAGE2_ONLY);

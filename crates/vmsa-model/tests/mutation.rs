@@ -4,11 +4,11 @@
 //! checker report a violation, unless the model shows it redundant, and
 //! every such redundancy is pinned here (and explained in the notes).
 
+use vmsa::effects::Barrier;
 use vmsa::{
     Ap, Arena, Asid, Effect, El1Stage1, El2Stage1, Geometry, Granule, Ipa, MapOptions, Pa,
     Recorder, S2ap, Stage1Attrs, Stage2, Stage2Attrs, Table, TlbiOp, Va, Vmid,
 };
-use vmsa::effects::Barrier;
 use vmsa_model::{Config, Event, Machine, Origin};
 
 const K: u64 = 4096;
@@ -37,10 +37,21 @@ macro_rules! scenarios {
     ($regime:expr, $geometry:expr, $input:ident, $output:ident, $rw:expr, $ro:expr, $prefix:literal) => {{
         let build = || {
             let mut fx = Recorder::new();
-            let mut t = Table::new($regime, $geometry, Arena::new(Pa(0x8000_0000), 256), &mut fx)
-                .unwrap();
-            t.map($input(0)..$input(2 * M2), $output(0x4000_0000), $rw, map_opts(true), &mut fx)
-                .unwrap();
+            let mut t = Table::new(
+                $regime,
+                $geometry,
+                Arena::new(Pa(0x8000_0000), 256),
+                &mut fx,
+            )
+            .unwrap();
+            t.map(
+                $input(0)..$input(2 * M2),
+                $output(0x4000_0000),
+                $rw,
+                map_opts(true),
+                &mut fx,
+            )
+            .unwrap();
             t.map(
                 $input(2 * M2)..$input(4 * M2),
                 $output(0x4040_0000),
@@ -66,7 +77,8 @@ macro_rules! scenarios {
             });
         };
         add(concat!($prefix, " unmap pages"), &|t, fx| {
-            t.unmap($input(2 * M2 + K)..$input(2 * M2 + 3 * K), fx).unwrap();
+            t.unmap($input(2 * M2 + K)..$input(2 * M2 + 3 * K), fx)
+                .unwrap();
         });
         add(concat!($prefix, " unmap a whole table"), &|t, fx| {
             t.unmap($input(2 * M2)..$input(3 * M2), fx).unwrap();
@@ -75,15 +87,22 @@ macro_rules! scenarios {
             t.unmap($input(0)..$input(M2), fx).unwrap();
         });
         add(concat!($prefix, " protect read-only"), &|t, fx| {
-            t.protect($input(2 * M2)..$input(2 * M2 + 4 * K), $ro, fx).unwrap();
+            t.protect($input(2 * M2)..$input(2 * M2 + 4 * K), $ro, fx)
+                .unwrap();
         });
         add(concat!($prefix, " remap a page elsewhere"), &|t, fx| {
             let opts = MapOptions {
                 replace: true,
                 ..map_opts(false)
             };
-            t.map($input(2 * M2 + K)..$input(2 * M2 + 2 * K), $output(0x7000_0000), $rw, opts, fx)
-                .unwrap();
+            t.map(
+                $input(2 * M2 + K)..$input(2 * M2 + 2 * K),
+                $output(0x7000_0000),
+                $rw,
+                opts,
+                fx,
+            )
+            .unwrap();
         });
         add(concat!($prefix, " split a block"), &|t, fx| {
             t.split_block($input(M2 + 5 * K), fx).unwrap();
@@ -92,8 +111,14 @@ macro_rules! scenarios {
             t.collapse($input(2 * M2)..$input(3 * M2), fx).unwrap();
         });
         add(concat!($prefix, " map new pages"), &|t, fx| {
-            t.map($input(8 * M2)..$input(8 * M2 + 2 * K), $output(0x6000_0000), $rw, map_opts(false), fx)
-                .unwrap();
+            t.map(
+                $input(8 * M2)..$input(8 * M2 + 2 * K),
+                $output(0x6000_0000),
+                $rw,
+                map_opts(false),
+                fx,
+            )
+            .unwrap();
         });
         out
     }};
@@ -161,10 +186,7 @@ fn mutants(e: &Effect) -> Vec<(&'static str, Option<Effect>)> {
             if let Some(local) = local_form(op) {
                 v.push((
                     "made local (non-IS)",
-                    Some(Effect::Tlbi {
-                        op: local,
-                        operand,
-                    }),
+                    Some(Effect::Tlbi { op: local, operand }),
                 ));
             }
             if let Some(leaf) = last_level_form(op) {
@@ -177,8 +199,14 @@ fn mutants(e: &Effect) -> Vec<(&'static str, Option<Effect>)> {
         }
         Effect::Barrier(Barrier::DsbIsh) => vec![
             ("removed", None),
-            ("weakened to DSB ISHST", Some(Effect::Barrier(Barrier::DsbIshst))),
-            ("weakened to DSB NSH", Some(Effect::Barrier(Barrier::DsbNsh))),
+            (
+                "weakened to DSB ISHST",
+                Some(Effect::Barrier(Barrier::DsbIshst)),
+            ),
+            (
+                "weakened to DSB NSH",
+                Some(Effect::Barrier(Barrier::DsbNsh)),
+            ),
         ],
         Effect::Barrier(Barrier::DsbIshst) => vec![("removed", None)],
         _ => vec![],
@@ -255,9 +283,7 @@ fn library_sequences_are_clean_and_every_tlbi_and_dsb_matters() {
         for (i, e) in s.op.iter().enumerate() {
             // In a run of one TLBI kind, mutate its first two and its last
             // member: the others are like them.
-            let same = |j: usize| {
-                matches!((s.op.get(j), e), (Some(Effect::Tlbi { op: a, .. }), Effect::Tlbi { op: b, .. }) if a == b)
-            };
+            let same = |j: usize| matches!((s.op.get(j), e), (Some(Effect::Tlbi { op: a, .. }), Effect::Tlbi { op: b, .. }) if a == b);
             let inner = i >= 2 && same(i - 1) && same(i - 2) && same(i + 1);
             if inner {
                 continue;

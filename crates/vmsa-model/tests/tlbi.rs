@@ -201,7 +201,10 @@ fn ipas2_other_address_does_not_remove() {
     assert!(unmap_leaf(
         S2,
         4,
-        &[(Ipas2e1is, ipa_operand(ADDR + 0x1000, Ttl::NONE)), (Vmalle1is, 0)]
+        &[
+            (Ipas2e1is, ipa_operand(ADDR + 0x1000, Ttl::NONE)),
+            (Vmalle1is, 0)
+        ]
     ));
 }
 
@@ -244,8 +247,14 @@ fn last_level_operations_leave_walk_cache_entries() {
         S2,
         &[(Ipas2e1is, ipa(Ttl::NONE)), (Vmalle1is, 0)]
     ));
-    assert!(unmap_table(EL1, &[(Vale1is, va_operand(5, ADDR, Ttl::NONE))]));
-    assert!(!unmap_table(EL1, &[(Vae1is, va_operand(5, ADDR, Ttl::NONE))]));
+    assert!(unmap_table(
+        EL1,
+        &[(Vale1is, va_operand(5, ADDR, Ttl::NONE))]
+    ));
+    assert!(!unmap_table(
+        EL1,
+        &[(Vae1is, va_operand(5, ADDR, Ttl::NONE))]
+    ));
     assert!(unmap_table(
         Regime::El2,
         &[(Vale2is, va_operand(0, ADDR, Ttl::NONE))]
@@ -295,10 +304,26 @@ fn el2_operations() {
 
 #[test]
 fn local_operations_act_on_the_issuing_pe_only() {
-    assert!(unmap_leaf(S2, 4, &[(Ipas2e1, ipa(Ttl::NONE)), (Vmalle1, 0)]));
-    assert!(!unmap_leaf(S2, 1, &[(Ipas2e1, ipa(Ttl::NONE)), (Vmalle1, 0)]));
-    assert!(unmap_leaf(EL1, 2, &[(Vae1, va_operand(5, ADDR, Ttl::NONE))]));
-    assert!(!unmap_leaf(EL1, 1, &[(Vae1, va_operand(5, ADDR, Ttl::NONE))]));
+    assert!(unmap_leaf(
+        S2,
+        4,
+        &[(Ipas2e1, ipa(Ttl::NONE)), (Vmalle1, 0)]
+    ));
+    assert!(!unmap_leaf(
+        S2,
+        1,
+        &[(Ipas2e1, ipa(Ttl::NONE)), (Vmalle1, 0)]
+    ));
+    assert!(unmap_leaf(
+        EL1,
+        2,
+        &[(Vae1, va_operand(5, ADDR, Ttl::NONE))]
+    ));
+    assert!(!unmap_leaf(
+        EL1,
+        1,
+        &[(Vae1, va_operand(5, ADDR, Ttl::NONE))]
+    ));
     assert!(unmap_leaf(Regime::El2, 2, &[(Alle2, 0)]));
 }
 

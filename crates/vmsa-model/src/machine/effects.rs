@@ -38,8 +38,7 @@ impl<'m> ModelEffects<'m> {
 
     fn step(&mut self, event: Event) {
         let seq = self.machine.seq + 1;
-        self.machine
-            .step(self.pe, &event, Origin { seq, line: 0 });
+        self.machine.step(self.pe, &event, Origin { seq, line: 0 });
     }
 }
 
@@ -59,8 +58,14 @@ pub fn event_of(effect: &Effect) -> Option<Event> {
             value,
         },
         Effect::Cache { .. } => return None,
-        Effect::Page(PageEvent::Init { pa, bytes }) => Event::MemInit { pa: pa.0, size: bytes },
-        Effect::Page(PageEvent::Release { pa, bytes }) => Event::Release { pa: pa.0, size: bytes },
+        Effect::Page(PageEvent::Init { pa, bytes }) => Event::MemInit {
+            pa: pa.0,
+            size: bytes,
+        },
+        Effect::Page(PageEvent::Release { pa, bytes }) => Event::Release {
+            pa: pa.0,
+            size: bytes,
+        },
     })
 }
 
@@ -105,8 +110,14 @@ impl Effects for ModelEffects<'_> {
 
     fn page_event(&mut self, event: PageEvent) {
         self.step(match event {
-            PageEvent::Init { pa, bytes } => Event::MemInit { pa: pa.0, size: bytes },
-            PageEvent::Release { pa, bytes } => Event::Release { pa: pa.0, size: bytes },
+            PageEvent::Init { pa, bytes } => Event::MemInit {
+                pa: pa.0,
+                size: bytes,
+            },
+            PageEvent::Release { pa, bytes } => Event::Release {
+                pa: pa.0,
+                size: bytes,
+            },
         });
     }
 }
