@@ -1,13 +1,13 @@
 //! The streaming reader.
 //!
-//! Reading is two passes over each record's bytes, both without heap
-//! allocation in the common case: a scanner finds where the record ends
-//! (balancing parentheses, skipping strings, counting lines), working in
-//! the reader's own buffer; then a tokenizer splits the record into at most
-//! [`MAX_ITEMS`] bare atoms and `(key value)` fields, kept as offsets into
-//! the record, and the record kind picks its fields out of those. Only a
-//! record that straddles two fills of the underlying buffer is copied (into
-//! one reused `Vec`).
+//! Each record is tokenized in place, in the reader's buffer, in one pass
+//! without heap allocation: the tokenizer walks from the record's `(` to
+//! its `)`, classifying `(key value)` fields by name as it goes and
+//! keeping every token as offsets into the buffer; then the record kind
+//! picks its fields. Only a record that straddles the end of the buffered
+//! input (or is malformed) takes the slow path: a scanner balances
+//! parentheses across refills, copying the record into one reused `Vec`,
+//! and the tokenizer runs on the copy.
 
 use std::fmt;
 use std::io::BufRead;
@@ -16,7 +16,7 @@ use vmsa::tlbi::TlbiOp;
 
 use crate::event::{Barrier, Domain, Event, Hint, Origin, Reg};
 
-/// Most bare atoms, and most `(key value)` fields, one record may have.
+/// Most bare (not `(key value)`) atoms one record may have.
 pub const MAX_ITEMS: usize = 12;
 
 /// One record of a trace.
@@ -47,6 +47,7 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
+#[cold]
 fn error(line: u64, message: impl Into<String>) -> ParseError {
     ParseError {
         line,
@@ -105,6 +106,18 @@ impl<R: BufRead> Reader<R> {
             }
             Err(e) => return Some(Err(e)),
         }
+        // Fast path: the whole record is in the buffer and well formed.
+        let line = self.line;
+        if let Ok(buf) = self.inner.fill_buf() {
+            let mut f = Fields::new(buf, line);
+            if let Ok(true) = f.tokenize() {
+                let (end, newlines) = (f.end, f.newlines);
+                let record = f.interpret();
+                self.inner.consume(end + 1);
+                self.line += newlines;
+                return Some(record);
+            }
+        }
         Some(self.scan_record())
     }
 
@@ -129,7 +142,6 @@ impl<R: BufRead> Reader<R> {
             let mut found = false;
             let mut bad = None;
             while i < buf.len() {
-                let b = buf[i];
                 if self.skip_line {
                     match buf[i..].iter().position(|&c| c == b'\n') {
                         Some(n) => {
@@ -144,7 +156,7 @@ impl<R: BufRead> Reader<R> {
                         }
                     }
                 }
-                match b {
+                match buf[i] {
                     b'\n' => self.line += 1,
                     b' ' | b'\t' | b'\r' => {}
                     b'!' => self.skip_line = true,
@@ -152,7 +164,7 @@ impl<R: BufRead> Reader<R> {
                         found = true;
                         break;
                     }
-                    _ => {
+                    b => {
                         bad = Some(b);
                         i += 1;
                         break;
@@ -176,8 +188,8 @@ impl<R: BufRead> Reader<R> {
         }
     }
 
-    /// Scans the record whose `(` is next in the input up to its closing
-    /// `)`, consumes it and parses it.
+    /// The slow path: scans the record whose `(` is next in the input up to
+    /// its closing `)` across refills, consumes it and parses it.
     fn scan_record(&mut self) -> Result<Record, ParseError> {
         let start_line = self.line;
         let mut depth = 0u32;
@@ -201,61 +213,58 @@ impl<R: BufRead> Reader<R> {
             let mut i = 0;
             while i < buf.len() {
                 let b = buf[i];
-                if CLASS[b as usize] != 0 {
-                    if in_str {
-                        if escaped {
-                            escaped = false;
-                        } else if b == b'\\' {
-                            escaped = true;
-                        } else if b == b'"' {
-                            in_str = false;
-                        } else if b == b'\n' {
-                            self.line += 1;
-                        }
-                    } else {
-                        match b {
-                            b'(' => {
-                                depth += 1;
-                                if depth > 2 {
-                                    // Fields hold atoms only: a missing ')'
-                                    // has swallowed the next record's start.
-                                    let line = self.line;
-                                    self.inner.consume(i + 1);
-                                    self.skip_line = true;
-                                    return Err(error(
-                                        line,
-                                        format!(
-                                            "unbalanced parentheses: '(' inside a field \
-                                             (is a ')' missing in the record starting \
-                                             on line {start_line}?)"
-                                        ),
-                                    ));
-                                }
-                            }
-                            b')' => {
-                                depth -= 1;
-                                if depth == 0 {
-                                    end = Some(i);
-                                    break;
-                                }
-                            }
-                            b'"' => in_str = true,
-                            b'\n' => self.line += 1,
-                            _ => {}
-                        }
-                    }
-                } else if escaped {
+                if escaped {
                     escaped = false;
+                    if b == b'\n' {
+                        self.line += 1;
+                    }
+                } else if in_str {
+                    match b {
+                        b'\\' => escaped = true,
+                        b'"' => in_str = false,
+                        b'\n' => self.line += 1,
+                        _ => {}
+                    }
+                } else {
+                    match b {
+                        b'(' => {
+                            depth += 1;
+                            if depth > 2 {
+                                // Fields hold atoms only: a missing ')' has
+                                // swallowed the next record's start.
+                                let line = self.line;
+                                self.inner.consume(i + 1);
+                                self.skip_line = true;
+                                return Err(error(line, unbalanced_field(start_line)));
+                            }
+                        }
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = Some(i);
+                                break;
+                            }
+                        }
+                        b'"' => in_str = true,
+                        b'\n' => self.line += 1,
+                        _ => {}
+                    }
                 }
                 i += 1;
             }
             match end {
                 Some(e) => {
-                    let result = if self.spill.is_empty() {
-                        parse_record(&buf[..=e], start_line)
+                    let rec = if self.spill.is_empty() {
+                        &buf[..=e]
                     } else {
                         self.spill.extend_from_slice(&buf[..=e]);
-                        parse_record(&self.spill, start_line)
+                        &self.spill[..]
+                    };
+                    let mut f = Fields::new(rec, start_line);
+                    let result = match f.tokenize() {
+                        Ok(true) => f.interpret(),
+                        Ok(false) => Err(error(start_line, "unbalanced parentheses")),
+                        Err(e) => Err(e),
                     };
                     self.inner.consume(e + 1);
                     return result;
@@ -277,16 +286,12 @@ impl<R: BufRead> Iterator for Reader<R> {
     }
 }
 
-/// Bytes the record scanner must look at (the rest it skips).
-static CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    t[b'(' as usize] = 1;
-    t[b')' as usize] = 1;
-    t[b'"' as usize] = 1;
-    t[b'\\' as usize] = 1;
-    t[b'\n' as usize] = 1;
-    t
-};
+fn unbalanced_field(start_line: u64) -> String {
+    format!(
+        "unbalanced parentheses: '(' inside a field (is a ')' missing in the record \
+         starting on line {start_line}?)"
+    )
+}
 
 fn describe_byte(b: u8) -> String {
     if b.is_ascii_graphic() {
@@ -296,38 +301,131 @@ fn describe_byte(b: u8) -> String {
     }
 }
 
-/// A token: `rec[start..end]`; for a field, `key` is the key's span.
+/// Bytes that end an atom.
+static DELIM: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b' ' as usize] = true;
+    t[b'\t' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t[b'(' as usize] = true;
+    t[b')' as usize] = true;
+    t[b'"' as usize] = true;
+    t
+};
+
+/// A token: `rec[start..end]` (for a string, without the quotes).
 #[derive(Clone, Copy, Default)]
 struct Item {
-    key: (u32, u32),
     start: u32,
     end: u32,
     quoted: bool,
 }
 
-/// The tokens of one record.
+/// The field names of the keyword form.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Key {
+    Id,
+    Tid,
+    Src,
+    MemOrder,
+    Address,
+    Value,
+    Size,
+    Kind,
+    SysReg,
+    Location,
+}
+
+const N_KEYS: usize = 10;
+
+impl Key {
+    fn from_name(text: &[u8]) -> Option<Key> {
+        Some(match text {
+            b"id" => Key::Id,
+            b"tid" | b"thread" => Key::Tid,
+            b"src" => Key::Src,
+            b"mem-order" => Key::MemOrder,
+            b"address" => Key::Address,
+            b"value" => Key::Value,
+            b"size" => Key::Size,
+            b"kind" => Key::Kind,
+            b"sysreg" => Key::SysReg,
+            b"location" => Key::Location,
+            _ if text.iter().any(u8::is_ascii_uppercase) => {
+                let mut buf = [0u8; 32];
+                let lowered = lower(text, &mut buf);
+                return if lowered.is_empty() {
+                    None
+                } else {
+                    Key::from_name(lowered)
+                };
+            }
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Key::Id => "id",
+            Key::Tid => "tid",
+            Key::Src => "src",
+            Key::MemOrder => "mem-order",
+            Key::Address => "address",
+            Key::Value => "value",
+            Key::Size => "size",
+            Key::Kind => "kind",
+            Key::SysReg => "sysreg",
+            Key::Location => "location",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+/// The tokens of one record, as offsets into it.
 struct Fields<'a> {
     rec: &'a [u8],
     line: u64,
-    keyed: [Item; MAX_ITEMS],
-    n_keyed: usize,
-    keyed_used: u32,
+    name: Item,
+    keyed: [Item; N_KEYS],
+    present: u16,
+    used: u16,
     bare: [Item; MAX_ITEMS],
     n_bare: usize,
     next_bare: usize,
+    /// Index of the closing `)` (once tokenized).
+    end: usize,
+    /// Newlines inside the record (once tokenized).
+    newlines: u64,
 }
 
-fn is_delim(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'"')
-}
+/// `Ok(None)` from the tokenizer: the input ended first.
+type Partial<T> = Result<Option<T>, ParseError>;
 
 impl<'a> Fields<'a> {
-    fn text(&self, span: (u32, u32)) -> &'a [u8] {
-        &self.rec[span.0 as usize..span.1 as usize]
+    fn new(rec: &'a [u8], line: u64) -> Self {
+        Fields {
+            // Offsets are 32 bits: a longer record is never complete.
+            rec: rec.get(..u32::MAX as usize).unwrap_or(rec),
+            line,
+            name: Item::default(),
+            keyed: [Item::default(); N_KEYS],
+            present: 0,
+            used: 0,
+            bare: [Item::default(); MAX_ITEMS],
+            n_bare: 0,
+            next_bare: 0,
+            end: 0,
+            newlines: 0,
+        }
     }
 
+    #[inline]
     fn value(&self, item: Item) -> &'a [u8] {
-        self.text((item.start, item.end))
+        &self.rec[item.start as usize..item.end as usize]
     }
 
     /// The line of byte `at` of the record.
@@ -335,164 +433,208 @@ impl<'a> Fields<'a> {
         self.line + self.rec[..at].iter().filter(|&&b| b == b'\n').count() as u64
     }
 
+    #[cold]
     fn error_at(&self, at: usize, message: impl Into<String>) -> ParseError {
         error(self.line_at(at), message)
     }
 
-    fn skip_space(&self, p: &mut usize) {
-        while *p < self.rec.len() && matches!(self.rec[*p], b' ' | b'\t' | b'\r' | b'\n') {
+    #[inline(always)]
+    fn skip_space(&mut self, p: &mut usize) {
+        while let Some(&b) = self.rec.get(*p) {
+            match b {
+                b' ' | b'\t' | b'\r' => {}
+                b'\n' => self.newlines += 1,
+                _ => break,
+            }
             *p += 1;
         }
     }
 
-    /// An atom or string at `*p` (which is neither space nor a parenthesis).
-    fn atom(&self, p: &mut usize) -> Result<Item, ParseError> {
+    /// The atom or string at `*p` (not space, not a parenthesis).
+    #[inline(always)]
+    fn atom(&mut self, p: &mut usize) -> Partial<Item> {
+        let rec = self.rec;
         let start = *p;
-        if self.rec[start] == b'"' {
+        if rec[start] == b'"' {
             let mut q = start + 1;
             loop {
-                match self.rec.get(q) {
-                    None => return Err(self.error_at(start, "unterminated string")),
-                    Some(b'\\') => q += 2,
+                match rec.get(q) {
+                    None => return Ok(None),
+                    Some(b'\\') => {
+                        if rec.get(q + 1) == Some(&b'\n') {
+                            self.newlines += 1;
+                        }
+                        q += 2;
+                    }
                     Some(b'"') => break,
+                    Some(b'\n') => {
+                        self.newlines += 1;
+                        q += 1;
+                    }
                     Some(_) => q += 1,
                 }
             }
             *p = q + 1;
-            return Ok(Item {
-                start: start as u32 + 1,
-                end: q as u32,
+            return Ok(Some(Item {
+                start: offset(start + 1),
+                end: offset(q),
                 quoted: true,
-                ..Item::default()
-            });
+            }));
         }
         let mut q = start;
-        while q < self.rec.len() && !is_delim(self.rec[q]) {
+        while q < rec.len() && !DELIM[rec[q] as usize] {
             q += 1;
         }
+        if q == rec.len() {
+            return Ok(None);
+        }
         *p = q;
-        Ok(Item {
-            start: start as u32,
-            end: q as u32,
-            ..Item::default()
-        })
+        Ok(Some(Item {
+            start: offset(start),
+            end: offset(q),
+            quoted: false,
+        }))
     }
 
-    /// Splits `rec` (from its `(` to its `)`) into the record name and its
-    /// items.
-    fn tokenize(rec: &'a [u8], line: u64) -> Result<(Self, &'a [u8]), ParseError> {
-        if rec.len() > u32::MAX as usize {
-            return Err(error(line, "record too long"));
-        }
-        let mut f = Fields {
-            rec,
-            line,
-            keyed: [Item::default(); MAX_ITEMS],
-            n_keyed: 0,
-            keyed_used: 0,
-            bare: [Item::default(); MAX_ITEMS],
-            n_bare: 0,
-            next_bare: 0,
-        };
-        let last = rec.len() - 1; // the closing ')'
+    /// Splits the record starting at `rec[0]` (its `(`) into its name,
+    /// fields and bare atoms, and finds its end. `Ok(false)` if `rec` ends
+    /// before the record does.
+    fn tokenize(&mut self) -> Result<bool, ParseError> {
+        let rec = self.rec;
         let mut p = 1;
-        f.skip_space(&mut p);
-        if p >= last || matches!(rec[p], b'(' | b'"') {
-            return Err(f.error_at(p.min(last), "expected a record name after '('"));
+        self.skip_space(&mut p);
+        match rec.get(p) {
+            None => return Ok(false),
+            Some(b'(' | b')' | b'"') => {
+                return Err(self.error_at(p, "expected a record name after '('"))
+            }
+            Some(_) => {}
         }
-        let name = f.atom(&mut p)?;
-        let name = f.value(name);
+        let Some(name) = self.atom(&mut p)? else {
+            return Ok(false);
+        };
+        self.name = name;
         loop {
-            f.skip_space(&mut p);
-            if p >= last {
-                break;
-            }
-            if rec[p] == b'(' {
-                let open = p;
-                p += 1;
-                f.skip_space(&mut p);
-                if p >= last || matches!(rec[p], b'(' | b')' | b'"') {
-                    return Err(f.error_at(open, "expected a field name after '('"));
+            self.skip_space(&mut p);
+            match rec.get(p) {
+                None => return Ok(false),
+                Some(b')') => {
+                    self.end = p;
+                    return Ok(true);
                 }
-                let key = f.atom(&mut p)?;
-                f.skip_space(&mut p);
-                if rec[p] == b')' {
-                    return Err(f.error_at(
-                        open,
-                        format!(
-                            "field ({}) has no value",
-                            String::from_utf8_lossy(f.value(key))
-                        ),
-                    ));
+                Some(b'(') => {
+                    let open = p;
+                    p += 1;
+                    self.skip_space(&mut p);
+                    match rec.get(p) {
+                        None => return Ok(false),
+                        Some(b'(') => return Err(self.error_at(p, unbalanced_field(self.line))),
+                        Some(b')' | b'"') => {
+                            return Err(self.error_at(open, "expected a field name after '('"))
+                        }
+                        Some(_) => {}
+                    }
+                    let Some(key_item) = self.atom(&mut p)? else {
+                        return Ok(false);
+                    };
+                    let key_text = self.value(key_item);
+                    let Some(key) = Key::from_name(key_text) else {
+                        return Err(self.error_at(
+                            open,
+                            format!(
+                                "unexpected field ({} ...)",
+                                String::from_utf8_lossy(key_text)
+                            ),
+                        ));
+                    };
+                    self.skip_space(&mut p);
+                    match rec.get(p) {
+                        None => return Ok(false),
+                        Some(b'(') => return Err(self.error_at(p, unbalanced_field(self.line))),
+                        Some(b')') => {
+                            return Err(
+                                self.error_at(open, format!("field ({}) has no value", key.name()))
+                            )
+                        }
+                        Some(_) => {}
+                    }
+                    let Some(item) = self.atom(&mut p)? else {
+                        return Ok(false);
+                    };
+                    self.skip_space(&mut p);
+                    match rec.get(p) {
+                        None => return Ok(false),
+                        Some(b')') => p += 1,
+                        Some(b'(') => return Err(self.error_at(p, unbalanced_field(self.line))),
+                        Some(_) => {
+                            return Err(self.error_at(
+                                open,
+                                format!("field ({}) has more than one value", key.name()),
+                            ))
+                        }
+                    }
+                    if self.present & key.bit() != 0 {
+                        return Err(
+                            self.error_at(open, format!("field ({}) given twice", key.name()))
+                        );
+                    }
+                    self.present |= key.bit();
+                    self.keyed[key as usize] = item;
                 }
-                let mut item = f.atom(&mut p)?;
-                f.skip_space(&mut p);
-                if rec[p] != b')' {
-                    return Err(f.error_at(
-                        open,
-                        format!(
-                            "field ({}) has more than one value",
-                            String::from_utf8_lossy(f.value(key))
-                        ),
-                    ));
+                Some(_) => {
+                    let at = p;
+                    let Some(item) = self.atom(&mut p)? else {
+                        return Ok(false);
+                    };
+                    if self.n_bare == MAX_ITEMS {
+                        return Err(self.error_at(at, "too many fields"));
+                    }
+                    self.bare[self.n_bare] = item;
+                    self.n_bare += 1;
                 }
-                p += 1;
-                item.key = (key.start, key.end);
-                if f.n_keyed == MAX_ITEMS {
-                    return Err(f.error_at(open, "too many fields"));
-                }
-                f.keyed[f.n_keyed] = item;
-                f.n_keyed += 1;
-            } else {
-                let at = p;
-                let item = f.atom(&mut p)?;
-                if f.n_bare == MAX_ITEMS {
-                    return Err(f.error_at(at, "too many fields"));
-                }
-                f.bare[f.n_bare] = item;
-                f.n_bare += 1;
             }
         }
-        Ok((f, name))
     }
 
-    fn keyed(&mut self, key: &[u8]) -> Option<Item> {
-        for i in 0..self.n_keyed {
-            let item = self.keyed[i];
-            if self.keyed_used & (1 << i) == 0 && self.text(item.key).eq_ignore_ascii_case(key) {
-                self.keyed_used |= 1 << i;
-                return Some(item);
-            }
+    #[inline]
+    fn keyed(&mut self, key: Key) -> Option<Item> {
+        if (self.present & !self.used) & key.bit() != 0 {
+            self.used |= key.bit();
+            Some(self.keyed[key as usize])
+        } else {
+            None
         }
-        None
     }
 
+    #[inline]
     fn next_bare(&mut self) -> Option<Item> {
-        let item = self
-            .bare
-            .get(self.next_bare)
-            .filter(|_| self.next_bare < self.n_bare)?;
+        let item = self.peek_bare()?;
         self.next_bare += 1;
-        Some(*item)
+        Some(item)
     }
 
+    #[inline]
     fn peek_bare(&self) -> Option<Item> {
         (self.next_bare < self.n_bare).then(|| self.bare[self.next_bare])
     }
 
     /// Field `key`: given as `(key value)`, or else the next bare atom.
-    fn field(&mut self, key: &[u8]) -> Option<Item> {
+    #[inline]
+    fn field(&mut self, key: Key) -> Option<Item> {
         self.keyed(key).or_else(|| self.next_bare())
     }
 
-    fn missing(&self, key: &str) -> ParseError {
-        error(self.line, format!("missing field ({key} ...)"))
+    #[cold]
+    fn missing(&self, key: Key) -> ParseError {
+        error(self.line, format!("missing field ({} ...)", key.name()))
     }
 
-    fn require(&mut self, key: &str) -> Result<Item, ParseError> {
-        self.field(key.as_bytes()).ok_or_else(|| self.missing(key))
+    #[inline]
+    fn require(&mut self, key: Key) -> Result<Item, ParseError> {
+        self.field(key).ok_or_else(|| self.missing(key))
     }
 
+    #[inline]
     fn unquoted(&self, item: Item, what: &str) -> Result<&'a [u8], ParseError> {
         if item.quoted {
             return Err(self.error_at(
@@ -503,6 +645,7 @@ impl<'a> Fields<'a> {
         Ok(self.value(item))
     }
 
+    #[inline]
     fn hex(&self, item: Item, what: &str) -> Result<u64, ParseError> {
         let text = self.unquoted(item, what)?;
         parse_hex(text).map_err(|why| {
@@ -513,6 +656,7 @@ impl<'a> Fields<'a> {
         })
     }
 
+    #[inline]
     fn decimal(&self, item: Item, what: &str) -> Result<u64, ParseError> {
         let text = self.unquoted(item, what)?;
         parse_decimal(text).map_err(|why| {
@@ -523,13 +667,15 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn require_hex(&mut self, key: &str) -> Result<u64, ParseError> {
+    #[inline]
+    fn require_hex(&mut self, key: Key) -> Result<u64, ParseError> {
         let item = self.require(key)?;
-        self.hex(item, key)
+        self.hex(item, key.name())
     }
 
     /// A keyword, lower-cased into `buf` (empty if too long: no keyword
     /// is).
+    #[inline]
     fn word<'b>(
         &self,
         item: Item,
@@ -540,6 +686,7 @@ impl<'a> Fields<'a> {
         Ok(lower(text, buf))
     }
 
+    #[cold]
     fn unknown(&self, item: Item, what: &str) -> ParseError {
         self.error_at(
             item.start as usize,
@@ -550,6 +697,7 @@ impl<'a> Fields<'a> {
         )
     }
 
+    #[cold]
     fn unknown_expected(&self, item: Item, what: &str, expected: &str) -> ParseError {
         let mut e = self.unknown(item, what);
         e.message.push_str(" (expected ");
@@ -560,17 +708,25 @@ impl<'a> Fields<'a> {
 
     /// Errors if anything was not used.
     fn finish(&self) -> Result<(), ParseError> {
-        for i in 0..self.n_keyed {
-            if self.keyed_used & (1 << i) == 0 {
-                let item = self.keyed[i];
-                return Err(self.error_at(
-                    item.key.0 as usize,
-                    format!(
-                        "unexpected field ({} ...)",
-                        String::from_utf8_lossy(self.text(item.key))
-                    ),
-                ));
-            }
+        let unused = self.present & !self.used;
+        if unused != 0 {
+            let k = unused.trailing_zeros() as usize;
+            let key = [
+                Key::Id,
+                Key::Tid,
+                Key::Src,
+                Key::MemOrder,
+                Key::Address,
+                Key::Value,
+                Key::Size,
+                Key::Kind,
+                Key::SysReg,
+                Key::Location,
+            ][k];
+            return Err(self.error_at(
+                self.keyed[k].start as usize,
+                format!("unexpected field ({} ...)", key.name()),
+            ));
         }
         if let Some(item) = self.peek_bare() {
             return Err(self.error_at(
@@ -582,6 +738,13 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// An offset into a record ([`Fields::new`] keeps records below 4 GiB).
+#[inline(always)]
+fn offset(at: usize) -> u32 {
+    at as u32
+}
+
+#[inline]
 fn lower<'b>(text: &[u8], buf: &'b mut [u8; 32]) -> &'b [u8] {
     if text.len() > buf.len() {
         return &buf[..0];
@@ -593,6 +756,7 @@ fn lower<'b>(text: &[u8], buf: &'b mut [u8; 32]) -> &'b [u8] {
 }
 
 /// Hexadecimal, with or without `0x`.
+#[inline]
 fn parse_hex(text: &[u8]) -> Result<u64, &'static str> {
     let digits = match text {
         [b'0', b'x' | b'X', rest @ ..] => rest,
@@ -617,21 +781,20 @@ fn parse_hex(text: &[u8]) -> Result<u64, &'static str> {
     Ok(v)
 }
 
+#[inline]
 fn parse_decimal(text: &[u8]) -> Result<u64, &'static str> {
-    if text.is_empty() {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
         return Err("expected a decimal number");
     }
-    let mut v: u64 = 0;
-    for &c in text {
-        if !c.is_ascii_digit() {
-            return Err("expected a decimal number");
-        }
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add((c - b'0') as u64))
-            .ok_or("number does not fit in 64 bits")?;
+    if text.len() < 20 {
+        // At most 19 digits: no overflow.
+        return Ok(text.iter().fold(0, |v, &c| v * 10 + (c - b'0') as u64));
     }
-    Ok(v)
+    text.iter()
+        .try_fold(0u64, |v, &c| {
+            v.checked_mul(10)?.checked_add((c - b'0') as u64)
+        })
+        .ok_or("number does not fit in 64 bits")
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -652,8 +815,7 @@ enum Kind {
 
 impl Kind {
     fn from_name(name: &[u8]) -> Option<Kind> {
-        let mut buf = [0u8; 32];
-        Some(match lower(name, &mut buf) {
+        Some(match name {
             b"mem-write" => Kind::MemWrite,
             b"mem-read" => Kind::MemRead,
             b"mem-init" => Kind::MemInit,
@@ -666,6 +828,15 @@ impl Kind {
             b"unlock" => Kind::Unlock,
             b"release-data" => Kind::ReleaseData,
             b"complete" => Kind::Complete,
+            _ if name.iter().any(u8::is_ascii_uppercase) => {
+                let mut buf = [0u8; 32];
+                let lowered = lower(name, &mut buf);
+                return if lowered.is_empty() {
+                    None
+                } else {
+                    Kind::from_name(lowered)
+                };
+            }
             _ => return None,
         })
     }
@@ -694,10 +865,16 @@ impl Kind {
     }
 }
 
-/// Parses one record: `rec` runs from its `(` to its `)`; `line` is the
-/// line of the `(`.
-pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> {
-    let (mut f, name) = Fields::tokenize(rec, line)?;
+impl Fields<'_> {
+    /// Builds the record from its tokens.
+    fn interpret(&mut self) -> Result<Record, ParseError> {
+        interpret(self)
+    }
+}
+
+fn interpret(f: &mut Fields<'_>) -> Result<Record, ParseError> {
+    let line = f.line;
+    let name = f.value(f.name);
     let kind = Kind::from_name(name).ok_or_else(|| {
         error(
             line,
@@ -707,25 +884,25 @@ pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> 
 
     // id, tid and src: keyed, or the positional form's first atoms.
     let positional;
-    let seq = match f.keyed(b"id") {
+    let seq = match f.keyed(Key::Id) {
         Some(item) => {
             positional = false;
             f.decimal(item, "id")?
         }
         None => {
             positional = true;
-            let item = f.next_bare().ok_or_else(|| f.missing("id"))?;
+            let item = f.next_bare().ok_or_else(|| f.missing(Key::Id))?;
             f.decimal(item, "id")?
         }
     };
-    let tid = match f.keyed(b"tid").or_else(|| f.keyed(b"thread")) {
+    let tid = match f.keyed(Key::Tid) {
         Some(item) => item,
-        None if positional => f.next_bare().ok_or_else(|| f.missing("tid"))?,
-        None => return Err(f.missing("tid")),
+        None if positional => f.next_bare().ok_or_else(|| f.missing(Key::Tid))?,
+        None => return Err(f.missing(Key::Tid)),
     };
     let tid = f.decimal(tid, "tid")?;
     let pe = usize::try_from(tid).map_err(|_| error(line, "tid too large"))?;
-    if f.keyed(b"src").is_none() && positional {
+    if f.keyed(Key::Src).is_none() && positional {
         if let Some(item) = f.peek_bare() {
             let remaining = f.n_bare - f.next_bare;
             if item.quoted
@@ -740,30 +917,30 @@ pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> 
     let mut buf = [0u8; 32];
     let event = match kind {
         Kind::MemWrite => {
-            let order = f.require("mem-order")?;
+            let order = f.require(Key::MemOrder)?;
             let release = match f.word(order, "mem-order", &mut buf)? {
                 b"plain" => false,
                 b"release" => true,
                 _ => return Err(f.unknown_expected(order, "mem-order", "plain or release")),
             };
             Event::Write {
-                pa: f.require_hex("address")?,
-                value: f.require_hex("value")?,
+                pa: f.require_hex(Key::Address)?,
+                value: f.require_hex(Key::Value)?,
                 release,
             }
         }
         Kind::MemRead => Event::Read {
-            pa: f.require_hex("address")?,
-            value: f.require_hex("value")?,
+            pa: f.require_hex(Key::Address)?,
+            value: f.require_hex(Key::Value)?,
         },
         Kind::MemInit => Event::MemInit {
-            pa: f.require_hex("address")?,
-            size: f.require_hex("size")?,
+            pa: f.require_hex(Key::Address)?,
+            size: f.require_hex(Key::Size)?,
         },
         Kind::MemSet => {
-            let pa = f.require_hex("address")?;
-            let size = f.require_hex("size")?;
-            let item = f.require("value")?;
+            let pa = f.require_hex(Key::Address)?;
+            let size = f.require_hex(Key::Size)?;
+            let item = f.require(Key::Value)?;
             let value = f.hex(item, "value")?;
             let byte = u8::try_from(value)
                 .map_err(|_| f.error_at(item.start as usize, "value: a byte is at most 0xff"))?;
@@ -776,14 +953,14 @@ pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> 
             match f.word(which, "barrier", &mut buf)? {
                 b"isb" => Event::Barrier(Barrier::Isb),
                 b"dmb" => {
-                    if let Some(item) = f.field(b"kind") {
-                        barrier_option(&f, item)?;
+                    if let Some(item) = f.field(Key::Kind) {
+                        barrier_option(f, item)?;
                     }
                     Event::Barrier(Barrier::Dmb)
                 }
                 b"dsb" => {
-                    let item = f.require("kind")?;
-                    Event::Barrier(match barrier_option(&f, item)? {
+                    let item = f.require(Key::Kind)?;
+                    Event::Barrier(match barrier_option(f, item)? {
                         Some((domain, stores_only)) => Barrier::Dsb {
                             domain,
                             stores_only,
@@ -805,14 +982,14 @@ pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> 
                 .ok()
                 .and_then(tlbi_op)
                 .ok_or_else(|| f.unknown(item, "TLBI operation"))?;
-            let operand = match f.field(b"value") {
+            let operand = match f.field(Key::Value) {
                 Some(item) => f.hex(item, "value")?,
                 None => 0,
             };
             Event::Tlbi { op, operand }
         }
         Kind::SysReg => {
-            let item = f.require("sysreg")?;
+            let item = f.require(Key::SysReg)?;
             let text = f.unquoted(item, "sysreg")?;
             let reg = std::str::from_utf8(text)
                 .ok()
@@ -828,46 +1005,46 @@ pub(crate) fn parse_record(rec: &[u8], line: u64) -> Result<Record, ParseError> 
                 .ok_or_else(|| f.unknown(item, "system register"))?;
             Event::SysReg {
                 reg,
-                value: f.require_hex("value")?,
+                value: f.require_hex(Key::Value)?,
             }
         }
         Kind::Hint => {
-            let item = f.require("kind")?;
+            let item = f.require(Key::Kind)?;
             let hint = f.word(item, "kind", &mut buf)?;
-            let location = f.require_hex("location")?;
+            let location = f.require_hex(Key::Location)?;
             let hint = match hint {
                 b"set_root_lock" => Hint::SetRootLock {
                     root: location,
-                    lock: f.require_hex("value")?,
+                    lock: f.require_hex(Key::Value)?,
                 },
                 b"set_owner_root" => Hint::SetOwnerRoot {
                     page: location,
-                    root: f.require_hex("value")?,
+                    root: f.require_hex(Key::Value)?,
                 },
                 b"release_table" => {
                     // The value means nothing; allow it to be left out.
-                    if let Some(item) = f.field(b"value") {
+                    if let Some(item) = f.field(Key::Value) {
                         f.hex(item, "value")?;
                     }
                     Hint::ReleaseTable { page: location }
                 }
                 b"set_pte_thread_owner" => Hint::SetPteThreadOwner {
                     location,
-                    value: f.require_hex("value")?,
+                    value: f.require_hex(Key::Value)?,
                 },
                 _ => return Err(f.unknown(item, "hint kind")),
             };
             Event::Hint(hint)
         }
         Kind::Lock => Event::Lock {
-            addr: f.require_hex("address")?,
+            addr: f.require_hex(Key::Address)?,
         },
         Kind::Unlock => Event::Unlock {
-            addr: f.require_hex("address")?,
+            addr: f.require_hex(Key::Address)?,
         },
         Kind::ReleaseData => Event::ReleaseData {
-            pa: f.require_hex("address")?,
-            size: f.require_hex("size")?,
+            pa: f.require_hex(Key::Address)?,
+            size: f.require_hex(Key::Size)?,
         },
         Kind::Complete => Event::Complete,
     };
