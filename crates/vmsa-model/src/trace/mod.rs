@@ -19,17 +19,17 @@
 //!
 //! | record | event |
 //! |---|---|
-//! | `mem-write (mem-order plain\|release) (address A) (value V)` | [`Event::Write`] |
-//! | `mem-read (address A) (value V)` | [`Event::Read`] |
-//! | `mem-init (address A) (size S)` | [`Event::MemInit`] |
-//! | `mem-set (address A) (size S) (value BYTE)` | [`Event::MemSet`] |
-//! | `barrier dsb (kind K)`, `barrier isb`, `barrier dmb [(kind K)]` | [`Event::Barrier`] |
-//! | `tlbi OP [(value V)]` | [`Event::Tlbi`] (operand 0 if absent) |
-//! | `sysreg-write` or `msr`, `(sysreg R) (value V)` | [`Event::SysReg`] |
-//! | `hint (kind H) (location L) (value V)` | [`Event::Hint`] |
-//! | `lock (address A)`, `unlock (address A)` | [`Event::Lock`], [`Event::Unlock`] |
-//! | `release-data (address A) (size S)` (vmsa extension) | [`Event::ReleaseData`] |
-//! | `complete` (vmsa extension) | [`Event::Complete`] |
+//! | `mem-write (mem-order plain\|release) (address A) (value V)` | [`Event::Write`](crate::Event::Write) |
+//! | `mem-read (address A) (value V)` | [`Event::Read`](crate::Event::Read) |
+//! | `mem-init (address A) (size S)` | [`Event::MemInit`](crate::Event::MemInit) |
+//! | `mem-set (address A) (size S) (value BYTE)` | [`Event::MemSet`](crate::Event::MemSet) |
+//! | `barrier dsb (kind K)`, `barrier isb`, `barrier dmb [(kind K)]` | [`Event::Barrier`](crate::Event::Barrier) |
+//! | `tlbi OP [(value V)]` | [`Event::Tlbi`](crate::Event::Tlbi) (operand 0 if absent) |
+//! | `sysreg-write` or `msr`, `(sysreg R) (value V)` | [`Event::SysReg`](crate::Event::SysReg) |
+//! | `hint (kind H) (location L) (value V)` | [`Event::Hint`](crate::Event::Hint) |
+//! | `lock (address A)`, `unlock (address A)` | [`Event::Lock`](crate::Event::Lock), [`Event::Unlock`](crate::Event::Unlock) |
+//! | `release-data (address A) (size S)` (vmsa extension) | [`Event::ReleaseData`](crate::Event::ReleaseData) |
+//! | `complete` (vmsa extension) | [`Event::Complete`](crate::Event::Complete) |
 //!
 //! DSB options: `ish`, `nsh`, `osh`, `sy` and their `st` forms (`st` alone
 //! is `sy` for stores); the `ld` forms (`ld`, `ishld`, ...) wait for loads
