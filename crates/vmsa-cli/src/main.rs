@@ -33,7 +33,8 @@ enum Command {
     Check {
         /// The trace file.
         file: PathBuf,
-        /// Number of PEs in the model (every `tid` must be below it).
+        /// Number of PEs in the model (walkers that may cache entries); a
+        /// higher `tid` in the trace adds PEs, up to 64.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
         pes: u8,
     },

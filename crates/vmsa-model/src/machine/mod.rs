@@ -219,6 +219,17 @@ impl Machine {
         self.costs.events += 1;
         let pe = pe.min(63);
         if pe >= self.pes.len() {
+            // A PE seen for the first time was there all along: it may hold
+            // whatever any PE may still hold (it saw every broadcast
+            // invalidation the others saw, and no local one).
+            let new = mask(pe + 1) & !self.all_pes();
+            for g in &mut self.ghosts {
+                for m in g.holders.iter_mut() {
+                    if *m != 0 {
+                        *m |= new;
+                    }
+                }
+            }
             self.pes.resize(pe + 1, Pe::default());
         }
         match *event {

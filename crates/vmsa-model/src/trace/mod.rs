@@ -68,10 +68,11 @@ pub struct CheckReport {
 
 /// Streams every record of `input` through a [`Machine`] set up by
 /// `config`, then ends the run (a completion point), and reports what the
-/// machine found. Stops at the first record that cannot be read, or whose
-/// `tid` is not one of the machine's PEs.
+/// machine found. A `tid` beyond `config.pes` adds PEs (up to 64, the
+/// model's limit). Stops at the first record that cannot be read, or whose
+/// `tid` is 64 or more.
 pub fn check<R: BufRead>(input: R, config: Config) -> Result<CheckReport, ParseError> {
-    let pes = config.pes;
+    let pes = 64;
     let mut machine = Machine::new(config);
     let mut reader = Reader::new(input);
     let mut records = 0u64;
@@ -82,9 +83,9 @@ pub fn check<R: BufRead>(input: R, config: Config) -> Result<CheckReport, ParseE
             return Err(ParseError {
                 line: record.origin.line,
                 message: format!(
-                    "tid {} is not a PE of the model, which has {pes} (0 to {})",
+                    "tid {} is not a PE of the model, which has at most {pes} (0 to {})",
                     record.pe,
-                    pes.saturating_sub(1)
+                    pes - 1
                 ),
             });
         }
@@ -113,22 +114,16 @@ mod tests {
         let report = check(
             text.as_bytes(),
             Config {
-                pes: 4,
-                ..Config::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(report.records, 2);
-        let e = check(
-            text.as_bytes(),
-            Config {
                 pes: 2,
                 ..Config::default()
             },
         )
-        .unwrap_err();
+        .unwrap();
+        assert_eq!(report.records, 2, "tid 3 adds PEs");
+        let far = "(lock (id 0) (tid 0) (address 1))\n(unlock (id 1) (tid 64) (address 1))\n";
+        let e = check(far.as_bytes(), Config::default()).unwrap_err();
         assert_eq!(e.line, 2);
-        assert!(e.message.contains("tid 3"), "{e}");
+        assert!(e.message.contains("tid 64"), "{e}");
         let e = check(
             "(lock (id 0) (tid 0) (address 1)\n".as_bytes(),
             Config::default(),
