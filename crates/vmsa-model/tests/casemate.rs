@@ -94,3 +94,32 @@ fn generated_bbm_stress_is_clean() {
     let all: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
     assert!(all.is_empty(), "{}", all.join("\n"));
 }
+
+/// Casemate examples beyond the eight samples (`tests/data/casemate-more/`):
+/// the same verdicts as Casemate, and the violation of the kind it reports.
+#[test]
+fn more_casemate_examples() {
+    use vmsa_model::ViolationKind::*;
+    let cases = [
+        ("good_bbm_stage1.log", None),
+        ("good_release_table.log", None),
+        ("good_switch.log", None),
+        ("good_write_child.log", None),
+        ("bad_free_page_without_clean.log", Some(UseAfterFree)),
+        ("bad_overlap_VMID.log", Some(IdReuse)),
+        ("bad_overlap_ASID.log", Some(IdReuse)),
+        ("bad_switch_wrong_vmid.log", Some(IdReuse)),
+    ];
+    for (name, want) in cases {
+        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/data/casemate-more", name]
+            .iter()
+            .collect();
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let report = check(BufReader::new(file), Config::default()).unwrap();
+        let kinds: Vec<_> = report.violations.iter().map(|v| v.kind).collect();
+        match want {
+            None => assert!(kinds.is_empty(), "{name}: {:?}", report.violations),
+            Some(k) => assert_eq!(kinds, vec![k], "{name}: {:?}", report.violations),
+        }
+    }
+}
