@@ -26,4 +26,4 @@ pub mod trace;
 pub use cost::Costs;
 pub use event::{Barrier, Domain, Event, Hint, Origin, Reg};
 pub use machine::check::{Violation, ViolationKind};
-pub use machine::{Config, Key, Machine, ModelEffects};
+pub use machine::{Access, Config, Key, Machine, ModelEffects};

@@ -5,7 +5,7 @@
 
 use vmsa::{Arena, Geometry, Granule, Ipa, MapOptions, Pa, S2ap, Stage2, Stage2Attrs, Table, Vmid};
 use vmsa_model::desc::grant;
-use vmsa_model::{Config, Event, Key, Machine, ModelEffects, Origin};
+use vmsa_model::{Access, Config, Event, Key, Machine, ModelEffects, Origin};
 
 const K: u64 = 4096;
 const M2: u64 = 2 << 20;
@@ -65,7 +65,12 @@ fn run(seed: u64, pes: usize, ops: usize) {
         // see old or new translations, which is allowed.
         for _ in 0..4 {
             let pe = r.below(pes as u64) as usize;
-            let _ = m.may_translate(pe, key, r.below(SPAN));
+            let need = if r.below(2) == 0 {
+                grant::READ
+            } else {
+                grant::WRITE
+            };
+            let _ = m.access(pe, key, r.below(SPAN), need);
         }
         let (s, e) = range(&mut r);
         {
@@ -109,6 +114,16 @@ fn run(seed: u64, pes: usize, ops: usize) {
             "seed {seed} step {step}: {}",
             m.violations()[0]
         );
+        // No guest access can get through a stale entry now.
+        for _ in 0..8 {
+            let pe = r.below(pes as u64) as usize;
+            let a = r.below(SPAN);
+            let got = m.access(pe, key, a, grant::WRITE);
+            assert!(
+                !matches!(got, Access::Stale { .. }),
+                "seed {seed} step {step}: PE {pe} at {a:#x}: {got:?}"
+            );
+        }
         // From every PE, every translation it may use is one the tables
         // give (or stricter).
         for _ in 0..16 {

@@ -5,7 +5,7 @@
 //! exactly when the maintenance did not remove every cached entry.
 
 use vmsa::tlbi::{asid_operand, ipa_operand, va_operand, RangeOperand, TlbiOp, Ttl};
-use vmsa_model::{Barrier, Config, Event, Machine, Origin, Reg, ViolationKind};
+use vmsa_model::{Access, Barrier, Config, Event, Key, Machine, Origin, Reg, ViolationKind};
 
 const L0: u64 = 0x10_0000;
 const L1: u64 = 0x10_1000;
@@ -432,7 +432,26 @@ fn relaxing_permissions_needs_no_invalidation_restricting_does() {
     c.dsb();
     c.write(LEAF_SLOT, 0x4000_0000 | 0x7ff);
     c.dsb();
-    assert!(!c.stale());
+    // A guest write may hit the stricter entry: a spurious fault, after
+    // which the handler's local invalidation lets the retry through.
+    let need = vmsa_model::desc::grant::WRITE;
+    assert_eq!(
+        c.m.access(2, Key::Vmid(1), ADDR, need),
+        Access::SpuriousFault
+    );
+    assert_eq!(c.m.costs().spurious_faults, 1);
+    assert_eq!(
+        c.m.access(2, Key::Vmid(1), ADDR, need),
+        Access::Ok { pa: 0x4000_0000 }
+    );
+    // Restricting without invalidation: the guest may still write.
+    c.write(LEAF_SLOT, (0x4000_0000 | 0x7ff) & !(1 << 7));
+    c.dsb();
+    assert_eq!(
+        c.m.access(1, Key::Vmid(1), ADDR, need),
+        Access::Stale { pa: 0x4000_0000 }
+    );
+    assert!(c.stale());
 }
 
 #[test]

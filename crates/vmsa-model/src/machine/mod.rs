@@ -87,6 +87,26 @@ struct PendingTlbi {
     issued: u64,
 }
 
+/// What a guest access may do, in the worst case the architecture allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Translated as the tables say.
+    Ok {
+        /// Output address.
+        pa: u64,
+    },
+    /// The tables do not allow it: a translation or permission fault.
+    Fault,
+    /// The tables allow it, but a stricter stale entry made it fault; the
+    /// handler's local invalidation has been applied.
+    SpuriousFault,
+    /// A stale entry lets it through to `pa`, which the tables do not allow.
+    Stale {
+        /// Where the stale entry leads.
+        pa: u64,
+    },
+}
+
 /// The model. See the [module documentation](self).
 pub struct Machine {
     config: Config,
@@ -1085,6 +1105,70 @@ impl Machine {
             }
         }
         out.dedup();
+        out
+    }
+
+    /// A guest on PE `pe`, running with tag `key`, accesses `addr` needing
+    /// the permissions `need` ([`crate::desc::grant`] bits), and the model
+    /// picks the worst case the architecture allows:
+    ///
+    /// - [`Access::Stale`] when a stale entry the PE may hold grants the
+    ///   access with another output or a permission the tables no longer
+    ///   give (the checker reports such entries at completion points);
+    /// - [`Access::SpuriousFault`] when the tables allow the access but a
+    ///   stricter stale entry may be used: counted as a cost, and the
+    ///   fault handler's local invalidation of that address is applied;
+    /// - otherwise what the tables say.
+    pub fn access(&mut self, pe: usize, key: Key, addr: u64, need: u8) -> Access {
+        let now = self
+            .may_translate_tables(key, addr)
+            .filter(|&(_, g)| g & need == need);
+        let bit = 1u64 << pe.min(63);
+        let mut stricter = Vec::new();
+        for (i, g) in self.ghosts.iter().enumerate() {
+            if g.holder_mask() & bit == 0 || !tag_matches(g, key) || addr < g.start || addr >= g.end
+            {
+                continue;
+            }
+            if let Cached::Leaf(l) = g.cached {
+                let out = l.oa + (addr - g.start);
+                if l.grants & need == need {
+                    if !matches!(now, Some((o, _)) if o == out) {
+                        return Access::Stale { pa: out };
+                    }
+                } else if now.is_some() {
+                    stricter.push(i);
+                }
+            }
+        }
+        if !stricter.is_empty() {
+            self.costs.spurious_faults += 1;
+            for i in stricter {
+                for m in self.ghosts[i].holders.iter_mut() {
+                    *m &= !bit;
+                }
+            }
+            self.ghosts.retain(Ghost::held);
+            return Access::SpuriousFault;
+        }
+        match now {
+            Some((pa, _)) => Access::Ok { pa },
+            None => Access::Fault,
+        }
+    }
+
+    fn may_translate_tables(&self, key: Key, addr: u64) -> Option<(u64, u8)> {
+        let &tree = self.owners.get(&key)?;
+        if !self.mem.trees[tree].live() {
+            return None;
+        }
+        let mut out = None;
+        self.mem
+            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
+                if let Some((l, at)) = now {
+                    out = Some((l.oa + (addr - at), l.grants));
+                }
+            });
         out
     }
 
