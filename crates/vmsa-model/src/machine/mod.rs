@@ -330,7 +330,7 @@ impl Machine {
             .mem
             .page(pa)
             .map(|p| p.written[(pa as usize & 0xfff) >> 3]);
-        let old = self.mem.write(pa, value, self.seq);
+        let old = self.mem.write(pa, value, at.seq);
         if old == value {
             return;
         }
@@ -575,7 +575,7 @@ impl Machine {
         if let Some(g) = conflict {
             let why = format!(
                 "{:#x} written at level {level} for {} {:#x} of {key}, but {} may still hold {} \
-                 (from {:#x} at {:#x}, written at event {}, removed at event {}{}); \
+                 (from {:#x} at {:#x}, cached since event {}, removed at event {}{}); \
                  it needed {} completed by a DSB ISH before this write",
                 value,
                 addr_name(key.stage()),
@@ -864,7 +864,7 @@ impl Machine {
         tree.stage = stage;
         tree.installed = true;
         if first {
-            tree.installed_at = self.seq;
+            tree.installed_at = at.seq;
             // Re-link from the root with the geometry and stage now known
             // (a hint may have created the tree with defaults).
             let (level, pages) = geometry.unwrap_or((0, 1));
