@@ -46,6 +46,9 @@ pub fn run(file: &Path, pes: usize, out: &mut impl Write) -> i32 {
             writeln!(out, "{v}")?;
         }
         writeln!(out, "costs: {}", report.costs)?;
+        for p in vmsa_model::cost::PROFILES {
+            writeln!(out, "estimate ({}): {}", p.name, report.costs.estimate(p))?;
+        }
         writeln!(
             out,
             "{name}: {} records, {} violation{}, {elapsed:.3?}, {:.0} records/s",
