@@ -1,6 +1,6 @@
 //! Which changes to a live descriptor need break-before-make.
 //!
-//! ARM ARM (DDI0487) D8.16.1 "Using break-before-make when updating
+//! ARM ARM (DDI0487) D8.17.1 (rule RWHZWS) "Using break-before-make when updating
 //! translation table entries": replacing one valid descriptor with another
 //! valid one must go through an invalid descriptor, with the TLB
 //! maintenance completed in between, when the change alters any of: the
@@ -24,7 +24,7 @@ pub struct BbmRule {
     pub mask: u64,
 }
 
-/// The stage 1 fields (D8.16.1; Linux's `pgattr_change_is_safe` applies
+/// The stage 1 fields (D8.17.1; Linux's `pgattr_change_is_safe` applies
 /// the same list to its kernel mappings).
 pub const STAGE1_RULES: &[BbmRule] = &[
     BbmRule {
@@ -49,7 +49,7 @@ pub const STAGE1_RULES: &[BbmRule] = &[
     },
 ];
 
-/// The stage 2 fields (D8.16.1; KVM's stage 2 code treats every
+/// The stage 2 fields (D8.17.1; KVM's stage 2 code treats every
 /// valid-to-valid change other than permissions this way).
 pub const STAGE2_RULES: &[BbmRule] = &[
     BbmRule {

@@ -13,7 +13,8 @@ pub const LAST_LEVEL: u8 = 3;
 
 /// Translation granule: the page size and the size of one table page.
 ///
-/// ARM ARM (DDI0487) D8.2 "Translation table descriptor formats" and D8.1.x:
+/// ARM ARM (DDI0487 M.a.a) D8.2 "Translation process" and D8.3 "Translation
+/// table descriptor formats":
 /// each lookup level resolves `page_shift - 3` bits of the input address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -51,7 +52,7 @@ impl Granule {
     }
 
     /// Whether a block descriptor is permitted at `level` with a 48-bit
-    /// output address (ARM ARM D8.2.x, "Block descriptor" per granule:
+    /// output address (ARM ARM D8.3.1, Tables D8-52 and D8-53, per granule:
     /// 4 KiB allows level 1 and 2 blocks; level 0 blocks need FEAT_LPA2).
     #[inline(always)]
     pub const fn block_allowed(self, level: u8) -> bool {
@@ -111,7 +112,7 @@ impl Geometry {
     /// one fewer level whenever at most four extra bits can be resolved by
     /// concatenation).
     ///
-    /// ARM ARM D8.2.x "Concatenated translation tables for the initial stage
+    /// ARM ARM D8.2.2 "Concatenated translation tables for the initial stage
     /// 2 lookup": up to 16 tables may be concatenated at the initial level.
     ///
     /// # Errors
