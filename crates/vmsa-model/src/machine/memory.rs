@@ -109,6 +109,9 @@ pub struct Tree {
     /// Valid leaf descriptors reachable from the root (for collateral
     /// counts).
     pub leaves: u64,
+    /// Internal sequence number of the last time a PE switched a base
+    /// register away from this tree.
+    pub left_at: u64,
 }
 
 impl Tree {

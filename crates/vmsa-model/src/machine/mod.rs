@@ -118,6 +118,11 @@ pub struct Machine {
     violations: Vec<Violation>,
     costs: Costs,
     seq: u64,
+    /// The PE whose event is being applied.
+    current_pe: usize,
+    /// Key -> internal sequence number of the last completed invalidation
+    /// of everything it tags (VMALLS12E1IS, ALLE1IS, ALLE2IS).
+    flushed_at: HashMap<Key, u64>,
 }
 
 /// Mask of the first `n` PEs.
@@ -182,6 +187,8 @@ impl Machine {
             violations: Vec::new(),
             costs: Costs::default(),
             seq: 0,
+            current_pe: 0,
+            flushed_at: HashMap::new(),
         }
     }
 
@@ -238,6 +245,7 @@ impl Machine {
         self.seq += 1;
         self.costs.events += 1;
         let pe = pe.min(63);
+        self.current_pe = pe;
         if pe >= self.pes.len() {
             // A PE seen for the first time was there all along: it may hold
             // whatever any PE may still hold (it saw every broadcast
@@ -316,6 +324,7 @@ impl Machine {
             released: false,
             installed_at: 0,
             leaves: 0,
+            left_at: 0,
         });
         self.mem.roots.insert(root, id);
         self.mem.link_root(id);
@@ -694,6 +703,9 @@ impl Machine {
                     };
                     let now = self.seq;
                     ghost::invalidate(&mut self.ghosts, &p.scope, pes, p.issued, now);
+                    if p.scope.broadcast {
+                        self.note_flush(&p.scope);
+                    }
                 }
                 self.pes[pe].pending = keep;
             }
@@ -774,6 +786,7 @@ impl Machine {
             Reg::TcrEl1 => self.pes[pe].tcr_el1 = value,
             Reg::TcrEl2 => self.pes[pe].tcr_el2 = value,
             Reg::VttbrEl2 => {
+                self.leave(self.pes[pe].vttbr, value);
                 self.pes[pe].vttbr = value;
                 let geometry = vtcr_geometry(self.pes[pe].vtcr);
                 self.install(
@@ -785,6 +798,7 @@ impl Machine {
                 );
             }
             Reg::Ttbr0El2 => {
+                self.leave(self.pes[pe].ttbr0_el2, value);
                 self.pes[pe].ttbr0_el2 = value;
                 let geometry = tcr_geometry(self.pes[pe].tcr_el2);
                 self.install(value & BADDR, Stage::El2Stage1, Key::El2, geometry, at);
@@ -799,6 +813,41 @@ impl Machine {
                 self.install(value & BADDR, Stage::El1Stage1, key, geometry, at);
             }
             Reg::Other(_) => {}
+        }
+    }
+
+    /// A PE's base register changes from `old` to `new`: note when it
+    /// left the tree it held.
+    fn leave(&mut self, old: u64, new: u64) {
+        const BADDR: u64 = 0x0000_ffff_ffff_f000;
+        if old == new || old & BADDR == 0 {
+            return;
+        }
+        if let Some(&t) = self.mem.roots.get(&(old & BADDR)) {
+            self.mem.trees[t].left_at = self.seq;
+        }
+    }
+
+    /// A completed broadcast invalidation of everything a key tags.
+    fn note_flush(&mut self, scope: &Scope) {
+        if scope.void || scope.range.is_some() || scope.kinds != kinds::ALL {
+            if !(scope.target == Target::El2 && scope.range.is_none() && !scope.void) {
+                return;
+            }
+        }
+        let seq = self.seq;
+        let keys: Vec<Key> = self.owners.keys().copied().collect();
+        for k in keys {
+            let hit = match (scope.target, k) {
+                (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
+                (Target::Vmid(v), Key::Vmid(w)) => v == w,
+                (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
+                (Target::El2, Key::El2) => true,
+                _ => false,
+            };
+            if hit {
+                self.flushed_at.insert(k, seq);
+            }
         }
     }
 
@@ -821,12 +870,25 @@ impl Machine {
             return;
         }
         if let Some(old) = t.key.filter(|&k| k != key && t.live()) {
-            let why = format!(
-                "the tree at {root:#x} is installed with {key}, but it is live with {old}: entries \
-                 tagged {old} stay cached and {old} is left without an owner that could invalidate \
-                 them; release the tree (after invalidating {old}) before giving it another tag"
-            );
-            self.report(ViolationKind::IdReuse, at, root, 0, why);
+            // A new tag for a live tree (a VMID rollover does this) is safe
+            // once no PE runs it with the old tag and an invalidation of
+            // everything tagged so has completed since the last one left.
+            let running = self.installed_on(&t) & !(1 << self.current_pe);
+            let flushed = self.flushed_at.get(&old).is_some_and(|&f| f > t.left_at);
+            if running != 0 || !flushed {
+                let why = format!(
+                    "the tree at {root:#x} is installed with {key}, but it is live with {old}{}: \
+                     entries tagged {old} stay cached and {old} is left without an owner that \
+                     could invalidate them; invalidate {old} (TLBI VMALLS12E1IS or ALLE1IS, DSB \
+                     ISH) once no PE runs it, or release the tree, before giving it another tag",
+                    if running != 0 {
+                        format!(" and {} still run it", pe_list(running))
+                    } else {
+                        String::new()
+                    }
+                );
+                self.report(ViolationKind::IdReuse, at, root, running, why);
+            }
         }
         if let Some(&other) = self.owners.get(&key) {
             if other != id && self.mem.trees[other].live() {
