@@ -124,10 +124,12 @@ fn retagging_while_another_pe_runs_the_old_tag_is_reported() {
 
 #[test]
 fn a_dead_vms_vmid_is_reused_safely_only_after_invalidation() {
-    // VM A (VMID 1) dies: its tables are released without any TLBI.
+    // VM A (VMID 1) dies: its tables are released without any TLBI, the
+    // root first (the tree is dead from then on), then the rest.
     let mut m = M::new();
     m.vttbr(0, 1, A);
     m.vttbr(0, 2, B);
+    m.ev(0, Event::Release { pa: A, size: 4096 });
     m.ev(
         0,
         Event::Release {
@@ -135,7 +137,6 @@ fn a_dead_vms_vmid_is_reused_safely_only_after_invalidation() {
             size: 4096,
         },
     );
-    m.ev(0, Event::Release { pa: A, size: 4096 });
     assert!(m.kinds().is_empty(), "{:?}", m.0.violations());
     // Reusing VMID 1 for a new tree at once: its entries may remain.
     let mut bad = M::new();
