@@ -830,10 +830,13 @@ impl Machine {
 
     /// A completed broadcast invalidation of everything a key tags.
     fn note_flush(&mut self, scope: &Scope) {
-        if scope.void || scope.range.is_some() || scope.kinds != kinds::ALL {
-            if !(scope.target == Target::El2 && scope.range.is_none() && !scope.void) {
-                return;
-            }
+        // Everything a key tags: no address, every kind (EL2 operations
+        // have only stage 1 kinds).
+        let whole = !scope.void
+            && scope.range.is_none()
+            && (scope.kinds == kinds::ALL || scope.target == Target::El2);
+        if !whole {
+            return;
         }
         let seq = self.seq;
         let keys: Vec<Key> = self.owners.keys().copied().collect();
