@@ -2,6 +2,7 @@
 //! the exact hardware effects each change needs.
 
 mod check;
+mod compare;
 mod example;
 
 use std::path::PathBuf;
