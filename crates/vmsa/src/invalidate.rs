@@ -1,13 +1,13 @@
-//! The TLB maintenance the tables emit themselves: to complete a
-//! break-before-make, and in [`Table::flush`](crate::Table::flush).
-//!
-//! This is the straightforward correct sequence (one TLBI per changed
-//! entry, or one whole-regime TLBI when that would take more than
-//! [`MAX_BY_ADDR_OPS`]); choosing the cheapest sequence is the planner's job.
+//! The straightforward correct TLB maintenance, as an [`Invalidator`]:
+//! one TLBI per changed entry (every level where a table was removed),
+//! or one whole-regime TLBI when that would take more than
+//! [`MAX_BY_ADDR_OPS`]; for stage 2, `DSB ISH; TLBI VMALLE1IS` after the
+//! IPA-based operations. It prices nothing; [`Planner`](crate::Planner)
+//! is the cheap one. Tests that check the mechanics of tables use it for
+//! its predictable output.
 
 use crate::effects::{Barrier, Effects};
-use crate::geometry::Geometry;
-use crate::regime::Regime;
+use crate::plan::{Invalidator, Purpose, Space, SpaceKind};
 use crate::report::{Change, ChangeFlags};
 use crate::tlbi::{TlbiOp, Ttl};
 
@@ -17,18 +17,14 @@ use crate::tlbi::{TlbiOp, Ttl};
 /// 4 KiB pages.
 pub const MAX_BY_ADDR_OPS: u64 = 512;
 
-/// The address step and TLBI form for one change: one operation per
-/// changed descriptor; last-level forms unless a table on the walk was
-/// removed (then walk-cache entries must go too).
-fn step_of(geometry: &Geometry, change: &Change) -> (u64, bool) {
-    let leaf_only = !change.flags.contains(ChangeFlags::TABLE_REMOVED);
-    (geometry.entry_size(change.level), leaf_only)
-}
+/// The straightforward invalidator (see the [module](self) docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Basic;
 
 /// Number of descriptors a change covers (ranges may end at 0: the top of
 /// the 64-bit space).
-fn count(geometry: &Geometry, change: &Change) -> u64 {
-    let (step, _) = step_of(geometry, change);
+fn count(space: &Space, change: &Change) -> u64 {
+    let step = space.entry_size[change.level as usize & 3];
     change
         .range
         .end
@@ -36,44 +32,51 @@ fn count(geometry: &Geometry, change: &Change) -> u64 {
         .div_ceil(step)
 }
 
-/// Number of per-address TLBIs [`invalidate`] would issue for `changes`.
-pub fn by_addr_ops<'c>(geometry: &Geometry, changes: impl Iterator<Item = &'c Change>) -> u64 {
-    changes.map(|c| count(geometry, c)).sum()
-}
+impl Invalidator for Basic {
+    fn name(&self) -> &'static str {
+        "basic"
+    }
 
-/// Emits `DSB ISH`, the TLBIs removing everything `changes` may have left
-/// cached, and `DSB ISH` (plus `VMALLE1IS` for stage 2 and `ISB` where the
-/// regime needs them). Once this returns on the real CPU, no PE holds a
-/// translation the changes made stale.
-pub fn invalidate<'c, R: Regime, E: Effects>(
-    regime: &R,
-    geometry: &Geometry,
-    changes: impl Iterator<Item = &'c Change> + Clone,
-    fx: &mut E,
-) {
-    fx.barrier(Barrier::DsbIsh);
-    if by_addr_ops(geometry, changes.clone()) > MAX_BY_ADDR_OPS {
-        let (op, operand) = regime.tlbi_all();
-        fx.tlbi(op, operand);
-    } else {
-        for c in changes {
-            let (step, leaf_only) = step_of(geometry, c);
-            for i in 0..count(geometry, c) {
-                let addr = c.range.start.wrapping_add(i * step);
-                let (op, operand) = regime.tlbi_by_addr(addr, leaf_only, Ttl::NONE);
-                fx.tlbi(op, operand);
+    fn invalidate(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        _mapped: &mut dyn FnMut() -> u64,
+        fx: &mut dyn Effects,
+    ) -> bool {
+        let wanted = |c: &&Change| purpose == Purpose::BreakBeforeMake || c.may_leave_stale();
+        if space.dead && purpose == Purpose::Flush || !changes.iter().any(|c| wanted(&c)) {
+            return false;
+        }
+        fx.barrier(Barrier::DsbIsh);
+        let ops: u64 = changes.iter().filter(wanted).map(|c| count(space, c)).sum();
+        if ops > MAX_BY_ADDR_OPS {
+            let (op, operand) = space.whole();
+            fx.tlbi(op, operand);
+        } else {
+            for c in changes.iter().filter(wanted) {
+                let step = space.entry_size[c.level as usize & 3];
+                let leaf_only = !c.flags.contains(ChangeFlags::TABLE_REMOVED);
+                for i in 0..count(space, c) {
+                    let addr = c.range.start.wrapping_add(i * step);
+                    let (op, operand) = space.by_addr(addr, leaf_only, Ttl::NONE);
+                    fx.tlbi(op, operand);
+                }
+            }
+            if matches!(space.kind, SpaceKind::Stage2 { .. }) {
+                // IPA-based operations need not remove combined stage 1+2
+                // entries: complete them, then remove stage 1 entries of
+                // the VMID (KVM's __kvm_tlb_flush_vmid_ipa, Hafnium,
+                // FreeBSD).
+                fx.barrier(Barrier::DsbIsh);
+                fx.tlbi(TlbiOp::Vmalle1is, 0);
             }
         }
-        if regime.needs_vmalle1is_after_by_addr() {
-            // IPA-based operations need not remove combined stage 1+2
-            // entries: complete them, then remove stage 1 entries of the
-            // VMID (KVM's __kvm_tlb_flush_vmid_ipa, Hafnium, FreeBSD).
-            fx.barrier(Barrier::DsbIsh);
-            fx.tlbi(TlbiOp::Vmalle1is, 0);
+        fx.barrier(Barrier::DsbIsh);
+        if matches!(space.kind, SpaceKind::El2) {
+            fx.barrier(Barrier::Isb);
         }
-    }
-    fx.barrier(Barrier::DsbIsh);
-    if regime.needs_isb() {
-        fx.barrier(Barrier::Isb);
+        true
     }
 }

@@ -26,6 +26,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod bbm;
+pub mod caps;
 pub mod casemate;
 pub mod descriptor;
 pub mod effects;
@@ -34,20 +35,24 @@ pub mod geometry;
 pub mod invalidate;
 pub mod memory;
 pub mod perms;
+pub mod plan;
 pub mod regime;
 pub mod report;
 pub mod table;
 pub mod tlbi;
 
 pub use addr::{Address, Ipa, Pa, Va};
+pub use caps::Capabilities;
 pub use descriptor::{
     Ap, Descriptor, MemAttr, S2ap, S2xn, Shareability, Stage1Attrs, Stage2Attrs, TableAttrs,
 };
 pub use effects::{Barrier, CacheOp, Direct, Effect, Effects, PageEvent, Recorder, SysReg};
 pub use error::Error;
 pub use geometry::{Geometry, Granule};
+pub use invalidate::Basic;
 pub use memory::{Arena, TableAllocator};
 pub use perms::Grants;
+pub use plan::{Invalidator, Planner, Profile, Purpose, Space, SpaceKind};
 pub use regime::{
     Asid, El1Stage1, El2Stage1, PaSize, Regime, Stage, Stage2, Stage2Config, VaRange, Vmid,
 };

@@ -154,6 +154,9 @@ pub trait Regime: Copy + Debug {
     /// The translation-control and base registers for a table rooted at
     /// `root`: written, in this order, to activate it.
     fn registers(&self, geometry: &Geometry, root: Pa) -> [(SysReg, u64); 2];
+
+    /// The address space as the invalidation planner sees it.
+    fn space_kind(&self) -> crate::plan::SpaceKind;
 }
 
 /// Stage 2 configuration shared by the VMs of one hypervisor.
@@ -285,6 +288,10 @@ impl Regime for Stage2 {
         (TlbiOp::Vmalls12e1is, 0)
     }
 
+    fn space_kind(&self) -> crate::plan::SpaceKind {
+        crate::plan::SpaceKind::Stage2 { vmid: self.vmid.0 }
+    }
+
     fn needs_vmalle1is_after_by_addr(&self) -> bool {
         true
     }
@@ -404,6 +411,10 @@ impl Regime for El1Stage1 {
         (TlbiOp::Vmalle1is, 0)
     }
 
+    fn space_kind(&self) -> crate::plan::SpaceKind {
+        crate::plan::SpaceKind::El1 { asid: self.asid.0 }
+    }
+
     fn registers(&self, geometry: &Geometry, root: Pa) -> [(SysReg, u64); 2] {
         let ttbr = (u64::from(self.asid.0) << 48) | root.0;
         let reg = match self.range {
@@ -502,6 +513,10 @@ impl Regime for El2Stage1 {
 
     fn tlbi_all(&self) -> (TlbiOp, u64) {
         (TlbiOp::Alle2is, 0)
+    }
+
+    fn space_kind(&self) -> crate::plan::SpaceKind {
+        crate::plan::SpaceKind::El2
     }
 
     fn needs_isb(&self) -> bool {

@@ -14,15 +14,18 @@ const K: u64 = 4096;
 const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
 
+/// A stage 2 table with the `Basic` invalidator, whose sequences these
+/// tests spell out (the planner's choices are tested in vmsa-model).
 fn stage2(ipa_bits: u8) -> (Table<Stage2, Arena>, Recorder) {
     let mut fx = Recorder::new();
-    let t = Table::new(
+    let mut t = Table::new(
         Stage2::new(Vmid(7)),
         Geometry::stage2(Granule::K4, ipa_bits).unwrap(),
         Arena::new(Pa(0x8000_0000), 2048),
         &mut fx,
     )
     .unwrap();
+    t.set_invalidator(Box::new(vmsa::Basic));
     (t, fx)
 }
 

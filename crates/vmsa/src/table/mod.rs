@@ -10,6 +10,7 @@ mod split;
 mod unmap;
 pub(crate) mod walk;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -17,8 +18,8 @@ use crate::addr::{Address, Pa};
 use crate::effects::{Barrier, Effects, PageEvent};
 use crate::error::Error;
 use crate::geometry::Geometry;
-use crate::invalidate::invalidate;
 use crate::memory::TableAllocator;
+use crate::plan::{Invalidator, Planner, Purpose, Space};
 use crate::regime::Regime;
 use crate::report::{Change, ChangeReport};
 
@@ -81,6 +82,10 @@ pub struct Table<R: Regime, A: TableAllocator> {
     /// Changes that may have left stale entries, invalidated at the next
     /// flush.
     outstanding: Vec<Change>,
+    /// Decides the TLB maintenance (vmsa's [`Planner`] by default).
+    invalidator: Box<dyn Invalidator>,
+    /// The VMID / ASID is retired: nothing needs invalidating.
+    dead: bool,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -114,7 +119,65 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             written: false,
             pending: Vec::new(),
             outstanding: Vec::new(),
+            invalidator: Box::new(Planner::default()),
+            dead: false,
         })
+    }
+
+    /// Replaces the invalidation policy (vmsa's [`Planner`] with default
+    /// capabilities and profile unless set).
+    pub fn set_invalidator(&mut self, invalidator: Box<dyn Invalidator>) {
+        self.invalidator = invalidator;
+    }
+
+    /// The invalidation policy.
+    pub fn invalidator(&self) -> &dyn Invalidator {
+        &*self.invalidator
+    }
+
+    /// The address space, as the invalidation policy sees it.
+    pub fn space(&self) -> Space {
+        let mut s = Space::new(self.regime.space_kind());
+        for (l, size) in s.entry_size.iter_mut().enumerate() {
+            *size = self.geometry.entry_size(l as u8);
+        }
+        s.dead = self.dead;
+        s
+    }
+
+    /// Declares the table's VMID / ASID retired: it will not be used
+    /// again before a full invalidation (a VMID rollover's `ALLE1IS`), so
+    /// later changes (a VM's teardown) need no TLB maintenance at all.
+    pub fn retire(&mut self) {
+        self.dead = true;
+    }
+
+    /// Valid leaf descriptors reachable from the root (blocks count once).
+    pub fn mapped_leaves(&self) -> u64 {
+        let g = self.geometry;
+        let mut n = 0;
+        // The root level's entry count covers every concatenated page.
+        let mut stack: Vec<(Pa, u8)> = alloc::vec![(self.root, g.start_level())];
+        while let Some((pa, level)) = stack.pop() {
+            for d in self.read_table(pa, level) {
+                match crate::Descriptor(d).kind(level) {
+                    crate::descriptor::Kind::Leaf => n += 1,
+                    crate::descriptor::Kind::Table => {
+                        stack.push((Pa(crate::Descriptor(d).address(g.granule())), level + 1))
+                    }
+                    crate::descriptor::Kind::Invalid => {}
+                }
+            }
+        }
+        n
+    }
+
+    /// Runs the invalidation policy over `changes`; returns whether it
+    /// emitted anything.
+    fn run_invalidator(&self, purpose: Purpose, changes: &[Change], fx: &mut dyn Effects) -> bool {
+        let space = self.space();
+        self.invalidator
+            .invalidate(&space, purpose, changes, &mut || self.mapped_leaves(), fx)
     }
 
     /// The regime.
@@ -194,16 +257,15 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         &self.pending
     }
 
-    /// Invalidates everything outstanding (see
-    /// [`invalidate`](crate::invalidate::invalidate)), or just makes new
-    /// descriptors visible with `DSB ISHST` when nothing can be stale, then
-    /// releases the pending table pages. On an inactive table only the
-    /// release happens.
+    /// Invalidates everything outstanding with the table's
+    /// [`Invalidator`], or just makes new descriptors visible with `DSB
+    /// ISHST` when nothing can be stale, then releases the pending table
+    /// pages. On an inactive table only the release happens.
     pub fn flush(&mut self, fx: &mut impl Effects) {
         if self.live {
-            if !self.outstanding.is_empty() {
-                invalidate(&self.regime, &self.geometry, self.outstanding.iter(), fx);
-            } else if self.written {
+            let emitted = !self.outstanding.is_empty()
+                && self.run_invalidator(Purpose::Flush, &self.outstanding, fx);
+            if !emitted && self.written {
                 fx.barrier(Barrier::DsbIshst);
                 if self.regime.needs_isb() {
                     fx.barrier(Barrier::Isb);

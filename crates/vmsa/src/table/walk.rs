@@ -27,7 +27,6 @@ use crate::descriptor::{Descriptor, Kind};
 use crate::effects::{Barrier, Effects, PageEvent};
 use crate::error::Error;
 use crate::geometry::{Geometry, LAST_LEVEL};
-use crate::invalidate::invalidate;
 use crate::memory::TableAllocator;
 use crate::perms::GrantChange;
 use crate::regime::Regime;
@@ -643,8 +642,9 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     /// detached, and hands the changes to the table's outstanding set.
     pub fn finish(mut self) -> ChangeReport {
         if !self.broken.is_empty() {
-            let (regime, g) = (self.t.regime, self.t.geometry);
-            invalidate(&regime, &g, self.broken.iter(), self.fx);
+            let broken = core::mem::take(&mut self.broken);
+            self.t
+                .run_invalidator(crate::plan::Purpose::BreakBeforeMake, &broken, self.fx);
         } else if !self.makes.is_empty() && self.t.live {
             self.fx.barrier(Barrier::DsbIshst);
         }

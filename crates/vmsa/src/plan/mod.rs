@@ -1,0 +1,610 @@
+//! The invalidation planner: from the changes made to an address space,
+//! the cheapest TLB maintenance that leaves no stale entry.
+//!
+//! An [`Invalidator`] turns a batch of [`Change`]s into TLBIs and barriers.
+//! [`Planner`] is vmsa's: it prices every correct candidate (nothing,
+//! per-entry operations with level hints, range operations, one operation
+//! for the whole VMID / ASID / regime) with a [`Profile`] and the CPU's
+//! [`Capabilities`], and emits the cheapest. Tables call their invalidator
+//! for break-before-make inside an operation and in
+//! [`Table::flush`](crate::Table::flush); other policies (the baselines of
+//! `vmsa compare`) implement the same trait.
+
+pub mod range;
+
+use alloc::vec::Vec;
+
+use crate::caps::Capabilities;
+use crate::effects::{Barrier, Effects};
+use crate::report::{Change, ChangeFlags};
+use crate::tlbi::{ipa_operand, va_operand, TlbiOp, Ttl};
+
+/// Which address space a table translates, as far as TLB maintenance is
+/// concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SpaceKind {
+    /// A stage 2 table (IPA -> PA) of one VMID.
+    Stage2 {
+        /// The VMID.
+        vmid: u16,
+    },
+    /// An EL1&0 stage 1 table of one ASID.
+    El1 {
+        /// The ASID.
+        asid: u16,
+    },
+    /// The EL2 regime's stage 1.
+    El2,
+}
+
+/// The address space being invalidated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Its kind and tag.
+    pub kind: SpaceKind,
+    /// Bytes translated by one entry at each level (4 KiB granule: index 3
+    /// is 4 KiB).
+    pub entry_size: [u64; 4],
+    /// The VMID / ASID is retired and will not be reused before a full
+    /// invalidation: nothing needs invalidating now.
+    pub dead: bool,
+}
+
+impl Space {
+    /// A space of `kind` with the 4 KiB granule.
+    pub const fn new(kind: SpaceKind) -> Self {
+        Space {
+            kind,
+            entry_size: [1 << 39, 1 << 30, 1 << 21, 1 << 12],
+            dead: false,
+        }
+    }
+
+    /// The by-address TLBI for `addr`: last level only or every level.
+    pub fn by_addr(&self, addr: u64, leaf_only: bool, ttl: Ttl) -> (TlbiOp, u64) {
+        match self.kind {
+            SpaceKind::Stage2 { .. } => (
+                if leaf_only {
+                    TlbiOp::Ipas2le1is
+                } else {
+                    TlbiOp::Ipas2e1is
+                },
+                ipa_operand(addr, ttl),
+            ),
+            SpaceKind::El1 { asid } => (
+                if leaf_only {
+                    TlbiOp::Vale1is
+                } else {
+                    TlbiOp::Vae1is
+                },
+                va_operand(asid, addr, ttl),
+            ),
+            SpaceKind::El2 => (
+                if leaf_only {
+                    TlbiOp::Vale2is
+                } else {
+                    TlbiOp::Vae2is
+                },
+                va_operand(0, addr, ttl),
+            ),
+        }
+    }
+
+    /// The range TLBI for an encoded range operand.
+    pub fn by_range(&self, leaf_only: bool) -> TlbiOp {
+        match (self.kind, leaf_only) {
+            (SpaceKind::Stage2 { .. }, true) => TlbiOp::Ripas2le1is,
+            (SpaceKind::Stage2 { .. }, false) => TlbiOp::Ripas2e1is,
+            (SpaceKind::El1 { .. }, true) => TlbiOp::Rvale1is,
+            (SpaceKind::El1 { .. }, false) => TlbiOp::Rvae1is,
+            // The EL2 regime has no range forms in this model of the CPU;
+            // callers fall back to by-address operations.
+            (SpaceKind::El2, _) => TlbiOp::Vae2is,
+        }
+    }
+
+    /// The one TLBI that removes everything the space may have cached.
+    pub fn whole(&self) -> (TlbiOp, u64) {
+        match self.kind {
+            SpaceKind::Stage2 { .. } => (TlbiOp::Vmalls12e1is, 0),
+            // VMALLE1IS, not ASIDE1IS: the latter leaves global entries.
+            SpaceKind::El1 { .. } => (TlbiOp::Vmalle1is, 0),
+            SpaceKind::El2 => (TlbiOp::Alle2is, 0),
+        }
+    }
+}
+
+/// What TLB maintenance costs, in cycles, as the planner prices it. The
+/// fields mirror the model's profiles (`vmsa_model::cost::Profile`, where
+/// each figure's source is cited); [`Profile::NATIVE`] holds the same
+/// numbers as the model's `native` profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Profile {
+    /// A non-shareable TLBI.
+    pub local_tlbi: u64,
+    /// Issuing a broadcast TLBI for an address or range.
+    pub broadcast_by_address: u64,
+    /// Issuing a broadcast TLBI of a whole VMID / ASID / regime.
+    pub broadcast_whole: u64,
+    /// A DSB that waits for TLB maintenance to complete.
+    pub dsb: u64,
+    /// A `DSB ISHST` / `DSB NSH`.
+    pub dsb_light: u64,
+    /// An ISB.
+    pub isb: u64,
+    /// Refilling one entry that an invalidation removed although it was
+    /// still correct (a two-dimensional walk for stage 2).
+    pub refill_walk: u64,
+    /// Whether EL2-only TLBIs (IPAS2*, VMALLS12E1*, ALLE1*, *E2*) trap to an
+    /// outer hypervisor.
+    pub traps_el2_tlbi: bool,
+    /// The trap-and-emulate cost of each such TLBI.
+    pub trap_emulate: u64,
+    /// The outer hypervisor's shadow stage 2 teardown on a trapped
+    /// VMALLS12E1IS or ALLE1IS.
+    pub shadow_stage2_teardown: u64,
+    /// PEs that may hold the space's entries (each pays the refills).
+    pub pes: u64,
+}
+
+impl Profile {
+    /// The model's `native` profile: a Neoverse N1 class server core,
+    /// hypervisor on bare metal, 4 PEs.
+    pub const NATIVE: Profile = Profile {
+        local_tlbi: 33,
+        broadcast_by_address: 33,
+        broadcast_whole: 33,
+        dsb: 1_073,
+        dsb_light: 33,
+        isb: 33,
+        refill_walk: 264,
+        traps_el2_tlbi: false,
+        trap_emulate: 0,
+        shadow_stage2_teardown: 0,
+        pes: 4,
+    };
+
+    /// The cycles of one TLBI.
+    pub fn tlbi(&self, op: TlbiOp) -> u64 {
+        let issue = if !op.is_broadcast() {
+            self.local_tlbi
+        } else if matches!(
+            op,
+            TlbiOp::Vmalle1is
+                | TlbiOp::Vmalls12e1is
+                | TlbiOp::Alle1is
+                | TlbiOp::Aside1is
+                | TlbiOp::Alle2is
+        ) {
+            self.broadcast_whole
+        } else {
+            self.broadcast_by_address
+        };
+        let mut c = issue;
+        if self.traps_el2_tlbi && el2_only(op) {
+            c = c.saturating_add(self.trap_emulate);
+            if matches!(
+                op,
+                TlbiOp::Vmalls12e1is | TlbiOp::Vmalls12e1 | TlbiOp::Alle1is | TlbiOp::Alle1
+            ) {
+                c = c.saturating_add(self.shadow_stage2_teardown);
+            }
+        }
+        c
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile::NATIVE
+    }
+}
+
+/// TLBIs only EL2 (or EL3) can execute: under nested virtualization the
+/// outer hypervisor traps them.
+pub const fn el2_only(op: TlbiOp) -> bool {
+    use TlbiOp::*;
+    matches!(
+        op,
+        Ipas2e1
+            | Ipas2e1is
+            | Ipas2le1
+            | Ipas2le1is
+            | Ripas2e1
+            | Ripas2e1is
+            | Ripas2le1
+            | Ripas2le1is
+            | Vmalls12e1
+            | Vmalls12e1is
+            | Alle1
+            | Alle1is
+            | Vae2
+            | Vae2is
+            | Vale2
+            | Vale2is
+            | Alle2
+            | Alle2is
+    )
+}
+
+/// Why an invalidator is called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Break-before-make inside an operation: every change given must be
+    /// gone from every TLB when this returns, whatever its flags.
+    BreakBeforeMake,
+    /// A flush of what operations left outstanding: the invalidator may
+    /// skip what cannot be stale or is only stricter than the tables.
+    Flush,
+}
+
+/// Decides and emits the TLB maintenance for a batch of changes.
+pub trait Invalidator {
+    /// A short name.
+    fn name(&self) -> &'static str;
+
+    /// Emits, through `fx`, the maintenance after `changes` to `space`;
+    /// `mapped()` counts the valid leaf entries the space maps now (for
+    /// pricing whole-space invalidation; call it only if needed). Returns
+    /// whether anything was emitted.
+    fn invalidate(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        mapped: &mut dyn FnMut() -> u64,
+        fx: &mut dyn Effects,
+    ) -> bool;
+}
+
+/// Whether a change may leave an entry granting more than the tables: the
+/// old descriptor was valid, break-before-make has not already removed it,
+/// and it was not only relaxed (an entry stricter than the tables costs at
+/// most a spurious fault).
+pub fn may_be_stale(c: &Change) -> bool {
+    let f = c.flags;
+    f.contains(ChangeFlags::WAS_VALID)
+        && !f.contains(ChangeFlags::BBM_DONE)
+        && f.intersects(
+            ChangeFlags::OUTPUT_CHANGED
+                | ChangeFlags::RESTRICTED
+                | ChangeFlags::ATTRS_CHANGED
+                | ChangeFlags::SIZE_CHANGED
+                | ChangeFlags::TABLE_REMOVED,
+        )
+}
+
+/// One TLBI to emit, with its price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// Operation.
+    pub op: TlbiOp,
+    /// Operand.
+    pub operand: u64,
+}
+
+/// A complete maintenance sequence: `DSB ISHST`, the TLBIs, `DSB ISH`,
+/// then for stage 2 by-address forms `TLBI VMALLE1IS; DSB ISH`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sequence {
+    /// The TLBIs before the first completing DSB.
+    pub ops: Vec<Op>,
+    /// TLBIs after it (stage 2: `VMALLE1IS`), completed by a second DSB.
+    pub after: Vec<Op>,
+    /// Estimated cycles.
+    pub cycles: u64,
+}
+
+impl Sequence {
+    /// Emits the sequence. `isb`: the issuing PE translates through the
+    /// space itself and needs an ISB. `repeat`: the repeat-TLBI erratum
+    /// workaround (the last TLBI of each batch again after its DSB).
+    pub fn emit(&self, fx: &mut dyn Effects, isb: bool, repeat: bool) {
+        fx.barrier(Barrier::DsbIshst);
+        for batch in [&self.ops, &self.after] {
+            if batch.is_empty() {
+                continue;
+            }
+            for o in batch.iter() {
+                fx.tlbi(o.op, o.operand);
+            }
+            fx.barrier(Barrier::DsbIsh);
+            if repeat {
+                let last = batch[batch.len() - 1];
+                fx.tlbi(last.op, last.operand);
+                fx.barrier(Barrier::DsbIsh);
+            }
+        }
+        if isb {
+            fx.barrier(Barrier::Isb);
+        }
+    }
+}
+
+/// vmsa's invalidator: the cheapest correct sequence under a profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Planner {
+    /// What the CPU can do.
+    pub caps: Capabilities,
+    /// What things cost.
+    pub profile: Profile,
+}
+
+/// One needed invalidation: an entry range at a level, with or without
+/// walk-cache entries, and whether a valid entry is there now (so that
+/// removing it costs a refill).
+#[derive(Clone, Copy, Debug)]
+struct Need {
+    start: u64,
+    end: u64,
+    level: u8,
+    walk: bool,
+    refill: bool,
+}
+
+impl Planner {
+    /// A planner for `caps` under `profile`.
+    pub const fn new(caps: Capabilities, profile: Profile) -> Self {
+        Planner { caps, profile }
+    }
+
+    fn needs(&self, space: &Space, purpose: Purpose, changes: &[Change]) -> Vec<Need> {
+        let mut out = Vec::new();
+        for c in changes {
+            if purpose == Purpose::Flush && !may_be_stale(c) {
+                continue;
+            }
+            let size = space.entry_size[c.level as usize & 3];
+            let refill = c.flags.contains(ChangeFlags::IS_VALID);
+            let removed = c.flags.contains(ChangeFlags::TABLE_REMOVED);
+            // Leaves removed together with their table (reported at their
+            // own level): one all-levels operation per removed table takes
+            // the walk-cache entries of every level above; the other
+            // entries of that table need only last-level forms.
+            let leaves_of_removed_table =
+                removed && c.level > 0 && c.cached_leaf_levels.contains(c.level);
+            // Upper-range tables may end at the top of the 64-bit space.
+            let end = if c.range.end == 0 {
+                u64::MAX
+            } else {
+                c.range.end
+            };
+            if leaves_of_removed_table {
+                let table = size * 512;
+                let mut a = c.range.start;
+                while a < end {
+                    let chunk_end = (a / table + 1).saturating_mul(table).min(end);
+                    out.push(Need {
+                        start: a,
+                        end: a + size,
+                        level: c.level,
+                        walk: true,
+                        refill,
+                    });
+                    if a + size < chunk_end {
+                        out.push(Need {
+                            start: a + size,
+                            end: chunk_end,
+                            level: c.level,
+                            walk: false,
+                            refill,
+                        });
+                    }
+                    a = chunk_end;
+                }
+            } else {
+                // Leaves at their own level, or table descriptors (every one
+                // needs an all-levels operation).
+                out.push(Need {
+                    start: c.range.start,
+                    end,
+                    level: c.level,
+                    walk: removed,
+                    refill,
+                });
+            }
+        }
+        out
+    }
+
+    fn ttl(&self, level: u8, walk: bool) -> Ttl {
+        if self.caps.ttl && !walk && level > 0 {
+            Ttl::at(crate::plan::range::TG_4K as u64, level)
+        } else {
+            Ttl::NONE
+        }
+    }
+
+    /// Cycles of refilling `entries` correct entries of `kinds` kinds on
+    /// every PE.
+    fn refills(&self, entries: u64, kinds: u64) -> u64 {
+        entries
+            .saturating_mul(kinds)
+            .saturating_mul(self.profile.pes)
+            .saturating_mul(self.profile.refill_walk)
+    }
+
+    fn price(&self, ops: &[Op], after: &[Op], refills: u64) -> u64 {
+        let p = &self.profile;
+        let mut c = p.dsb_light;
+        for o in ops.iter().chain(after) {
+            c = c.saturating_add(p.tlbi(o.op));
+        }
+        if !ops.is_empty() {
+            c = c.saturating_add(p.dsb);
+        }
+        if !after.is_empty() {
+            c = c.saturating_add(p.dsb);
+        }
+        c.saturating_add(refills)
+    }
+
+    /// Stage 2 by-address forms leave combined stage 1+2 entries: a
+    /// `VMALLE1IS` of the VMID must follow (unless FEAT_nTLBPA).
+    fn combined_flush(&self, space: &Space) -> bool {
+        matches!(space.kind, SpaceKind::Stage2 { .. }) && !self.caps.ntlbpa
+    }
+
+    /// Per entry: one by-address operation per changed entry (one per
+    /// block, not per page in it).
+    fn per_entry(
+        &self,
+        space: &Space,
+        needs: &[Need],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Sequence {
+        let mut ops = Vec::new();
+        let mut refill = 0u64;
+        for n in needs {
+            let size = space.entry_size[n.level as usize & 3];
+            let mut a = n.start;
+            while a < n.end {
+                let (op, operand) = space.by_addr(a, !n.walk, self.ttl(n.level, n.walk));
+                ops.push(Op { op, operand });
+                if n.refill {
+                    refill += 1;
+                }
+                a = match a.checked_add(size) {
+                    Some(next) => next,
+                    None => break,
+                };
+            }
+        }
+        self.finish(space, ops, refill, mapped)
+    }
+
+    /// With FEAT_TLBIRANGE: range operations over runs of entries.
+    fn ranges(
+        &self,
+        space: &Space,
+        needs: &[Need],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Option<Sequence> {
+        if !self.caps.tlbi_range || matches!(space.kind, SpaceKind::El2) {
+            return None;
+        }
+        let asid = match space.kind {
+            SpaceKind::El1 { asid } => asid,
+            _ => 0,
+        };
+        let mut ops = Vec::new();
+        let mut refill = 0u64;
+        for n in needs {
+            let size = space.entry_size[n.level as usize & 3];
+            let ttl = if self.caps.ttl && !n.walk { n.level } else { 0 };
+            let (rs, singles) = range::cover(n.start, n.end, asid, ttl)?;
+            for r in rs {
+                ops.push(Op {
+                    op: space.by_range(!n.walk),
+                    operand: r.encode(),
+                });
+            }
+            for s in singles {
+                let (op, operand) = space.by_addr(s, !n.walk, self.ttl(n.level, n.walk));
+                ops.push(Op { op, operand });
+            }
+            if n.refill {
+                refill += (n.end - n.start) / size;
+            }
+        }
+        Some(self.finish(space, ops, refill, mapped))
+    }
+
+    fn finish(
+        &self,
+        space: &Space,
+        ops: Vec<Op>,
+        refill: u64,
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Sequence {
+        let mut after = Vec::new();
+        let mut refills = self.refills(refill, 1);
+        if self.combined_flush(space) && !ops.is_empty() {
+            after.push(Op {
+                op: TlbiOp::Vmalle1is,
+                operand: 0,
+            });
+            refills = refills.saturating_add(self.refills(mapped(), 1));
+        }
+        let cycles = self.price(&ops, &after, refills);
+        Sequence { ops, after, cycles }
+    }
+
+    /// One operation for the whole space.
+    fn whole(&self, space: &Space, mapped: &mut dyn FnMut() -> u64) -> Sequence {
+        let (op, operand) = space.whole();
+        let kinds = match space.kind {
+            SpaceKind::Stage2 { .. } => 2,
+            _ => 1,
+        };
+        let ops = alloc::vec![Op { op, operand }];
+        let cycles = self.price(&ops, &[], self.refills(mapped(), kinds));
+        Sequence {
+            ops,
+            after: Vec::new(),
+            cycles,
+        }
+    }
+
+    /// The cheapest correct sequence for `changes` (empty when nothing can
+    /// be stale).
+    pub fn plan(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Option<Sequence> {
+        if space.dead && purpose == Purpose::Flush {
+            return None;
+        }
+        let needs = self.needs(space, purpose, changes);
+        if needs.is_empty() {
+            return None;
+        }
+        // `mapped` is counted once, and only if a candidate needs it.
+        let mut cache = None;
+        let mut count = || *cache.get_or_insert_with(&mut *mapped);
+        let mut best = self.per_entry(space, &needs, &mut count);
+        if let Some(r) = self.ranges(space, &needs, &mut count) {
+            if r.cycles < best.cycles {
+                best = r;
+            }
+        }
+        // Whole-space only pays when it replaces more than one operation.
+        if best.ops.len() + best.after.len() > 1 {
+            let w = self.whole(space, &mut count);
+            if w.cycles < best.cycles {
+                best = w;
+            }
+        }
+        Some(best)
+    }
+}
+
+impl Invalidator for Planner {
+    fn name(&self) -> &'static str {
+        "vmsa"
+    }
+
+    fn invalidate(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        mapped: &mut dyn FnMut() -> u64,
+        fx: &mut dyn Effects,
+    ) -> bool {
+        match self.plan(space, purpose, changes, mapped) {
+            Some(seq) => {
+                seq.emit(
+                    fx,
+                    matches!(space.kind, SpaceKind::El2),
+                    self.caps.repeat_tlbi,
+                );
+                true
+            }
+            None => false,
+        }
+    }
+}
