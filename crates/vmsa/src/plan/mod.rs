@@ -355,7 +355,9 @@ impl Planner {
                 continue;
             }
             let size = space.entry_size[c.level as usize & 3];
-            let refill = c.flags.contains(ChangeFlags::IS_VALID);
+            // Removing a still-valid entry costs a refill; during
+            // break-before-make the entry is invalid when the TLBI runs.
+            let refill = purpose == Purpose::Flush && c.flags.contains(ChangeFlags::IS_VALID);
             let removed = c.flags.contains(ChangeFlags::TABLE_REMOVED);
             // Leaves removed together with their table (reported at their
             // own level): one all-levels operation per removed table takes
