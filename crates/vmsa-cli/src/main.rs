@@ -39,6 +39,38 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
         pes: u8,
     },
+    /// Run every workload under every policy (vmsa and the baselines) and
+    /// cost profile on the model, and print a table of TLBIs, broadcast
+    /// TLBIs, DSBs, collateral entries, spurious faults, estimated cycles
+    /// and violations. Exit status 0 when the comparison ran (baselines may
+    /// well have violations), 2 for an unknown name.
+    Compare {
+        /// Only this workload (repeatable, or comma-separated; all by
+        /// default). `--list` prints the names.
+        #[arg(long = "workload", value_name = "NAME", value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Only this policy (repeatable, or comma-separated; all by default).
+        #[arg(long = "policy", value_name = "NAME", value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Only this cost profile (repeatable, or comma-separated; all by
+        /// default).
+        #[arg(long = "profile", value_name = "NAME", value_delimiter = ',')]
+        profiles: Vec<String>,
+        /// Number of PEs in the model.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
+        pes: u8,
+        /// Print one JSON array of objects (workload, policy, profile,
+        /// tlbi_ops, broadcast_ops, dsb, collateral, spurious_faults, cycles,
+        /// violations) instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Also write an SVG chart of the cycles (first profile selected).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Print the workload, policy and profile names and exit.
+        #[arg(long, conflicts_with_all = ["json", "svg"])]
+        list: bool,
+    },
     /// Write a generated Casemate trace.
     TraceGen {
         #[command(subcommand)]
@@ -73,6 +105,35 @@ fn main() {
             pes as usize,
             &mut std::io::stdout().lock(),
         )),
+        Command::Compare {
+            workloads,
+            policies,
+            profiles,
+            pes,
+            json,
+            svg,
+            list,
+        } => {
+            let out = &mut std::io::stdout().lock();
+            let args = compare::Args {
+                workloads,
+                policies,
+                profiles,
+                pes: pes as usize,
+            };
+            let status = if list {
+                compare::list(out).map(|()| 0)
+            } else {
+                compare::run(&args, json, svg.as_deref(), out)
+            };
+            status
+                .map(|code| {
+                    if code != 0 {
+                        std::process::exit(code)
+                    }
+                })
+                .map_err(Into::into)
+        }
         Command::TraceGen {
             kind:
                 TraceKind::BbmStress {

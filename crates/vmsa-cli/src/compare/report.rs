@@ -1,0 +1,493 @@
+//! The output of `vmsa compare`: the table, the JSON array and the chart.
+
+use std::error::Error;
+use std::io::{self, Write};
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::Serialize;
+
+use super::Row;
+
+/// The policy the others are measured against in the "vs vmsa" column.
+const REFERENCE: &str = "vmsa";
+
+/// One row as `--json` prints it: exactly these fields, in this order.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    workload: &'a str,
+    policy: &'a str,
+    profile: &'a str,
+    tlbi_ops: u64,
+    broadcast_ops: u64,
+    dsb: u64,
+    collateral: u64,
+    spurious_faults: u64,
+    cycles: u64,
+    violations: u64,
+}
+
+impl<'a> From<&'a Row> for JsonRow<'a> {
+    fn from(r: &'a Row) -> Self {
+        JsonRow {
+            workload: &r.workload,
+            policy: &r.policy,
+            profile: &r.profile,
+            tlbi_ops: r.tlbi_ops,
+            broadcast_ops: r.broadcast_ops,
+            dsb: r.dsb,
+            collateral: r.collateral,
+            spurious_faults: r.spurious_faults,
+            cycles: r.cycles,
+            violations: r.violations,
+        }
+    }
+}
+
+/// Writes `rows` as one JSON array of objects, in the order given.
+pub(crate) fn write_json(rows: &[Row], out: &mut impl Write) -> io::Result<()> {
+    let rows: Vec<JsonRow<'_>> = rows.iter().map(JsonRow::from).collect();
+    serde_json::to_writer_pretty(&mut *out, &rows)?;
+    writeln!(out)
+}
+
+/// `cycles` relative to `reference`: "1.00x", "37.2x", "1234x"; "-" when
+/// the reference took no cycles and this row did.
+fn relative(cycles: u64, reference: u64) -> String {
+    if reference == 0 {
+        return if cycles == 0 {
+            "1.00x".into()
+        } else {
+            "-".into()
+        };
+    }
+    let r = cycles as f64 / reference as f64;
+    if r < 9.995 {
+        format!("{r:.2}x")
+    } else if r < 99.95 {
+        format!("{r:.1}x")
+    } else {
+        format!("{r:.0}x")
+    }
+}
+
+/// The rows grouped by (workload, profile), groups in order of first
+/// appearance, the `vmsa` row first in each group and the others in the
+/// order given.
+fn groups(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut groups: Vec<Vec<&Row>> = Vec::new();
+    for row in rows {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].workload == row.workload && g[0].profile == row.profile)
+        {
+            Some(g) => g.push(row),
+            None => groups.push(vec![row]),
+        }
+    }
+    for g in &mut groups {
+        // Stable: the baselines keep their order.
+        g.sort_by_key(|r| r.policy != REFERENCE);
+    }
+    groups
+}
+
+const HEADER: [&str; 9] = [
+    "policy",
+    "TLBI",
+    "broadcast",
+    "DSB",
+    "collateral",
+    "spurious faults",
+    "cycles",
+    "vs vmsa",
+    "violations",
+];
+
+/// The legend printed under the table.
+pub(crate) const LEGEND: &str =
+    "broadcast: Inner Shareable TLBIs; collateral: correct TLB entries \
+removed; vs vmsa: cycles relative to vmsa; violations: checker findings (expected for baselines)";
+
+/// Writes `rows` as a table per workload and profile, `vmsa` first, then a
+/// legend line.
+pub(crate) fn write_table(rows: &[Row], pes: usize, out: &mut impl Write) -> io::Result<()> {
+    if rows.is_empty() {
+        writeln!(out, "nothing to compare")?;
+        return Ok(());
+    }
+    let groups = groups(rows);
+    let cells: Vec<Vec<[String; 9]>> = groups
+        .iter()
+        .map(|g| {
+            let reference = g.iter().find(|r| r.policy == REFERENCE).map(|r| r.cycles);
+            g.iter()
+                .map(|r| {
+                    [
+                        r.policy.clone(),
+                        r.tlbi_ops.to_string(),
+                        r.broadcast_ops.to_string(),
+                        r.dsb.to_string(),
+                        r.collateral.to_string(),
+                        r.spurious_faults.to_string(),
+                        r.cycles.to_string(),
+                        reference.map_or_else(|| "-".into(), |c| relative(r.cycles, c)),
+                        r.violations.to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    // One set of column widths for all groups, so that they line up.
+    let mut widths = HEADER.map(str::len);
+    for line in cells.iter().flatten() {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let write_line = |out: &mut dyn Write, line: &[&str]| -> io::Result<()> {
+        let mut text = String::from(" ");
+        for (i, (cell, w)) in line.iter().zip(widths).enumerate() {
+            text.push_str("  ");
+            if i == 0 {
+                text.push_str(&format!("{cell:<w$}"));
+            } else {
+                text.push_str(&format!("{cell:>w$}"));
+            }
+        }
+        writeln!(out, "{}", text.trim_end())
+    };
+    for (i, (g, lines)) in groups.iter().zip(&cells).enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        writeln!(
+            out,
+            "{} ({} profile, {pes} PE{})",
+            g[0].workload,
+            g[0].profile,
+            if pes == 1 { "" } else { "s" }
+        )?;
+        write_line(out, &HEADER)?;
+        for line in lines {
+            write_line(out, &line.each_ref().map(String::as_str))?;
+        }
+    }
+    writeln!(out)?;
+    writeln!(out, "{LEGEND}")
+}
+
+/// Bar colours, one per policy in order (repeating after the last).
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+];
+
+/// Pixels to the right of the plot, for the legend.
+const LEGEND_WIDTH: i32 = 150;
+
+/// An SVG chart of the cycles of the rows of `profile`: a group of bars per
+/// workload, one colour per policy, logarithmic y axis, with a legend.
+///
+/// Text is written as SVG `<text>` elements and needs no fonts; should
+/// drawing it fail all the same, the chart is drawn without text.
+pub(crate) fn svg_chart(rows: &[Row], profile: &str, pes: usize) -> io::Result<String> {
+    draw_chart(rows, profile, pes, true)
+        .or_else(|_| draw_chart(rows, profile, pes, false))
+        .map_err(|e| io::Error::other(format!("cannot draw the chart: {e}")))
+}
+
+/// The distinct values of `key` over `rows`, in order of first appearance.
+fn distinct<'a>(rows: &[&'a Row], key: impl Fn(&'a Row) -> &'a str) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        let name = key(r);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+fn draw_chart(
+    rows: &[Row],
+    profile: &str,
+    pes: usize,
+    text: bool,
+) -> Result<String, Box<dyn Error>> {
+    let rows: Vec<&Row> = rows.iter().filter(|r| r.profile == profile).collect();
+    let workloads = distinct(&rows, |r| &r.workload);
+    let mut policies = distinct(&rows, |r| &r.policy);
+    policies.sort_by_key(|p| *p != REFERENCE);
+
+    // Whole powers of ten strictly around the data, so that every bar
+    // (rising from the bottom) has some height and none touches the top.
+    let nonzero = || rows.iter().map(|r| r.cycles).filter(|&c| c > 0);
+    let low = nonzero().min().unwrap_or(1) as f64;
+    let high = nonzero().max().unwrap_or(1) as f64;
+    let mut bottom = 10f64.powf(low.log10().floor());
+    if bottom >= low {
+        bottom /= 10.0;
+    }
+    let mut top = 10f64.powf(high.log10().ceil());
+    if top <= high {
+        top *= 10.0;
+    }
+
+    let n = workloads.len().max(1);
+    let width = (200 + 110 * n).clamp(640, 2400) as u32 + LEGEND_WIDTH as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(20).margin_right(LEGEND_WIDTH + 10);
+        if text {
+            builder
+                .caption(
+                    format!("Estimated cycles per workload ({profile} profile, {pes} PEs)"),
+                    ("sans-serif", 20),
+                )
+                .x_label_area_size(40)
+                .y_label_area_size(80);
+        }
+        let mut chart = builder.build_cartesian_2d(0.0..n as f64, (bottom..top).log_scale())?;
+
+        // The x axis is labelled by hand below: a workload name per group.
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh().x_labels(0);
+        if text {
+            mesh.y_desc("cycles (log scale)")
+                .y_label_formatter(&|&y: &f64| {
+                    if y >= 1.0 {
+                        format!("{y:.0}")
+                    } else {
+                        format!("{y}")
+                    }
+                });
+        } else {
+            mesh.y_labels(0);
+        }
+        mesh.draw()?;
+
+        let slot = 0.8 / policies.len().max(1) as f64;
+        for (k, policy) in policies.iter().enumerate() {
+            let colour = COLOURS[k % COLOURS.len()];
+            let bars = rows
+                .iter()
+                .filter(|r| r.policy == *policy && r.cycles > 0)
+                .filter_map(|r| {
+                    let i = workloads.iter().position(|w| *w == r.workload)?;
+                    let x = i as f64 + 0.1 + k as f64 * slot;
+                    Some(Rectangle::new(
+                        [(x, bottom), (x + slot * 0.9, r.cycles as f64)],
+                        colour.filled(),
+                    ))
+                });
+            chart.draw_series(bars)?;
+        }
+        if text {
+            let below = ("sans-serif", 14)
+                .into_text_style(&root)
+                .pos(Pos::new(HPos::Center, VPos::Top));
+            for (i, workload) in workloads.iter().enumerate() {
+                let (x, y) = chart.backend_coord(&(i as f64 + 0.5, bottom));
+                root.draw(&Text::new(workload.to_string(), (x, y + 8), below.clone()))?;
+            }
+            // The legend, in the right margin where no bar can hide it.
+            let beside = ("sans-serif", 14)
+                .into_text_style(&root)
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            let x = width as i32 - LEGEND_WIDTH;
+            for (k, policy) in policies.iter().enumerate() {
+                let y = 70 + 22 * k as i32;
+                let colour = COLOURS[k % COLOURS.len()];
+                root.draw(&Rectangle::new(
+                    [(x, y - 6), (x + 12, y + 6)],
+                    colour.filled(),
+                ))?;
+                root.draw(&Text::new(policy.to_string(), (x + 18, y), beside.clone()))?;
+            }
+        }
+        root.present()?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, policy: &str, profile: &str, cycles: u64, violations: u64) -> Row {
+        Row {
+            workload: workload.into(),
+            policy: policy.into(),
+            profile: profile.into(),
+            tlbi_ops: 12,
+            broadcast_ops: 3,
+            dsb: 7,
+            collateral: 40,
+            spurious_faults: 1,
+            cycles,
+            violations,
+        }
+    }
+
+    fn sample() -> Vec<Row> {
+        vec![
+            row("map", "vmsa", "native", 1000, 0),
+            row("map", "linux", "native", 37_200, 0),
+            row("map", "vmsa", "nested", 2000, 0),
+            row("map", "linux", "nested", 250_000, 0),
+            // vmsa after a baseline: the table still puts it first.
+            row("remap", "lazy", "native", 1500, 2),
+            row("remap", "vmsa", "native", 1000, 0),
+        ]
+    }
+
+    fn table(rows: &[Row]) -> String {
+        let mut out = Vec::new();
+        write_table(rows, 4, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn relative_cycles() {
+        assert_eq!(relative(1000, 1000), "1.00x");
+        assert_eq!(relative(37_200, 1000), "37.2x");
+        assert_eq!(relative(1500, 1000), "1.50x");
+        assert_eq!(relative(500, 1000), "0.50x");
+        assert_eq!(relative(9_999, 1000), "10.0x");
+        assert_eq!(relative(125_000, 1000), "125x");
+        assert_eq!(relative(0, 0), "1.00x");
+        assert_eq!(relative(5, 0), "-");
+    }
+
+    #[test]
+    fn table_groups_by_workload_and_profile() {
+        let text = table(&sample());
+        let lines: Vec<&str> = text.lines().collect();
+        let expected = [
+            "map (native profile, 4 PEs)",
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
+            "   vmsa      12          3    7          40                1    1000    1.00x           0",
+            "   linux     12          3    7          40                1   37200    37.2x           0",
+            "",
+            "map (nested profile, 4 PEs)",
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
+            "   vmsa      12          3    7          40                1    2000    1.00x           0",
+            "   linux     12          3    7          40                1  250000     125x           0",
+            "",
+            "remap (native profile, 4 PEs)",
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
+            "   vmsa      12          3    7          40                1    1000    1.00x           0",
+            "   lazy      12          3    7          40                1    1500    1.50x           2",
+            "",
+            LEGEND,
+        ];
+        assert_eq!(lines, expected, "\n{text}");
+    }
+
+    #[test]
+    fn table_without_vmsa_has_no_ratio() {
+        let text = table(&[row("map", "linux", "native", 10, 0)]);
+        let line = text.lines().nth(2).unwrap();
+        assert!(line.starts_with("   linux"), "{text}");
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[7], "-", "{text}");
+        assert!(text.contains("(native profile, 4 PEs)"));
+    }
+
+    #[test]
+    fn empty_table() {
+        assert_eq!(table(&[]), "nothing to compare\n");
+    }
+
+    #[test]
+    fn json_fields_and_types() {
+        let mut out = Vec::new();
+        write_json(&sample(), &mut out).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let array = value.as_array().unwrap();
+        assert_eq!(array.len(), 6);
+        let first = array[0].as_object().unwrap();
+        let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+        let mut expected = vec![
+            "workload",
+            "policy",
+            "profile",
+            "tlbi_ops",
+            "broadcast_ops",
+            "dsb",
+            "collateral",
+            "spurious_faults",
+            "cycles",
+            "violations",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected); // serde_json's map is sorted
+        assert_eq!(first["workload"], "map");
+        assert_eq!(first["policy"], "vmsa");
+        assert_eq!(first["profile"], "native");
+        assert_eq!(first["tlbi_ops"], 12);
+        assert_eq!(first["broadcast_ops"], 3);
+        assert_eq!(first["dsb"], 7);
+        assert_eq!(first["collateral"], 40);
+        assert_eq!(first["spurious_faults"], 1);
+        assert_eq!(first["cycles"], 1000);
+        assert_eq!(first["violations"], 0);
+        // The order given is kept (no regrouping in JSON).
+        assert_eq!(array[4]["policy"], "lazy");
+        assert_eq!(array[4]["violations"], 2);
+    }
+
+    #[test]
+    fn json_of_nothing_is_an_empty_array() {
+        let mut out = Vec::new();
+        write_json(&[], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap().trim(), "[]");
+    }
+
+    #[test]
+    fn chart_is_svg_with_text_and_bars() {
+        let svg = svg_chart(&sample(), "native", 4).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+        assert!(svg.trim_end().ends_with("</svg>"));
+        // Labels need no fonts: they are <text> elements.
+        for text in ["map", "remap", "vmsa", "linux", "lazy", "native profile"] {
+            assert!(svg.contains(text), "no {text} in the chart");
+        }
+        assert!(svg.contains("<text"));
+        // Only the native rows: 4 bars and 3 legend keys, in three policy
+        // colours, all of some height (vmsa's 1000 cycles is a power of ten).
+        let bars: Vec<&str> = svg
+            .lines()
+            .filter(|l| {
+                l.starts_with("<rect")
+                    && ["#1F77B4", "#FF7F0E", "#2CA02C"]
+                        .iter()
+                        .any(|c| l.to_uppercase().contains(c))
+            })
+            .collect();
+        assert_eq!(bars.len(), 4 + 3, "{svg}");
+        for bar in bars {
+            let height = bar.split("height=\"").nth(1).unwrap();
+            let height: f64 = height[..height.find('"').unwrap()].parse().unwrap();
+            assert!(height >= 1.0, "{bar}");
+        }
+    }
+
+    #[test]
+    fn chart_of_nothing_is_still_svg() {
+        let svg = svg_chart(&[], "native", 4).unwrap();
+        assert!(svg.starts_with("<svg"));
+        let svg = draw_chart(&sample(), "native", 4, false).unwrap();
+        assert!(svg.starts_with("<svg"));
+    }
+}
