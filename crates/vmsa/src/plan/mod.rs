@@ -143,6 +143,9 @@ pub struct Profile {
     /// The outer hypervisor's shadow stage 2 teardown on a trapped
     /// VMALLS12E1IS or ALLE1IS.
     pub shadow_stage2_teardown: u64,
+    /// An exception to the hypervisor and back (a spurious fault costs
+    /// this plus a local TLBI).
+    pub exception_round_trip: u64,
     /// PEs that may hold the space's entries (each pays the refills).
     pub pes: u64,
 }
@@ -161,6 +164,7 @@ impl Profile {
         traps_el2_tlbi: false,
         trap_emulate: 0,
         shadow_stage2_teardown: 0,
+        exception_round_trip: 752,
         pes: 4,
     };
 
@@ -348,10 +352,19 @@ impl Planner {
         Planner { caps, profile }
     }
 
-    fn needs(&self, space: &Space, purpose: Purpose, changes: &[Change]) -> Vec<Need> {
+    fn needs(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        relaxed_too: bool,
+    ) -> Vec<Need> {
         let mut out = Vec::new();
         for c in changes {
-            if purpose == Purpose::Flush && !may_be_stale(c) {
+            let wanted = purpose == Purpose::BreakBeforeMake
+                || may_be_stale(c)
+                || relaxed_too && only_relaxed(c);
+            if !wanted {
                 continue;
             }
             let size = space.entry_size[c.level as usize & 3];
@@ -548,8 +561,33 @@ impl Planner {
         }
     }
 
-    /// The cheapest correct sequence for `changes` (empty when nothing can
-    /// be stale).
+    /// The cheapest sequence for a set of needs.
+    fn cheapest(
+        &self,
+        space: &Space,
+        needs: &[Need],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Sequence {
+        let mut best = self.per_entry(space, needs, mapped);
+        if let Some(r) = self.ranges(space, needs, mapped) {
+            if r.cycles < best.cycles {
+                best = r;
+            }
+        }
+        // Whole-space only pays when it replaces more than one operation.
+        if best.ops.len() + best.after.len() > 1 {
+            let w = self.whole(space, mapped);
+            if w.cycles < best.cycles {
+                best = w;
+            }
+        }
+        best
+    }
+
+    /// The cheapest correct sequence for `changes` (`None` when nothing
+    /// needs invalidating). Entries whose permissions were only relaxed are
+    /// left to the spurious-fault path when that is expected to cost less
+    /// than invalidating them: at worst every PE faults once on each.
     pub fn plan(
         &self,
         space: &Space,
@@ -560,28 +598,45 @@ impl Planner {
         if space.dead && purpose == Purpose::Flush {
             return None;
         }
-        let needs = self.needs(space, purpose, changes);
-        if needs.is_empty() {
-            return None;
-        }
         // `mapped` is counted once, and only if a candidate needs it.
         let mut cache = None;
         let mut count = || *cache.get_or_insert_with(&mut *mapped);
-        let mut best = self.per_entry(space, &needs, &mut count);
-        if let Some(r) = self.ranges(space, &needs, &mut count) {
-            if r.cycles < best.cycles {
-                best = r;
-            }
+        let needs = self.needs(space, purpose, changes, false);
+        let relaxed: u64 = if purpose == Purpose::Flush {
+            changes
+                .iter()
+                .filter(|c| only_relaxed(c))
+                .map(|c| {
+                    let size = space.entry_size[c.level as usize & 3];
+                    c.range.end.wrapping_sub(c.range.start).div_ceil(size)
+                })
+                .sum()
+        } else {
+            0
+        };
+        let strict = (!needs.is_empty()).then(|| self.cheapest(space, &needs, &mut count));
+        if relaxed == 0 {
+            return strict;
         }
-        // Whole-space only pays when it replaces more than one operation.
-        if best.ops.len() + best.after.len() > 1 {
-            let w = self.whole(space, &mut count);
-            if w.cycles < best.cycles {
-                best = w;
-            }
+        let faults = relaxed
+            .saturating_mul(self.profile.pes)
+            .saturating_mul(self.profile.exception_round_trip + self.profile.local_tlbi);
+        let with_relaxed = self.needs(space, purpose, changes, true);
+        let all = self.cheapest(space, &with_relaxed, &mut count);
+        let skip = strict.as_ref().map_or(0, |s| s.cycles).saturating_add(faults);
+        if all.cycles < skip {
+            Some(all)
+        } else {
+            strict
         }
-        Some(best)
     }
+}
+
+/// A change that only added rights to a valid entry.
+fn only_relaxed(c: &Change) -> bool {
+    c.flags.contains(ChangeFlags::WAS_VALID | ChangeFlags::RELAXED)
+        && !c.flags.contains(ChangeFlags::BBM_DONE)
+        && !may_be_stale(c)
 }
 
 impl Invalidator for Planner {

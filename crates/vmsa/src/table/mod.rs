@@ -293,6 +293,28 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         unsafe { self.alloc.deallocate(pa, g, 1) };
     }
 
+    /// Tears the table down: flushes what is outstanding, then gives every
+    /// table page back, the root first (so that a checker sees the tree
+    /// die before its pages are reused). For a table whose VMID / ASID was
+    /// [`retire`](Self::retire)d this issues no TLBI at all; call it only
+    /// once no PE has the table in a base register.
+    pub fn destroy(mut self, fx: &mut impl Effects) {
+        self.flush(fx);
+        let g = self.geometry.granule();
+        let root_pages = self.geometry.root_pages();
+        fx.page_event(PageEvent::Release {
+            pa: self.root,
+            bytes: g.size() * root_pages as u64,
+        });
+        for pa in self.table_pages().into_iter().skip(root_pages) {
+            fx.page_event(PageEvent::Release {
+                pa,
+                bytes: g.size(),
+            });
+        }
+        // Dropping returns the memory to the allocator.
+    }
+
     /// Every table page reachable from the root, root first.
     pub fn table_pages(&self) -> Vec<Pa> {
         let g = self.geometry;
