@@ -3,7 +3,10 @@
 //! completion point) the checker finds nothing, and no PE can translate any
 //! address to anything the tables do not grant.
 
-use vmsa::{Arena, Geometry, Granule, Ipa, MapOptions, Pa, S2ap, Stage2, Stage2Attrs, Table, Vmid};
+use vmsa::{
+    Arena, Capabilities, Geometry, Granule, Ipa, MapOptions, Pa, Planner, Profile, S2ap, Stage2,
+    Stage2Attrs, Table, Vmid,
+};
 use vmsa_model::desc::grant;
 use vmsa_model::{Access, Config, Event, Key, Machine, ModelEffects, Origin};
 
@@ -38,7 +41,7 @@ fn range(r: &mut Rng) -> (u64, u64) {
     }
 }
 
-fn run(seed: u64, pes: usize, ops: usize) {
+fn run(seed: u64, pes: usize, ops: usize, caps: Capabilities) {
     let mut r = Rng(seed | 1);
     let mut m = Machine::new(Config {
         pes,
@@ -54,6 +57,7 @@ fn run(seed: u64, pes: usize, ops: usize) {
             &mut fx,
         )
         .unwrap();
+        t.set_invalidator(Box::new(Planner::new(caps, Profile::NATIVE)));
         t.activate(&mut fx);
         t
     };
@@ -157,6 +161,17 @@ fn run(seed: u64, pes: usize, ops: usize) {
 #[test]
 fn random_operations_on_a_live_stage2_table_leave_nothing_stale() {
     for seed in 0..60 {
-        run(seed * 7919 + 1, 1 + (seed as usize % 4), 40);
+        run(
+            seed * 7919 + 1,
+            1 + (seed as usize % 4),
+            40,
+            Capabilities::default(),
+        );
+        run(
+            seed * 7919 + 2,
+            1 + (seed as usize % 4),
+            40,
+            Capabilities::armv8_4(),
+        );
     }
 }

@@ -562,24 +562,13 @@ impl Machine {
         at: Origin,
     ) {
         let end = ia + entry_size(level);
+        let stage = key.stage();
         let conflict = self.ghosts.iter().find(|g| {
-            g.held() && tag_matches(g, key) && g.start < end && ia < g.end && {
-                let compatible = g.level == level
-                    && match (g.cached, newd) {
-                        (Cached::Walk { next: a }, Decoded::Table { next: b }) => a == *b,
-                        (Cached::Leaf(old), Decoded::Leaf(new)) => {
-                            // Compare the overlapping entry.
-                            let off = ia.max(g.start) - g.start;
-                            let old = Leaf {
-                                oa: old.oa + off,
-                                ..old
-                            };
-                            !crate::desc::leaf_change_needs_bbm(&old, new)
-                        }
-                        _ => false,
-                    };
-                !compatible
-            }
+            g.held()
+                && tag_matches(g, key)
+                && g.start < end
+                && ia < g.end
+                && !self.compatible(g, stage, level, ia, newd)
         });
         if let Some(g) = conflict {
             let why = format!(
@@ -600,6 +589,136 @@ impl Machine {
             );
             let pes = g.holder_mask();
             self.report(ViolationKind::BbmUncleanToValid, at, pa, pes, why);
+        }
+    }
+
+    /// Whether a PE holding ghost `g` and walking the new descriptor
+    /// `newd` (at `level`, input address `ia`) sees no two entries that
+    /// disagree for one address: the ghost is at the same level and agrees
+    /// with the new entry (or, under a new table, with what that table
+    /// maps, and the new table maps nothing where the ghost is).
+    fn compatible(&self, g: &Ghost, stage: Stage, level: u8, ia: u64, newd: &Decoded) -> bool {
+        match (g.cached, newd) {
+            (Cached::Walk { next: a }, Decoded::Table { next: b }) if g.level == level => a == *b,
+            (Cached::Leaf(old), Decoded::Leaf(new)) if g.level == level => {
+                let off = ia.max(g.start) - g.start;
+                let old = Leaf {
+                    oa: old.oa + off,
+                    ..old
+                };
+                !crate::desc::leaf_change_needs_bbm(&old, new)
+            }
+            // Below a new table: compare with what the new subtree holds
+            // where the ghost is.
+            (_, Decoded::Table { next }) if g.level > level => {
+                let mut ok = true;
+                let (s, e) = (g.start.max(ia), g.end.min(ia + entry_size(level)));
+                match g.cached {
+                    Cached::Leaf(old) => {
+                        self.mem.translate_in(
+                            stage,
+                            *next,
+                            level + 1,
+                            ia,
+                            s,
+                            e,
+                            &mut |a, _, now| {
+                                if let Some((l, at)) = now {
+                                    let same_size =
+                                        self.leaf_level_at(stage, *next, level + 1, ia, a)
+                                            == Some(g.level);
+                                    let old = Leaf {
+                                        oa: old.oa + (a - g.start),
+                                        ..old
+                                    };
+                                    let new = Leaf {
+                                        oa: l.oa + (a - at),
+                                        ..l
+                                    };
+                                    if !same_size || crate::desc::leaf_change_needs_bbm(&old, &new)
+                                    {
+                                        ok = false;
+                                    }
+                                }
+                            },
+                        );
+                    }
+                    Cached::Walk { next: old_next } => {
+                        // The new subtree's table descriptor at the ghost's
+                        // level, if any, must point where the ghost does.
+                        if let Some(d) = self.desc_at(stage, *next, level + 1, ia, g.level, g.start)
+                        {
+                            if let Decoded::Table { next: n } = d {
+                                ok = n == old_next;
+                            } else if !matches!(d, Decoded::Fault) {
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                ok
+            }
+            _ => false,
+        }
+    }
+
+    /// The level of the leaf translating `addr` below table `page` (at
+    /// `level`, first input address `base`).
+    fn leaf_level_at(
+        &self,
+        stage: Stage,
+        page: u64,
+        level: u8,
+        base: u64,
+        addr: u64,
+    ) -> Option<u8> {
+        let mut d = (page, level, base);
+        loop {
+            let (p, l, b) = d;
+            let size = entry_size(l);
+            let i = (addr - b) / size;
+            if i >= 512 {
+                return None;
+            }
+            match crate::desc::decode(stage, l, self.mem.read(p + 8 * i)) {
+                Decoded::Leaf(_) => return Some(l),
+                Decoded::Table { next } if l < 3 => d = (next, l + 1, b + i * size),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The descriptor at `want_level` for `addr` below table `page` (at
+    /// `level`, first input address `base`), if the walk gets there.
+    #[allow(clippy::too_many_arguments)]
+    fn desc_at(
+        &self,
+        stage: Stage,
+        page: u64,
+        level: u8,
+        base: u64,
+        want_level: u8,
+        addr: u64,
+    ) -> Option<Decoded> {
+        let (mut p, mut l, mut b) = (page, level, base);
+        loop {
+            let size = entry_size(l);
+            let i = (addr - b) / size;
+            if i >= 512 {
+                return None;
+            }
+            let d = crate::desc::decode(stage, l, self.mem.read(p + 8 * i));
+            if l == want_level {
+                return Some(d);
+            }
+            match d {
+                Decoded::Table { next } if l < 3 => {
+                    p = next;
+                    l += 1;
+                    b += i * size;
+                }
+                _ => return None,
+            }
         }
     }
 

@@ -562,12 +562,7 @@ impl Planner {
     }
 
     /// The cheapest sequence for a set of needs.
-    fn cheapest(
-        &self,
-        space: &Space,
-        needs: &[Need],
-        mapped: &mut dyn FnMut() -> u64,
-    ) -> Sequence {
+    fn cheapest(&self, space: &Space, needs: &[Need], mapped: &mut dyn FnMut() -> u64) -> Sequence {
         let mut best = self.per_entry(space, needs, mapped);
         if let Some(r) = self.ranges(space, needs, mapped) {
             if r.cycles < best.cycles {
@@ -623,7 +618,10 @@ impl Planner {
             .saturating_mul(self.profile.exception_round_trip + self.profile.local_tlbi);
         let with_relaxed = self.needs(space, purpose, changes, true);
         let all = self.cheapest(space, &with_relaxed, &mut count);
-        let skip = strict.as_ref().map_or(0, |s| s.cycles).saturating_add(faults);
+        let skip = strict
+            .as_ref()
+            .map_or(0, |s| s.cycles)
+            .saturating_add(faults);
         if all.cycles < skip {
             Some(all)
         } else {
@@ -634,7 +632,8 @@ impl Planner {
 
 /// A change that only added rights to a valid entry.
 fn only_relaxed(c: &Change) -> bool {
-    c.flags.contains(ChangeFlags::WAS_VALID | ChangeFlags::RELAXED)
+    c.flags
+        .contains(ChangeFlags::WAS_VALID | ChangeFlags::RELAXED)
         && !c.flags.contains(ChangeFlags::BBM_DONE)
         && !may_be_stale(c)
 }

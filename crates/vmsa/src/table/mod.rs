@@ -424,11 +424,21 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
 
         if clean_first && self.live {
             let base = self.base;
+            // A removed table leaves walk-cache entries for the descriptor
+            // that pointed at it, which may be at any level above: a new
+            // table linked there (for a range that does not overlap the
+            // removed leaves) would meet them. Widen such changes to the
+            // root entry they lie in.
+            let top = self.geometry.entry_size(self.geometry.start_level());
             let overlaps = |c: &Change| {
-                let (s, e) = (
+                let (mut s, mut e) = (
                     c.range.start.wrapping_sub(base),
                     c.range.end.wrapping_sub(base),
                 );
+                if c.flags.contains(crate::report::ChangeFlags::TABLE_REMOVED) {
+                    s &= !(top - 1);
+                    e = e.wrapping_add(top - 1) & !(top - 1);
+                }
                 let e = if e == 0 {
                     self.geometry.input_size()
                 } else {
