@@ -23,12 +23,28 @@ use crate::event::{Event, Origin};
 pub struct ModelEffects<'m> {
     machine: &'m mut Machine,
     pe: usize,
+    oracle: bool,
 }
 
 impl<'m> ModelEffects<'m> {
     /// Effects issued by PE `pe` of `machine`.
     pub fn new(machine: &'m mut Machine, pe: usize) -> Self {
-        ModelEffects { machine, pe }
+        ModelEffects {
+            machine,
+            pe,
+            oracle: false,
+        }
+    }
+
+    /// Like [`new`](Self::new), but every `DSB ISH` also removes every
+    /// stale entry from every PE ([`Machine::oracle_clean`]): the
+    /// unrealizable perfect invalidation, a lower bound for comparisons.
+    pub fn oracle(machine: &'m mut Machine, pe: usize) -> Self {
+        ModelEffects {
+            machine,
+            pe,
+            oracle: true,
+        }
     }
 
     /// The machine.
@@ -93,6 +109,9 @@ impl Effects for ModelEffects<'_> {
 
     fn barrier(&mut self, barrier: Barrier) {
         self.step(Event::Barrier(barrier.into()));
+        if self.oracle && barrier == Barrier::DsbIsh {
+            self.machine.oracle_clean();
+        }
     }
 
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {

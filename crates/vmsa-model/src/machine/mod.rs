@@ -524,7 +524,30 @@ impl Machine {
     }
 
     fn push_ghost(&mut self, g: Ghost) {
+        // Consecutive removals (an unmap walks a table in order) extend
+        // the last run instead of adding one per descriptor.
+        if let Some(last) = self.ghosts.last_mut() {
+            if last.tree == g.tree
+                && last.writer == g.writer
+                && last.visible == g.visible
+                && last.holders == g.holders
+                && !last.reported
+                && extends(last, &g)
+            {
+                last.end = g.end;
+                return;
+            }
+        }
         self.ghosts.push(g);
+    }
+
+    /// The oracle: removes exactly the entries that are stale (every
+    /// ghost), as no real instruction can. Returns how many runs it
+    /// removed. For `vmsa compare`'s lower bound.
+    pub fn oracle_clean(&mut self) -> usize {
+        let n = self.ghosts.len();
+        self.ghosts.clear();
+        n
     }
 
     /// Capacity eviction: beyond `capacity` runs on a PE, the oldest go.
