@@ -1,6 +1,8 @@
 //! `vmsa compare`: every workload under every policy on the model.
 
 pub mod driver;
+pub mod policies;
+pub mod workloads;
 mod report;
 
 use std::fmt;

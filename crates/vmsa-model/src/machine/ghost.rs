@@ -156,73 +156,155 @@ fn reach(g: &Ghost, range: Option<(u64, u64)>) -> (u64, u64) {
     }
 }
 
-/// Removes, from the PEs in `pes`, every kind of entry in `scope` whose
-/// removal write had become visible before the invalidation executed (at
-/// `issued`); `now` is the completing `DSB`. Returns how many ghost runs
-/// were touched.
-pub fn invalidate(
-    ghosts: &mut Vec<Ghost>,
-    scope: &Scope,
-    pes: u64,
-    issued: u64,
-    now: u64,
-) -> usize {
-    let mut touched = 0;
-    let mut i = 0;
-    let mut extra = Vec::new();
-    while i < ghosts.len() {
-        let g = &ghosts[i];
-        let eligible = g.visible.is_some_and(|v| v < issued) && g.in_scope(scope);
-        if !eligible {
-            i += 1;
+/// One completed invalidation: what it removes, from which PEs, and when
+/// it was issued.
+#[derive(Clone, Copy, Debug)]
+pub struct Applied {
+    /// Its scope.
+    pub scope: Scope,
+    /// The PEs it acts on.
+    pub pes: u64,
+    /// When it executed.
+    pub issued: u64,
+}
+
+/// Applies one invalidation to one ghost: the pieces that remain (up to
+/// three, in address order).
+fn apply_one(g: Ghost, a: &Applied, now: u64, out: &mut Vec<Ghost>) {
+    let eligible = g.visible.is_some_and(|v| v < a.issued) && g.in_scope(&a.scope);
+    if !eligible {
+        out.push(g);
+        return;
+    }
+    let (lo, hi) = reach(&g, a.scope.range);
+    if g.start < lo {
+        out.push(g.piece(g.start, lo));
+    }
+    let mut mid = if lo == g.start && hi == g.end {
+        g.clone()
+    } else {
+        g.piece(lo, hi)
+    };
+    const S2: usize = 1; // kinds::STAGE2_ONLY
+    const COMBINED: usize = 2; // kinds::COMBINED
+    let had_s2 = mid.holders[S2] != 0;
+    for (k, m) in mid.holders.iter_mut().enumerate() {
+        if a.scope.kinds & (1 << k) == 0 {
             continue;
         }
-        touched += 1;
-        let (lo, hi) = reach(g, scope.range);
-        let mut mid = if lo == g.start && hi == g.end {
-            g.clone()
+        if k == COMBINED && a.scope.kinds & (1 << S2) == 0 {
+            // A combined entry can be rebuilt from a stage-2-only entry
+            // still cached: only an invalidation issued after that one's
+            // removal completed removes it for good.
+            let settled = match mid.s2_clear {
+                Some(c) => c < a.issued,
+                None => !had_s2,
+            };
+            if settled {
+                *m &= !a.pes;
+            }
         } else {
-            if g.start < lo {
-                extra.push(g.piece(g.start, lo));
-            }
-            if hi < g.end {
-                extra.push(g.piece(hi, g.end));
-            }
-            g.piece(lo, hi)
-        };
-        const S2: usize = 1; // kinds::STAGE2_ONLY
-        const COMBINED: usize = 2; // kinds::COMBINED
-        let had_s2 = mid.holders[S2] != 0;
-        for (k, m) in mid.holders.iter_mut().enumerate() {
-            if scope.kinds & (1 << k) == 0 {
-                continue;
-            }
-            if k == COMBINED && scope.kinds & (1 << S2) == 0 {
-                // A combined entry can be rebuilt from a stage-2-only entry
-                // still cached: only PEs that held none when this
-                // invalidation was issued lose it for good.
-                let settled = match mid.s2_clear {
-                    Some(c) => c < issued,
-                    None => !had_s2,
-                };
-                let rebuildable = if settled { 0 } else { u64::MAX };
-                *m &= !(pes & !rebuildable);
-            } else {
-                *m &= !pes;
-            }
-        }
-        if had_s2 && mid.holders[S2] == 0 {
-            mid.s2_clear = Some(now);
-        }
-        if mid.held() && mid.start < mid.end {
-            ghosts[i] = mid;
-            i += 1;
-        } else {
-            ghosts.swap_remove(i);
+            *m &= !a.pes;
         }
     }
-    ghosts.extend(extra);
-    touched
+    if had_s2 && mid.holders[S2] == 0 {
+        mid.s2_clear = Some(now);
+    }
+    if mid.held() && mid.start < mid.end {
+        out.push(mid);
+    }
+    if hi < g.end {
+        out.push(g.piece(hi, g.end));
+    }
+}
+
+/// Whether two pieces of one run can be one again.
+fn joinable(a: &Ghost, b: &Ghost) -> bool {
+    a.end == b.start
+        && a.tree == b.tree
+        && a.key == b.key
+        && a.level == b.level
+        && a.holders == b.holders
+        && a.s2_clear == b.s2_clear
+        && a.visible == b.visible
+        && a.writer == b.writer
+        && a.reported == b.reported
+        && match (a.cached, b.cached) {
+            (Cached::Leaf(x), Cached::Leaf(y)) => {
+                x.oa + (a.end - a.start) == y.oa
+                    && x.grants == y.grants
+                    && x.attrs == y.attrs
+                    && x.global == y.global
+            }
+            _ => false,
+        }
+}
+
+/// Bytes above which an address-scoped invalidation is checked against
+/// every ghost rather than looked up by address.
+const SMALL: u64 = 1 << 21;
+
+/// Applies completed invalidations, in issue order, to every ghost they
+/// reach. Address-scoped ones are looked up by address, so that a batch
+/// of per-page TLBIs over a large unmap costs per page, not per page per
+/// ghost.
+pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
+    if batch.is_empty() || ghosts.is_empty() {
+        return;
+    }
+    let mut small: Vec<(u64, usize)> = Vec::new();
+    let mut big: Vec<usize> = Vec::new();
+    for (i, a) in batch.iter().enumerate() {
+        if a.scope.void {
+            continue;
+        }
+        match a.scope.range {
+            Some((s, e)) if e.saturating_sub(s) <= SMALL => small.push((s, i)),
+            _ => big.push(i),
+        }
+    }
+    small.sort_unstable();
+    let mut out = Vec::with_capacity(ghosts.len());
+    let mut cands: Vec<usize> = Vec::new();
+    let mut pieces: Vec<Ghost> = Vec::new();
+    let mut next: Vec<Ghost> = Vec::new();
+    for g in ghosts.drain(..) {
+        cands.clear();
+        cands.extend(big.iter().copied());
+        // Small scopes start within SMALL below the ghost's start at most.
+        let from = small.partition_point(|&(s, _)| s < g.start.saturating_sub(SMALL));
+        for &(s, i) in &small[from..] {
+            if s >= g.end {
+                break;
+            }
+            cands.push(i);
+        }
+        if cands.is_empty() {
+            out.push(g);
+            continue;
+        }
+        cands.sort_unstable();
+        pieces.clear();
+        pieces.push(g);
+        for &i in &cands {
+            next.clear();
+            for p in pieces.drain(..) {
+                apply_one(p, &batch[i], now, &mut next);
+            }
+            // Rejoin neighbours that ended up alike.
+            for p in next.drain(..) {
+                match pieces.last_mut() {
+                    Some(last) if joinable(last, &p) => last.end = p.end,
+                    _ => pieces.push(p),
+                }
+            }
+            if pieces.is_empty() {
+                break;
+            }
+        }
+        out.append(&mut pieces);
+    }
+    *ghosts = out;
 }
 
 /// The kinds of cached entry a stage's descriptors produce: stage 2 leaves

@@ -833,6 +833,7 @@ impl Machine {
                 }
                 let pending = core::mem::take(&mut self.pes[pe].pending);
                 let mut keep = Vec::new();
+                let mut batch = Vec::new();
                 for p in pending {
                     if p.scope.broadcast && domain == Domain::NonShareable {
                         keep.push(p);
@@ -843,10 +844,17 @@ impl Machine {
                     } else {
                         1 << pe
                     };
-                    let now = self.seq;
-                    ghost::invalidate(&mut self.ghosts, &p.scope, pes, p.issued, now);
-                    if p.scope.broadcast {
-                        self.note_flush(&p.scope);
+                    batch.push(ghost::Applied {
+                        scope: p.scope,
+                        pes,
+                        issued: p.issued,
+                    });
+                }
+                let now = self.seq;
+                ghost::invalidate_batch(&mut self.ghosts, &batch, now);
+                for a in &batch {
+                    if a.scope.broadcast {
+                        self.note_flush(&a.scope);
                     }
                 }
                 self.pes[pe].pending = keep;

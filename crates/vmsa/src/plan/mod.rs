@@ -582,7 +582,8 @@ impl Planner {
     /// The cheapest correct sequence for `changes` (`None` when nothing
     /// needs invalidating). Entries whose permissions were only relaxed are
     /// left to the spurious-fault path when that is expected to cost less
-    /// than invalidating them: at worst every PE faults once on each.
+    /// than invalidating them (one fault per entry, on the PE that needs
+    /// the new right).
     pub fn plan(
         &self,
         space: &Space,
@@ -613,9 +614,11 @@ impl Planner {
         if relaxed == 0 {
             return strict;
         }
-        let faults = relaxed
-            .saturating_mul(self.profile.pes)
-            .saturating_mul(self.profile.exception_round_trip + self.profile.local_tlbi);
+        // The PE that needs the new right faults once and invalidates its
+        // own entry (KVM's relax path); others fault only if they use that
+        // right before the entry leaves their TLB by itself.
+        let faults =
+            relaxed.saturating_mul(self.profile.exception_round_trip + self.profile.local_tlbi);
         let with_relaxed = self.needs(space, purpose, changes, true);
         let all = self.cheapest(space, &with_relaxed, &mut count);
         let skip = strict
