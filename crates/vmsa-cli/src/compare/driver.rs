@@ -68,6 +68,11 @@ fn simulate(workload: &str, policy: &str, p: &Profile, pes: usize) -> Outcome {
         workloads::Env::new(stage2, pes, policies::make(policy, caps, p, pes), oracle)
     };
     let env = workloads::run(workload, &mut mk, policies::skips_dead(policy));
+    if std::env::var_os("VMSA_COMPARE_DEBUG").is_some() {
+        for v in env.m.violations().iter().take(3) {
+            eprintln!("{workload}/{policy}: {v}");
+        }
+    }
     Outcome {
         costs: env.m.costs().clone(),
         violations: env.m.violations().len() as u64,

@@ -2,8 +2,8 @@
 
 pub mod driver;
 pub mod policies;
-pub mod workloads;
 mod report;
+pub mod workloads;
 
 use std::fmt;
 use std::io::{self, IsTerminal, Write};

@@ -24,10 +24,11 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// Whether the policy knows that a destroyed VM's VMID is not reused
-/// before a full invalidation, and so tears it down with no TLBI: vmsa,
-/// and FreeBSD's "dead pmap" (review D30845).
+/// before a full invalidation, and so tears it down with no TLBI: vmsa
+/// only (FreeBSD's "dead pmap" was a review proposal, D30845; the
+/// `freebsd` baseline follows pmap.c, one TLBI per page).
 pub fn skips_dead(name: &str) -> bool {
-    matches!(name, "vmsa" | "freebsd")
+    name == "vmsa"
 }
 
 /// vmsa's planner priced with the model's profile.
@@ -415,8 +416,7 @@ impl Invalidator for Hafnium {
 
 /// FreeBSD arm64 pmap (sys/arm64/arm64/pmap.c): one operation per 4 KiB
 /// page with no threshold, last-level forms unless a table went
-/// (`final_only`); stage 2 then `VMALLE1IS`; nothing for a dead pmap;
-/// permissions are only ever reduced by `pmap_protect`, so relaxations are
+/// (`final_only`); stage 2 then `VMALLE1IS`; permissions are only ever reduced by `pmap_protect`, so relaxations are
 /// not flushed (faults fix them).
 struct FreeBsd;
 
@@ -432,9 +432,6 @@ impl Invalidator for FreeBsd {
         _mapped: &mut dyn FnMut() -> u64,
         fx: &mut dyn Effects,
     ) -> bool {
-        if space.dead && purpose == Purpose::Flush {
-            return false;
-        }
         let mut ops = Vec::new();
         for c in changes
             .iter()

@@ -118,7 +118,6 @@ impl Env {
             t.set_invalidator(policy);
             t.activate(&mut fx);
             let regs = t.registers();
-            drop(fx);
             for pe in 1..pes {
                 for (reg, value) in regs {
                     e.ev(
@@ -143,7 +142,6 @@ impl Env {
             t.set_invalidator(policy);
             t.activate(&mut fx);
             let regs = t.registers();
-            drop(fx);
             for pe in 1..pes {
                 for (reg, value) in regs {
                     e.ev(
@@ -184,10 +182,7 @@ impl Env {
     }
 
     /// Runs `f` on the table with effects issued by PE 0.
-    fn with<T>(
-        &mut self,
-        f: impl FnOnce(&mut AnyTable, &mut ModelEffects<'_>) -> T,
-    ) -> T {
+    fn with<T>(&mut self, f: impl FnOnce(&mut AnyTable, &mut ModelEffects<'_>) -> T) -> T {
         let mut t = self.t.take().expect("table");
         let r = {
             let mut fx = if self.oracle {
@@ -271,11 +266,13 @@ impl Env {
         }
     }
 
-    /// The vCPUs stop running the VM (VTTBR_EL2 parked at 0), then the
-    /// table is destroyed; `dead`: its VMID is retired first, so no TLBI is
-    /// needed for it.
+    /// The vCPUs stop running the VM (VTTBR_EL2 parked at 0); without
+    /// `dead` the hypervisor (PE 0, still on the VM's VMID so that its TLBIs
+    /// act on it) unmaps everything and flushes; then it parks too and
+    /// destroys the table. With `dead` the VMID is retired first, so no
+    /// TLBI is needed at all.
     pub fn teardown(&mut self, dead: bool) {
-        for pe in 0..self.pes {
+        for pe in 1..self.pes {
             self.ev(
                 pe,
                 Event::SysReg {
@@ -284,15 +281,27 @@ impl Env {
                 },
             );
         }
+        if !dead {
+            self.unmap(0, 1 << 40);
+            self.flush();
+        }
+        self.ev(
+            0,
+            Event::SysReg {
+                reg: Reg::VttbrEl2,
+                value: 0,
+            },
+        );
         let t = self.t.take().expect("table");
-        let mut fx = ModelEffects::new(&mut self.m, 0);
+        let mut fx = if self.oracle {
+            ModelEffects::oracle(&mut self.m, 0)
+        } else {
+            ModelEffects::new(&mut self.m, 0)
+        };
         match t {
             AnyTable::S2(mut t) => {
                 if dead {
                     t.retire();
-                } else {
-                    let all = Ipa(0)..Ipa(1 << 40);
-                    let _ = t.unmap(all, &mut fx);
                 }
                 t.destroy(&mut fx);
             }
@@ -368,15 +377,16 @@ pub fn run(name: &str, mk: &mut dyn FnMut(bool) -> Env, dead_aware: bool) -> Env
     let mut e = mk(stage2);
     match name {
         "relro" => {
-            // A dynamic linker's mprotect storm: many small calls, half of
-            // them changing nothing.
+            // A dynamic linker's RELRO storm: mprotect(PROT_READ) on small
+            // ranges of the relocated data, over and over; most calls find
+            // the pages already read-only and change nothing.
             e.map(BASE, BASE + 512 * K, FRAMES, Perm::Rw, false);
             e.flush();
+            e.touch(&[BASE, BASE + 32 * K], false);
             for _ in 0..300 {
-                let p = e.rng.below(508);
+                let p = e.rng.below(60);
                 let n = 1 + e.rng.below(4);
-                let perm = if e.rng.below(2) == 0 { Perm::Ro } else { Perm::Rw };
-                e.protect(BASE + p * K, BASE + (p + n) * K, perm);
+                e.protect(BASE + p * K, BASE + (p + n) * K, Perm::Ro);
                 e.flush();
                 e.touch(&[BASE + p * K], false);
             }

@@ -525,6 +525,53 @@ impl Planner {
         Some(self.finish(space, ops, refill, mapped))
     }
 
+    /// With FEAT_TLBIRANGE: the needs merged into maximal contiguous spans,
+    /// each covered by all-levels range operations (no level hint): fewest
+    /// operations when a large region went at once.
+    fn merged_ranges(
+        &self,
+        space: &Space,
+        needs: &[Need],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> Option<Sequence> {
+        if !self.caps.tlbi_range || matches!(space.kind, SpaceKind::El2) || needs.len() < 2 {
+            return None;
+        }
+        let asid = match space.kind {
+            SpaceKind::El1 { asid } => asid,
+            _ => 0,
+        };
+        let mut spans: Vec<(u64, u64)> = needs.iter().map(|n| (n.start, n.end)).collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in spans {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        let mut ops = Vec::new();
+        for (s, e) in merged {
+            let (rs, singles) = range::cover(s, e, asid, 0)?;
+            for r in rs {
+                ops.push(Op {
+                    op: space.by_range(false),
+                    operand: r.encode(),
+                });
+            }
+            for a in singles {
+                let (op, operand) = space.by_addr(a, false, Ttl::NONE);
+                ops.push(Op { op, operand });
+            }
+        }
+        let refill: u64 = needs
+            .iter()
+            .filter(|n| n.refill)
+            .map(|n| (n.end - n.start) / space.entry_size[n.level as usize & 3])
+            .sum();
+        Some(self.finish(space, ops, refill, mapped))
+    }
+
     fn finish(
         &self,
         space: &Space,
@@ -565,6 +612,11 @@ impl Planner {
     fn cheapest(&self, space: &Space, needs: &[Need], mapped: &mut dyn FnMut() -> u64) -> Sequence {
         let mut best = self.per_entry(space, needs, mapped);
         if let Some(r) = self.ranges(space, needs, mapped) {
+            if r.cycles < best.cycles {
+                best = r;
+            }
+        }
+        if let Some(r) = self.merged_ranges(space, needs, mapped) {
             if r.cycles < best.cycles {
                 best = r;
             }
