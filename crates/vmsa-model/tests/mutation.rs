@@ -177,6 +177,15 @@ fn check(setup: &[Effect], op: &[Effect]) -> Vec<String> {
         ..Config::default()
     });
     m.replay(0, setup);
+    // Every PE runs the table (and so may cache it).
+    let regs: Vec<Effect> = setup
+        .iter()
+        .filter(|e| matches!(e, Effect::SysReg { .. }))
+        .copied()
+        .collect();
+    for pe in 1..4 {
+        m.replay(pe, &regs);
+    }
     m.replay(0, op);
     m.step(0, &Event::Complete, Origin::default());
     m.violations().iter().map(|v| v.to_string()).collect()

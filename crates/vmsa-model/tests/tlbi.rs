@@ -52,20 +52,23 @@ impl Case {
             Regime::El2 => 0x4000_0000 | 0x703,
         };
         c.write(LEAF_SLOT, leaf);
-        match regime {
-            Regime::Stage2 => {
-                // 48-bit IPA, start at level 0 (SL0 = 2).
-                c.reg(0, Reg::VtcrEl2, 16 | 2 << 6);
-                c.reg(0, Reg::VttbrEl2, 1 << 48 | L0);
-            }
-            Regime::El1 { asid, .. } => {
-                c.reg(0, Reg::VttbrEl2, 1 << 48 | 0x7_0000);
-                c.reg(0, Reg::TcrEl1, 16);
-                c.reg(0, Reg::Ttbr0El1, (asid as u64) << 48 | L0);
-            }
-            Regime::El2 => {
-                c.reg(0, Reg::TcrEl2, 16);
-                c.reg(0, Reg::Ttbr0El2, L0);
+        // Every PE runs the regime (and so may cache its entries).
+        for pe in 0..pes {
+            match regime {
+                Regime::Stage2 => {
+                    // 48-bit IPA, start at level 0 (SL0 = 2).
+                    c.reg(pe, Reg::VtcrEl2, 16 | 2 << 6);
+                    c.reg(pe, Reg::VttbrEl2, 1 << 48 | L0);
+                }
+                Regime::El1 { asid, .. } => {
+                    c.reg(pe, Reg::VttbrEl2, 1 << 48 | 0x7_0000);
+                    c.reg(pe, Reg::TcrEl1, 16);
+                    c.reg(pe, Reg::Ttbr0El1, (asid as u64) << 48 | L0);
+                }
+                Regime::El2 => {
+                    c.reg(pe, Reg::TcrEl2, 16);
+                    c.reg(pe, Reg::Ttbr0El2, L0);
+                }
             }
         }
         c
@@ -300,6 +303,34 @@ fn el2_operations() {
         "EL1 operations leave the EL2 regime alone"
     );
     assert!(unmap_leaf(EL1, 4, &[(Alle2is, 0)]));
+}
+
+#[test]
+fn only_pes_that_ran_a_context_cache_it() {
+    // The table runs on PE 0 only: a local invalidation there suffices.
+    let mut c = Case {
+        m: Machine::new(Config {
+            pes: 4,
+            ..Config::default()
+        }),
+        seq: 0,
+    };
+    for p in [L0, L1, L2, L3] {
+        c.ev(0, Event::MemInit { pa: p, size: 4096 });
+    }
+    c.write(L0, L1 | 3);
+    c.write(L1, L2 | 3);
+    c.write(L2, L3 | 3);
+    c.write(LEAF_SLOT, 0x4000_0000 | 0x7ff);
+    c.reg(0, Reg::VtcrEl2, 16 | 2 << 6);
+    c.reg(0, Reg::VttbrEl2, 1 << 48 | L0);
+    c.write(LEAF_SLOT, 0);
+    c.dsb();
+    c.tlbi(Ipas2e1, ipa(Ttl::NONE));
+    c.ev(0, Event::Barrier(Barrier::DSB_NSH));
+    c.tlbi(Vmalle1, 0);
+    c.ev(0, Event::Barrier(Barrier::DSB_NSH));
+    assert!(!c.stale());
 }
 
 #[test]

@@ -123,6 +123,9 @@ pub struct Machine {
     /// Key -> internal sequence number of the last completed invalidation
     /// of everything it tags (VMALLS12E1IS, ALLE1IS, ALLE2IS).
     flushed_at: HashMap<Key, u64>,
+    /// Key -> PEs that have run with it (had it in their base registers):
+    /// only they can have walked and cached its entries.
+    ran_on: HashMap<Key, u64>,
 }
 
 /// Mask of the first `n` PEs.
@@ -189,6 +192,7 @@ impl Machine {
             seq: 0,
             current_pe: 0,
             flushed_at: HashMap::new(),
+            ran_on: HashMap::new(),
         }
     }
 
@@ -429,7 +433,7 @@ impl Machine {
         writer: usize,
         at: Origin,
     ) {
-        let pes = self.all_pes();
+        let pes = self.all_pes() & self.ran(key);
         let base = Ghost {
             tree,
             key,
@@ -470,7 +474,7 @@ impl Machine {
     /// input address `ia`) as memory holds it now: walk entries, and runs
     /// of leaves merged per page. `proto` gives the tree, key and removal.
     fn ghosts_below(&mut self, proto: &Ghost, page: u64, level: u8, ia: u64) {
-        let pes = self.all_pes();
+        let pes = self.all_pes() & self.ran(proto.key);
         let stage = proto.stage;
         let mut found = Vec::new();
         self.mem
@@ -797,6 +801,33 @@ impl Machine {
         self.mem.trees[tree].leaves += leaves;
     }
 
+    /// PEs that have run with `key` (only they may have cached its
+    /// entries).
+    fn ran(&self, key: Key) -> u64 {
+        self.ran_on.get(&key).copied().unwrap_or(0)
+    }
+
+    /// PEs that have `key` in their base registers now.
+    fn running(&self, key: Key) -> u64 {
+        const BADDR: u64 = 0x0000_ffff_ffff_f000;
+        let mut m = 0;
+        for (i, pe) in self.pes.iter().enumerate() {
+            let on = match key {
+                Key::Vmid(v) => pe.vttbr & BADDR != 0 && pe.vmid() == v,
+                Key::Asid { vmid, asid } => {
+                    pe.vmid() == vmid
+                        && pe.ttbr0_el1 & BADDR != 0
+                        && (pe.ttbr0_el1 >> 48) as u16 == asid
+                }
+                Key::El2 => pe.ttbr0_el2 & BADDR != 0,
+            };
+            if on {
+                m |= 1 << i;
+            }
+        }
+        m
+    }
+
     /// Whether the tree a ghost came from still owns its key and is live:
     /// only then can a PE run with that tag and use the ghost.
     fn owner_live(&self, g: &Ghost) -> bool {
@@ -1018,6 +1049,7 @@ impl Machine {
             return;
         }
         let id = self.tree_at(root);
+        *self.ran_on.entry(key).or_insert(0) |= 1 << self.current_pe;
         let t = self.mem.trees[id].clone();
         if t.live() && t.key == Some(key) {
             return;
@@ -1395,6 +1427,12 @@ impl Machine {
         let mut found = Vec::new();
         for (i, g) in self.ghosts.iter().enumerate() {
             if g.reported || !g.held() || !self.owner_live(g) {
+                continue;
+            }
+            // Entries only a PE that does not run the tag now holds cannot
+            // be used until it installs the tag again; the completion point
+            // after that judges them.
+            if g.holder_mask() & self.running(g.key) == 0 {
                 continue;
             }
             if let Some(why) = self.grants_more(g) {
