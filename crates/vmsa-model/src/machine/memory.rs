@@ -66,6 +66,7 @@ pub struct Link {
 }
 
 /// One 4 KiB page of table memory.
+#[derive(Clone)]
 pub struct Page {
     /// The descriptors.
     pub words: Box<[u64; ENTRIES]>,
@@ -122,7 +123,7 @@ impl Tree {
 }
 
 /// Table memory and the trees in it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Memory {
     pages: HashMap<u64, Page>,
     /// Every tree ever seen (released ones stay, for explanations).

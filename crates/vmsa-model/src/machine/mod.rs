@@ -108,6 +108,7 @@ pub enum Access {
 }
 
 /// The model. See the [module documentation](self).
+#[derive(Clone)]
 pub struct Machine {
     config: Config,
     pes: Vec<Pe>,
@@ -590,8 +591,11 @@ impl Machine {
     ) {
         let end = ia + entry_size(level);
         let stage = key.stage();
+        // Entries held by PEs that do not run the tag now cannot meet the
+        // new one: they must flush before running it again.
+        let running = self.running(key);
         let conflict = self.ghosts.iter().find(|g| {
-            g.held()
+            g.holder_mask() & running != 0
                 && tag_matches(g, key)
                 && g.start < end
                 && ia < g.end
@@ -1210,7 +1214,7 @@ impl Machine {
         // Walk-cache entries of live owners that lead into this page.
         let mut culprit = None;
         for g in self.ghosts.iter() {
-            if !g.held() || !self.owner_live(g) {
+            if g.holder_mask() & self.running(g.key) == 0 || !self.owner_live(g) {
                 continue;
             }
             if let Cached::Walk { next } = g.cached {

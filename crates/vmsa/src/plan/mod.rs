@@ -48,6 +48,10 @@ pub struct Space {
     /// The VMID / ASID is retired and will not be reused before a full
     /// invalidation: nothing needs invalidating now.
     pub dead: bool,
+    /// The space has been live only on the PE issuing the maintenance
+    /// since the other PEs it ran on last flushed it: non-shareable
+    /// operations suffice.
+    pub local: bool,
 }
 
 impl Space {
@@ -57,6 +61,7 @@ impl Space {
             kind,
             entry_size: [1 << 39, 1 << 30, 1 << 21, 1 << 12],
             dead: false,
+            local: false,
         }
     }
 
@@ -297,6 +302,16 @@ pub struct Sequence {
     pub after: Vec<Op>,
     /// Estimated cycles.
     pub cycles: u64,
+    /// Non-shareable operations, completed by `DSB NSH`.
+    pub local: bool,
+}
+
+/// The non-shareable form of a broadcast operation.
+pub fn local_form(op: TlbiOp) -> TlbiOp {
+    op.mnemonic()
+        .strip_suffix("is")
+        .and_then(TlbiOp::from_mnemonic)
+        .unwrap_or(op)
 }
 
 impl Sequence {
@@ -309,14 +324,19 @@ impl Sequence {
             if batch.is_empty() {
                 continue;
             }
+            let done = if self.local {
+                Barrier::DsbNsh
+            } else {
+                Barrier::DsbIsh
+            };
             for o in batch.iter() {
                 fx.tlbi(o.op, o.operand);
             }
-            fx.barrier(Barrier::DsbIsh);
+            fx.barrier(done);
             if repeat {
                 let last = batch[batch.len() - 1];
                 fx.tlbi(last.op, last.operand);
-                fx.barrier(Barrier::DsbIsh);
+                fx.barrier(done);
             }
         }
         if isb {
@@ -432,26 +452,36 @@ impl Planner {
 
     /// Cycles of refilling `entries` correct entries of `kinds` kinds on
     /// every PE.
-    fn refills(&self, entries: u64, kinds: u64) -> u64 {
+    fn refills(&self, entries: u64, kinds: u64, pes: u64) -> u64 {
         entries
             .saturating_mul(kinds)
-            .saturating_mul(self.profile.pes)
+            .saturating_mul(pes)
             .saturating_mul(self.profile.refill_walk)
     }
 
-    fn price(&self, ops: &[Op], after: &[Op], refills: u64) -> u64 {
+    fn price(&self, ops: &[Op], after: &[Op], refills: u64, local: bool) -> u64 {
         let p = &self.profile;
+        let dsb = if local { p.dsb_light } else { p.dsb };
         let mut c = p.dsb_light;
         for o in ops.iter().chain(after) {
             c = c.saturating_add(p.tlbi(o.op));
         }
         if !ops.is_empty() {
-            c = c.saturating_add(p.dsb);
+            c = c.saturating_add(dsb);
         }
         if !after.is_empty() {
-            c = c.saturating_add(p.dsb);
+            c = c.saturating_add(dsb);
         }
         c.saturating_add(refills)
+    }
+
+    /// PEs that may hold the space's entries.
+    fn holders(&self, space: &Space) -> u64 {
+        if space.local {
+            1
+        } else {
+            self.profile.pes
+        }
     }
 
     /// Stage 2 by-address forms leave combined stage 1+2 entries: a
@@ -579,17 +609,29 @@ impl Planner {
         refill: u64,
         mapped: &mut dyn FnMut() -> u64,
     ) -> Sequence {
+        let pes = self.holders(space);
         let mut after = Vec::new();
-        let mut refills = self.refills(refill, 1);
+        let mut refills = self.refills(refill, 1, pes);
+        let mut ops = ops;
         if self.combined_flush(space) && !ops.is_empty() {
             after.push(Op {
                 op: TlbiOp::Vmalle1is,
                 operand: 0,
             });
-            refills = refills.saturating_add(self.refills(mapped(), 1));
+            refills = refills.saturating_add(self.refills(mapped(), 1, pes));
         }
-        let cycles = self.price(&ops, &after, refills);
-        Sequence { ops, after, cycles }
+        if space.local {
+            for o in ops.iter_mut().chain(after.iter_mut()) {
+                o.op = local_form(o.op);
+            }
+        }
+        let cycles = self.price(&ops, &after, refills, space.local);
+        Sequence {
+            ops,
+            after,
+            cycles,
+            local: space.local,
+        }
     }
 
     /// One operation for the whole space.
@@ -599,12 +641,15 @@ impl Planner {
             SpaceKind::Stage2 { .. } => 2,
             _ => 1,
         };
+        let op = if space.local { local_form(op) } else { op };
         let ops = alloc::vec![Op { op, operand }];
-        let cycles = self.price(&ops, &[], self.refills(mapped(), kinds));
+        let refills = self.refills(mapped(), kinds, self.holders(space));
+        let cycles = self.price(&ops, &[], refills, space.local);
         Sequence {
             ops,
             after: Vec::new(),
             cycles,
+            local: space.local,
         }
     }
 

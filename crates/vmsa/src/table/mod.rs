@@ -86,6 +86,18 @@ pub struct Table<R: Regime, A: TableAllocator> {
     invalidator: Box<dyn Invalidator>,
     /// The VMID / ASID is retired: nothing needs invalidating.
     dead: bool,
+    /// The PE whose effects the caller passes (the issuer of TLBIs).
+    issuer: usize,
+    /// PEs running the address space now (bit i: PE i).
+    running: u64,
+    /// PEs it ran on at some time (their TLBs may hold its entries).
+    ever: u64,
+    /// PEs that missed a local invalidation: they must flush the space
+    /// locally before running it again ([`vcpu_load`](Self::vcpu_load)).
+    stale_on: u64,
+    /// The caller reports where the space runs (`vcpu_load` /
+    /// `vcpu_put`); until it does, any PE may run it.
+    tracked: bool,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -121,6 +133,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             outstanding: Vec::new(),
             invalidator: Box::new(Planner::default()),
             dead: false,
+            issuer: 0,
+            running: 0,
+            ever: 0,
+            stale_on: 0,
+            tracked: false,
         })
     }
 
@@ -142,7 +159,42 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             *size = self.geometry.entry_size(l as u8);
         }
         s.dead = self.dead;
+        // Only the issuer runs it, and every other PE that ever did will
+        // flush before running it again: non-shareable operations do.
+        s.local = self.tracked && self.running & !(1 << self.issuer) == 0;
         s
+    }
+
+    /// Sets the PE that issues the effects passed to later calls (the
+    /// planner uses non-shareable operations when the address space runs
+    /// only there).
+    pub fn set_issuer(&mut self, pe: usize) {
+        self.issuer = pe.min(63);
+    }
+
+    /// The address space starts running on `pe` (a vCPU is loaded there);
+    /// `fx` must issue on `pe`. Calling this (or [`vcpu_put`](Self::vcpu_put))
+    /// makes the table track where it runs; until then it assumes any PE
+    /// may, and never uses non-shareable invalidation. If `pe` missed local invalidations made
+    /// while the space ran elsewhere, its TLB is flushed of the space here
+    /// (the flush KVM and Xen do when a vCPU moves).
+    pub fn vcpu_load(&mut self, pe: usize, fx: &mut impl Effects) {
+        let bit = 1u64 << pe.min(63);
+        if self.stale_on & bit != 0 {
+            let (op, operand) = self.space().whole();
+            fx.tlbi(crate::plan::local_form(op), operand);
+            fx.barrier(Barrier::DsbNsh);
+            self.stale_on &= !bit;
+        }
+        self.running |= bit;
+        self.ever |= bit;
+        self.tracked = true;
+    }
+
+    /// The address space stops running on `pe` (its TLB keeps entries).
+    pub fn vcpu_put(&mut self, pe: usize) {
+        self.running &= !(1u64 << pe.min(63));
+        self.tracked = true;
     }
 
     /// Declares the table's VMID / ASID retired: it will not be used
@@ -174,10 +226,22 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
 
     /// Runs the invalidation policy over `changes`; returns whether it
     /// emitted anything.
-    fn run_invalidator(&self, purpose: Purpose, changes: &[Change], fx: &mut dyn Effects) -> bool {
+    fn run_invalidator(
+        &mut self,
+        purpose: Purpose,
+        changes: &[Change],
+        fx: &mut dyn Effects,
+    ) -> bool {
         let space = self.space();
-        self.invalidator
-            .invalidate(&space, purpose, changes, &mut || self.mapped_leaves(), fx)
+        let t = &*self;
+        let emitted =
+            t.invalidator
+                .invalidate(&space, purpose, changes, &mut || t.mapped_leaves(), fx);
+        if emitted && space.local {
+            // The other PEs it ran on did not see this invalidation.
+            self.stale_on |= self.ever & !(1 << self.issuer);
+        }
+        emitted
     }
 
     /// The regime.
@@ -225,6 +289,8 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         }
         fx.barrier(Barrier::Isb);
         self.live = true;
+        self.running |= 1 << self.issuer;
+        self.ever |= 1 << self.issuer;
     }
 
     /// Declares that no TLB holds entries from this table any more (after
@@ -263,8 +329,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// pages. On an inactive table only the release happens.
     pub fn flush(&mut self, fx: &mut impl Effects) {
         if self.live {
-            let emitted = !self.outstanding.is_empty()
-                && self.run_invalidator(Purpose::Flush, &self.outstanding, fx);
+            let outstanding = core::mem::take(&mut self.outstanding);
+            let emitted =
+                !outstanding.is_empty() && self.run_invalidator(Purpose::Flush, &outstanding, fx);
             if !emitted && self.written {
                 fx.barrier(Barrier::DsbIshst);
                 if self.regime.needs_isb() {
