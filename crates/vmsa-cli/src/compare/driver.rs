@@ -64,8 +64,15 @@ fn profile(name: &str) -> &'static Profile {
 fn simulate(workload: &str, policy: &str, p: &Profile, pes: usize) -> Outcome {
     let caps = capabilities();
     let oracle = policy == "oracle";
-    let mut mk = |stage2: bool| {
-        workloads::Env::new(stage2, pes, policies::make(policy, caps, p, pes), oracle)
+    let mut mk = |stage2: bool, place: workloads::Placement| {
+        workloads::Env::new(
+            stage2,
+            pes,
+            place,
+            policies::make(policy, caps, p, pes),
+            oracle,
+            policies::gathers(policy),
+        )
     };
     let env = workloads::run(workload, &mut mk, policies::skips_dead(policy));
     if std::env::var_os("VMSA_COMPARE_DEBUG").is_some() {

@@ -31,6 +31,15 @@ pub fn skips_dead(name: &str) -> bool {
     name == "vmsa"
 }
 
+/// Whether the policy gathers the operations of one batch (a hypercall, a
+/// syscall) into one flush, as Linux's `mmu_gather`, KVM's range flushes,
+/// FreeBSD's `pmap_remove` and elfuse's per-syscall request do; Xen
+/// flushes before each p2m operation drops its lock, the early elfuse and
+/// aarch64-paging after every change.
+pub fn gathers(name: &str) -> bool {
+    !matches!(name, "broadcast" | "xen" | "aarch64-paging" | "none")
+}
+
 /// vmsa's planner priced with the model's profile.
 pub fn planner(caps: Capabilities, p: &vmsa_model::cost::Profile, pes: usize) -> Planner {
     Planner::new(
@@ -527,7 +536,7 @@ impl Invalidator for Oracle {
     }
     fn invalidate(
         &self,
-        _space: &Space,
+        space: &Space,
         purpose: Purpose,
         changes: &[Change],
         _mapped: &mut dyn FnMut() -> u64,
@@ -539,7 +548,11 @@ impl Invalidator for Oracle {
         {
             return false;
         }
-        fx.barrier(Barrier::DsbIsh);
+        fx.barrier(if space.local {
+            Barrier::DsbNsh
+        } else {
+            Barrier::DsbIsh
+        });
         true
     }
 }

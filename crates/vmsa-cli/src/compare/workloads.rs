@@ -70,20 +70,54 @@ pub struct Env {
     pub m: Machine,
     t: Option<AnyTable>,
     pes: usize,
+    /// PEs running the address space (vCPUs).
+    vcpus: Vec<usize>,
+    /// The PE issuing the table's effects.
+    issuer: usize,
     /// Deterministic choices.
     pub rng: Rng,
     oracle: bool,
     seq: u64,
+    /// The policy gathers a batch of operations into one flush.
+    gather: bool,
 }
 
 const VMID: u16 = 1;
 const ASID: u16 = 1;
 
+/// Where a workload's address space runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On every PE but 0; PE 0 (the hypervisor) changes the tables and
+    /// runs the VMID too.
+    Everywhere,
+    /// On these PEs only, changes made from the first (a process on one or
+    /// two vCPUs, the TLBIs run by its EL1 shim); the table tracks where it
+    /// runs.
+    On(&'static [usize]),
+}
+
 impl Env {
     /// A stage 2 (`stage2`) or host-managed guest stage 1 table on a model
-    /// of `pes` PEs, live on every PE, with `policy` deciding the
+    /// of `pes` PEs, live where `place` says, with `policy` deciding the
     /// invalidation (`oracle`: the model cleans at each DSB ISH).
-    pub fn new(stage2: bool, pes: usize, policy: Box<dyn Invalidator>, oracle: bool) -> Env {
+    pub fn new(
+        stage2: bool,
+        pes: usize,
+        place: Placement,
+        policy: Box<dyn Invalidator>,
+        oracle: bool,
+        gather: bool,
+    ) -> Env {
+        let pes = pes.max(2);
+        let (vcpus, issuer, tracked): (Vec<usize>, usize, bool) = match place {
+            Placement::Everywhere => ((1..pes).collect(), 0, false),
+            Placement::On(list) => {
+                let v: Vec<usize> = list.iter().map(|&p| p.min(pes - 1)).collect();
+                let first = v[0];
+                (v, first, true)
+            }
+        };
         let mut e = Env {
             m: Machine::new(vmsa_model::Config {
                 pes,
@@ -91,12 +125,15 @@ impl Env {
             }),
             t: None,
             pes,
+            vcpus: vcpus.clone(),
+            issuer,
             rng: Rng(0x9e37_79b9_7f4a_7c15),
             oracle,
             seq: 0,
+            gather,
         };
         let arena = Arena::new(Pa(0x8000_0000), 8192);
-        // PE 0 and the vCPUs run VMID 1.
+        // Every PE runs VMID 1 (for stage 1 spaces the VM they belong to).
         for pe in 0..pes {
             e.ev(
                 pe,
@@ -106,8 +143,8 @@ impl Env {
                 },
             );
         }
-        let t = if stage2 {
-            let mut fx = ModelEffects::new(&mut e.m, 0);
+        let mut fx = ModelEffects::new(&mut e.m, issuer);
+        let mut t = if stage2 {
             let mut t = Table::new(
                 Stage2::new(Vmid(VMID)),
                 Geometry::stage2(Granule::K4, 40).expect("40-bit IPA"),
@@ -116,22 +153,10 @@ impl Env {
             )
             .expect("root");
             t.set_invalidator(policy);
+            t.set_issuer(issuer);
             t.activate(&mut fx);
-            let regs = t.registers();
-            for pe in 1..pes {
-                for (reg, value) in regs {
-                    e.ev(
-                        pe,
-                        Event::SysReg {
-                            reg: reg.into(),
-                            value,
-                        },
-                    );
-                }
-            }
             AnyTable::S2(t)
         } else {
-            let mut fx = ModelEffects::new(&mut e.m, 0);
             let mut t = Table::new(
                 El1Stage1::new(Asid(ASID)),
                 Geometry::stage1(Granule::K4, 48).expect("48-bit VA"),
@@ -140,21 +165,41 @@ impl Env {
             )
             .expect("root");
             t.set_invalidator(policy);
+            t.set_issuer(issuer);
             t.activate(&mut fx);
-            let regs = t.registers();
-            for pe in 1..pes {
-                for (reg, value) in regs {
-                    e.ev(
-                        pe,
-                        Event::SysReg {
-                            reg: reg.into(),
-                            value,
-                        },
-                    );
-                }
-            }
             AnyTable::S1(t)
         };
+        if tracked {
+            match &mut t {
+                AnyTable::S2(t) => t.vcpu_load(issuer, &mut fx),
+                AnyTable::S1(t) => t.vcpu_load(issuer, &mut fx),
+            }
+        }
+        let regs = match &t {
+            AnyTable::S2(t) => t.registers(),
+            AnyTable::S1(t) => t.registers(),
+        };
+        for &pe in &vcpus {
+            if pe == issuer {
+                continue;
+            }
+            for (reg, value) in regs {
+                e.ev(
+                    pe,
+                    Event::SysReg {
+                        reg: reg.into(),
+                        value,
+                    },
+                );
+            }
+            if tracked {
+                let mut fx = ModelEffects::new(&mut e.m, pe);
+                match &mut t {
+                    AnyTable::S2(t) => t.vcpu_load(pe, &mut fx),
+                    AnyTable::S1(t) => t.vcpu_load(pe, &mut fx),
+                }
+            }
+        }
         e.t = Some(t);
         e
     }
@@ -181,14 +226,14 @@ impl Env {
         }
     }
 
-    /// Runs `f` on the table with effects issued by PE 0.
+    /// Runs `f` on the table with effects issued by the issuer.
     fn with<T>(&mut self, f: impl FnOnce(&mut AnyTable, &mut ModelEffects<'_>) -> T) -> T {
         let mut t = self.t.take().expect("table");
         let r = {
             let mut fx = if self.oracle {
-                ModelEffects::oracle(&mut self.m, 0)
+                ModelEffects::oracle(&mut self.m, self.issuer)
             } else {
-                ModelEffects::new(&mut self.m, 0)
+                ModelEffects::new(&mut self.m, self.issuer)
             };
             f(&mut t, &mut fx)
         };
@@ -236,34 +281,49 @@ impl Env {
         });
     }
 
-    /// Flushes what the operations left outstanding (the policy decides).
+    /// Flushes what the operations left outstanding (the policy decides);
+    /// the operations are complete from then on, and the checker judges
+    /// every PE running the space.
     pub fn flush(&mut self) {
         self.with(|t, fx| match t {
             AnyTable::S2(t) => t.flush(fx),
             AnyTable::S1(t) => t.flush(fx),
         });
+        let issuer = self.issuer;
+        self.ev(issuer, Event::Complete);
+    }
+
+    /// The end of one operation inside a batch: policies that gather wait
+    /// for [`end_batch`](Self::end_batch), the others flush now.
+    pub fn end_op(&mut self) {
+        if !self.gather {
+            self.flush();
+        }
+    }
+
+    /// The end of a batch (a hypercall, a syscall): everything is flushed.
+    pub fn end_batch(&mut self) {
+        self.flush();
+    }
+
+    fn access(&mut self, addrs: &[u64], need: u8) {
+        let key = self.key();
+        for pe in self.vcpus.clone() {
+            for &a in addrs {
+                let _ = self.m.access(pe, key, a, need);
+            }
+        }
     }
 
     /// Every vCPU reads (or writes) each address; a spurious fault is taken
     /// and counted by the model where a stale stricter entry is used.
     pub fn touch(&mut self, addrs: &[u64], write: bool) {
-        let key = self.key();
-        let need = if write { grant::WRITE } else { grant::READ };
-        for pe in 1..self.pes.max(2) {
-            for &a in addrs {
-                let _ = self.m.access(pe.min(self.pes - 1), key, a, need);
-            }
-        }
+        self.access(addrs, if write { grant::WRITE } else { grant::READ });
     }
 
     /// Every vCPU executes at each address.
     pub fn exec(&mut self, addrs: &[u64]) {
-        let key = self.key();
-        for pe in 1..self.pes.max(2) {
-            for &a in addrs {
-                let _ = self.m.access(pe.min(self.pes - 1), key, a, grant::EXEC);
-            }
-        }
+        self.access(addrs, grant::EXEC);
     }
 
     /// The vCPUs stop running the VM (VTTBR_EL2 parked at 0); without
@@ -314,13 +374,34 @@ impl Env {
         }
     }
 
-    /// vCPU on PE `from` moves to PE `to`: `to` installs the VM's stage 2.
-    pub fn migrate(&mut self, from: usize, to: usize) {
-        let regs = match &self.t {
-            Some(AnyTable::S2(t)) => t.registers(),
-            _ => return,
+    /// The (single) vCPU moves to PE `to`: its old PE switches to another
+    /// context, `to` installs the registers and loads the space (flushing
+    /// it locally if it missed local invalidations), and changes are then
+    /// made from `to`.
+    pub fn migrate(&mut self, to: usize) {
+        let from = self.issuer;
+        let to = to.min(self.pes - 1);
+        if from == to {
+            return;
+        }
+        let regs = match &mut self.t {
+            Some(AnyTable::S2(t)) => {
+                t.vcpu_put(from);
+                t.registers()
+            }
+            Some(AnyTable::S1(t)) => {
+                t.vcpu_put(from);
+                t.registers()
+            }
+            None => return,
         };
-        let _ = from;
+        self.ev(
+            from,
+            Event::SysReg {
+                reg: Reg::VttbrEl2,
+                value: 2 << 48,
+            },
+        );
         for (reg, value) in regs {
             self.ev(
                 to,
@@ -330,6 +411,18 @@ impl Env {
                 },
             );
         }
+        self.issuer = to;
+        self.vcpus = vec![to];
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => {
+                t.set_issuer(to);
+                t.vcpu_load(to, fx);
+            }
+            AnyTable::S1(t) => {
+                t.set_issuer(to);
+                t.vcpu_load(to, fx);
+            }
+        });
     }
 
     /// PEs in the model.
@@ -369,12 +462,21 @@ const BASE: u64 = G1;
 const FRAMES: u64 = 0x10_0000_0000;
 
 /// Runs workload `name` on a fresh environment made by `env`.
-pub fn run(name: &str, mk: &mut dyn FnMut(bool) -> Env, dead_aware: bool) -> Env {
+pub fn run(name: &str, mk: &mut dyn FnMut(bool, Placement) -> Env, dead_aware: bool) -> Env {
     let stage2 = NAMES
         .iter()
         .find(|(n, _)| *n == name)
         .is_some_and(|(_, r)| *r == "stage 2");
-    let mut e = mk(stage2);
+    let place = match name {
+        // A single-threaded process on one vCPU (elfuse's case).
+        "relro" | "munmap-small" | "mmap-churn" | "jit-wx" => Placement::On(&[1]),
+        // Parent and child of a fork on two vCPUs.
+        "fork-cow" => Placement::On(&[1, 2]),
+        // A single-vCPU VM that moves between PEs.
+        "vcpu-migrate" => Placement::On(&[1]),
+        _ => Placement::Everywhere,
+    };
+    let mut e = mk(stage2, place);
     match name {
         "relro" => {
             // A dynamic linker's RELRO storm: mprotect(PROT_READ) on small
@@ -450,14 +552,20 @@ pub fn run(name: &str, mk: &mut dyn FnMut(bool) -> Env, dead_aware: bool) -> Env
             e.teardown(dead_aware);
         }
         "foreign-unmap" => {
-            // Xen-style: a backend unmaps foreign pages one by one.
+            // Xen-style: a backend's unmap hypercall removes 16 contiguous
+            // grant pages, one p2m operation per page. Policies that gather
+            // flush once per hypercall, the others once per page.
             e.map(BASE, BASE + 16384 * K, FRAMES, Perm::Rw, false);
             e.flush();
-            for _ in 0..256 {
-                let p = BASE + e.rng.below(16384) * K;
-                e.unmap(p, p + K);
-                e.flush();
-                e.touch(&[p + K], false);
+            for _ in 0..32 {
+                let first = BASE + e.rng.below(16384 / 16) * 16 * K;
+                for i in 0..16 {
+                    let p = first + i * K;
+                    e.unmap(p, p + K);
+                    e.end_op();
+                }
+                e.end_batch();
+                e.touch(&[first + 16 * K], false);
             }
         }
         "dirty-log" => {
@@ -477,11 +585,13 @@ pub fn run(name: &str, mk: &mut dyn FnMut(bool) -> Env, dead_aware: bool) -> Env
         "vcpu-migrate" => {
             e.map(BASE, BASE + 4096 * K, FRAMES, Perm::Rw, false);
             e.flush();
-            let pes = e.pes().max(2);
+            let pes = e.pes();
             for i in 0..64u64 {
-                let from = 1 + (i as usize % (pes - 1).max(1));
-                let to = 1 + ((i as usize + 1) % (pes - 1).max(1));
-                e.migrate(from, to);
+                // Every fourth change the vCPU moves to the next PE.
+                if i % 4 == 3 {
+                    let to = 1 + (i as usize / 4) % (pes - 1).max(1);
+                    e.migrate(to);
+                }
                 let p = BASE + e.rng.below(4096) * K;
                 e.unmap(p, p + K);
                 e.flush();

@@ -36,7 +36,7 @@ impl<'m> ModelEffects<'m> {
         }
     }
 
-    /// Like [`new`](Self::new), but every `DSB ISH` also removes every
+    /// Like [`new`](Self::new), but every `DSB ISH` or `DSB NSH` also removes every
     /// stale entry from every PE ([`Machine::oracle_clean`]): the
     /// unrealizable perfect invalidation, a lower bound for comparisons.
     pub fn oracle(machine: &'m mut Machine, pe: usize) -> Self {
@@ -109,7 +109,7 @@ impl Effects for ModelEffects<'_> {
 
     fn barrier(&mut self, barrier: Barrier) {
         self.step(Event::Barrier(barrier.into()));
-        if self.oracle && barrier == Barrier::DsbIsh {
+        if self.oracle && matches!(barrier, Barrier::DsbIsh | Barrier::DsbNsh) {
             self.machine.oracle_clean();
         }
     }

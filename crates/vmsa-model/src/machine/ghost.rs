@@ -64,6 +64,9 @@ pub struct Ghost {
     /// (KVM's `__kvm_tlb_flush_vmid_ipa` completes the IPA invalidation
     /// with a DSB before `TLBI VMALLE1IS` for that reason).
     pub s2_clear: Option<u64>,
+    /// The PEs whose stage-2-only part has been removed (each can no
+    /// longer rebuild a combined entry from it).
+    pub s2_gone: u64,
     /// Already reported as a stale translation.
     pub reported: bool,
 }
@@ -187,27 +190,32 @@ fn apply_one(g: Ghost, a: &Applied, now: u64, out: &mut Vec<Ghost>) {
     };
     const S2: usize = 1; // kinds::STAGE2_ONLY
     const COMBINED: usize = 2; // kinds::COMBINED
-    let had_s2 = mid.holders[S2] != 0;
+    let s2_before = mid.holders[S2];
+    // PEs that cannot rebuild a combined entry: those whose stage-2-only
+    // entry was removed by an invalidation completed before this one was
+    // issued (KVM's `__kvm_tlb_flush_vmid_ipa` completes the IPA
+    // invalidation with a DSB before `TLBI VMALLE1IS` for that reason).
+    // Entries of stage 1 tables have no stage 2 part to rebuild from.
+    let settled = if mid.stage != crate::desc::Stage::Stage2 {
+        u64::MAX
+    } else if mid.s2_clear.is_some_and(|c| c < a.issued) {
+        mid.s2_gone
+    } else {
+        0
+    };
     for (k, m) in mid.holders.iter_mut().enumerate() {
         if a.scope.kinds & (1 << k) == 0 {
             continue;
         }
         if k == COMBINED && a.scope.kinds & (1 << S2) == 0 {
-            // A combined entry can be rebuilt from a stage-2-only entry
-            // still cached: only an invalidation issued after that one's
-            // removal completed removes it for good.
-            let settled = match mid.s2_clear {
-                Some(c) => c < a.issued,
-                None => !had_s2,
-            };
-            if settled {
-                *m &= !a.pes;
-            }
+            *m &= !(a.pes & settled);
         } else {
             *m &= !a.pes;
         }
     }
-    if had_s2 && mid.holders[S2] == 0 {
+    let gone = s2_before & !mid.holders[S2];
+    if gone != 0 {
+        mid.s2_gone |= gone;
         mid.s2_clear = Some(now);
     }
     if mid.held() && mid.start < mid.end {
@@ -226,6 +234,7 @@ fn joinable(a: &Ghost, b: &Ghost) -> bool {
         && a.level == b.level
         && a.holders == b.holders
         && a.s2_clear == b.s2_clear
+        && a.s2_gone == b.s2_gone
         && a.visible == b.visible
         && a.writer == b.writer
         && a.reported == b.reported

@@ -451,6 +451,7 @@ impl Machine {
             writer,
             visible: None,
             s2_clear: None,
+            s2_gone: 0,
             reported: false,
         };
         match *d {
@@ -1183,6 +1184,7 @@ impl Machine {
                         // The tree is gone for walkers at once.
                         visible: Some(self.seq),
                         s2_clear: None,
+                        s2_gone: 0,
                         reported: false,
                     };
                     self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, i * span);
