@@ -12,7 +12,11 @@ fn rows() -> Vec<Value> {
         .args(["compare", "--json"])
         .output()
         .expect("run vmsa compare");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice::<Value>(&out.stdout)
         .expect("JSON")
         .as_array()
@@ -67,7 +71,10 @@ fn policies_on_every_workload() {
             .map(|(_, r)| n(r, "cycles"))
             .min()
             .unwrap();
-        assert!(vmsa <= best, "{at}: vmsa {vmsa} cycles > best baseline {best}");
+        assert!(
+            vmsa <= best,
+            "{at}: vmsa {vmsa} cycles > best baseline {best}"
+        );
         let bc = |k: &str| n(&p[k], "broadcast_ops");
         if ["relro", "munmap-small", "jit-wx", "foreign-unmap"].contains(&workload.as_str()) {
             for base in ["broadcast", "xen"] {
