@@ -98,6 +98,9 @@ pub struct Table<R: Regime, A: TableAllocator> {
     /// The caller reports where the space runs (`vcpu_load` /
     /// `vcpu_put`); until it does, any PE may run it.
     tracked: bool,
+    /// The VTTBR_EL2 value loaded on the issuer when it is not this
+    /// table's (stage 2 TLBIs act on the loaded VMID).
+    loaded_vttbr: Option<u64>,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -138,6 +141,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             ever: 0,
             stale_on: 0,
             tracked: false,
+            loaded_vttbr: None,
         })
     }
 
@@ -191,6 +195,52 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         self.tracked = true;
     }
 
+    /// Tells the table which VTTBR_EL2 value the issuing PE has loaded
+    /// (`None`: this table's own). Stage 2 TLBIs act on the loaded VMID, so
+    /// when another VM's is loaded the table's invalidations switch
+    /// VTTBR_EL2 to its own around them and back (with an ISB after each
+    /// write).
+    pub fn set_loaded_vttbr(&mut self, vttbr: Option<u64>) {
+        self.loaded_vttbr = vttbr;
+    }
+
+    /// The fault path for relaxations left uninvalidated: a guest faulted
+    /// on `addr` needing `access`. If the tables already allow it (a stale,
+    /// stricter entry caused the fault), the entries for that page are
+    /// invalidated on the issuing PE only (non-shareable TLBI, `DSB NSH`,
+    /// and for stage 2 a local `VMALLE1` for combined entries; then `ISB`)
+    /// and `true` is returned: the guest retries. Otherwise nothing is
+    /// emitted and `false` says the fault is real. (KVM's
+    /// `kvm_pgtable_stage2_relax_perms` with `__kvm_tlb_flush_vmid_ipa_nsh`;
+    /// elfuse's stale-TLB retry.)
+    pub fn spurious_fault(
+        &self,
+        addr: R::Input,
+        access: crate::perms::Grants,
+        fx: &mut impl Effects,
+    ) -> bool {
+        let Some(tr) = self.translate(addr) else {
+            return false;
+        };
+        let Ok(bits) = self.regime.encode_attrs(&tr.attrs) else {
+            return false;
+        };
+        if !self.regime.grants(bits).contains(access) {
+            return false;
+        }
+        let space = self.space();
+        let page = addr.get() & !(self.geometry.granule().size() - 1);
+        let (op, operand) = space.by_addr(page, true, crate::tlbi::Ttl::NONE);
+        fx.tlbi(crate::plan::local_form(op), operand);
+        fx.barrier(Barrier::DsbNsh);
+        if let crate::plan::SpaceKind::Stage2 { .. } = space.kind {
+            fx.tlbi(crate::tlbi::TlbiOp::Vmalle1, 0);
+            fx.barrier(Barrier::DsbNsh);
+        }
+        fx.barrier(Barrier::Isb);
+        true
+    }
+
     /// The address space stops running on `pe` (its TLB keeps entries).
     pub fn vcpu_put(&mut self, pe: usize) {
         self.running &= !(1u64 << pe.min(63));
@@ -233,10 +283,27 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         fx: &mut dyn Effects,
     ) -> bool {
         let space = self.space();
+        // Stage 2 TLBIs act on the VMID in VTTBR_EL2: when another VM's is
+        // loaded on the issuer, load this table's around them.
+        let switch = match (self.loaded_vttbr, space.kind) {
+            (Some(loaded), crate::plan::SpaceKind::Stage2 { .. }) => {
+                let own = self.registers()[1].1;
+                (loaded != own).then_some((own, loaded))
+            }
+            _ => None,
+        };
+        if let Some((own, _)) = switch {
+            fx.write_sysreg(crate::effects::SysReg::VttbrEl2, own);
+            fx.barrier(Barrier::Isb);
+        }
         let t = &*self;
         let emitted =
             t.invalidator
                 .invalidate(&space, purpose, changes, &mut || t.mapped_leaves(), fx);
+        if let Some((_, loaded)) = switch {
+            fx.write_sysreg(crate::effects::SysReg::VttbrEl2, loaded);
+            fx.barrier(Barrier::Isb);
+        }
         if emitted && space.local {
             // The other PEs it ran on did not see this invalidation.
             self.stale_on |= self.ever & !(1 << self.issuer);
