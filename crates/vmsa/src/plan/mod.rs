@@ -764,3 +764,184 @@ impl Invalidator for Planner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::effects::{Effect, Recorder};
+    use crate::report::LevelSet;
+
+    fn change(start: u64, end: u64, level: u8, flags: ChangeFlags) -> Change {
+        Change {
+            range: start..end,
+            level,
+            flags,
+            cached_leaf_levels: LevelSet::only(level),
+        }
+    }
+
+    const UNMAPPED: ChangeFlags = ChangeFlags::WAS_VALID
+        .union(ChangeFlags::OUTPUT_CHANGED)
+        .union(ChangeFlags::RESTRICTED);
+
+    fn run(p: &Planner, space: &Space, changes: &[Change], mapped: u64) -> Vec<Effect> {
+        let mut rec = Recorder::new();
+        p.invalidate(space, Purpose::Flush, changes, &mut || mapped, &mut rec);
+        rec.take()
+    }
+
+    fn tlbis(log: &[Effect]) -> Vec<(TlbiOp, u64)> {
+        log.iter()
+            .filter_map(|e| match *e {
+                Effect::Tlbi { op, operand } => Some((op, operand)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_operation_per_block_with_a_level_hint() {
+        let p = Planner::new(
+            Capabilities {
+                ttl: true,
+                ..Capabilities::default()
+            },
+            Profile::NATIVE,
+        );
+        let s1 = Space::new(SpaceKind::El1 { asid: 4 });
+        // Two 2 MiB blocks unmapped: two VALE1IS with TTL level 2.
+        let log = run(&p, &s1, &[change(0, 4 << 20, 2, UNMAPPED)], 1000);
+        assert_eq!(
+            tlbis(&log),
+            vec![
+                (TlbiOp::Vale1is, va_operand(4, 0, Ttl::at(1, 2))),
+                (TlbiOp::Vale1is, va_operand(4, 2 << 20, Ttl::at(1, 2))),
+            ]
+        );
+        // DSB ISHST before, DSB ISH after: one per batch.
+        assert_eq!(log.first(), Some(&Effect::Barrier(Barrier::DsbIshst)));
+        assert_eq!(log.last(), Some(&Effect::Barrier(Barrier::DsbIsh)));
+    }
+
+    #[test]
+    fn stage2_by_ipa_then_vmalle1is() {
+        let p = Planner::default();
+        let s2 = Space::new(SpaceKind::Stage2 { vmid: 1 });
+        let log = run(&p, &s2, &[change(0x1000, 0x2000, 3, UNMAPPED)], 100_000);
+        assert_eq!(
+            tlbis(&log),
+            vec![
+                (TlbiOp::Ipas2le1is, ipa_operand(0x1000, Ttl::NONE)),
+                (TlbiOp::Vmalle1is, 0)
+            ]
+        );
+        // A DSB ISH completes the IPA invalidation before VMALLE1IS.
+        let dsb_before_vmalle1is = log.windows(2).any(|w| {
+            w[0] == Effect::Barrier(Barrier::DsbIsh)
+                && matches!(
+                    w[1],
+                    Effect::Tlbi {
+                        op: TlbiOp::Vmalle1is,
+                        ..
+                    }
+                )
+        });
+        assert!(dsb_before_vmalle1is, "{log:?}");
+    }
+
+    #[test]
+    fn ranges_when_the_cpu_has_them() {
+        let p = Planner::new(Capabilities::armv8_4(), Profile::NATIVE);
+        let s1 = Space::new(SpaceKind::El1 { asid: 4 });
+        // 64 pages: one range operation instead of 64.
+        let log = run(
+            &p,
+            &s1,
+            &[change(0x40_0000, 0x44_0000, 3, UNMAPPED)],
+            100_000,
+        );
+        let ops = tlbis(&log);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert_eq!(ops[0].0, TlbiOp::Rvale1is);
+    }
+
+    #[test]
+    fn the_whole_space_when_that_is_cheaper() {
+        let p = Planner::default();
+        let s1 = Space::new(SpaceKind::El1 { asid: 4 });
+        // 4096 pages of a space that maps little else.
+        let log = run(&p, &s1, &[change(0, 4096 * 4096, 3, UNMAPPED)], 10);
+        assert_eq!(tlbis(&log), vec![(TlbiOp::Vmalle1is, 0)]);
+        // Under the nested profile VMALLS12E1IS traps and tears down the
+        // outer shadow stage 2: by IPA instead.
+        let nested = Planner::new(
+            Capabilities::armv8_4(),
+            Profile {
+                traps_el2_tlbi: true,
+                trap_emulate: 2_729,
+                shadow_stage2_teardown: 4_100_434_800,
+                ..Profile::NATIVE
+            },
+        );
+        let s2 = Space::new(SpaceKind::Stage2 { vmid: 1 });
+        let log = run(&nested, &s2, &[change(0, 1 << 30, 3, UNMAPPED)], 10);
+        assert!(tlbis(&log)
+            .iter()
+            .all(|(op, _)| *op != TlbiOp::Vmalls12e1is));
+    }
+
+    #[test]
+    fn nothing_for_relaxed_never_valid_or_dead() {
+        let p = Planner::default();
+        let s2 = Space::new(SpaceKind::Stage2 { vmid: 1 });
+        let relaxed = ChangeFlags::WAS_VALID
+            .union(ChangeFlags::IS_VALID)
+            .union(ChangeFlags::RELAXED);
+        assert!(run(&p, &s2, &[change(0, 0x1000, 3, relaxed)], 100_000).is_empty());
+        assert!(run(&p, &s2, &[change(0, 0x1000, 3, ChangeFlags::IS_VALID)], 1).is_empty());
+        let dead = Space { dead: true, ..s2 };
+        assert!(run(&p, &dead, &[change(0, 0x1000, 3, UNMAPPED)], 1).is_empty());
+    }
+
+    #[test]
+    fn local_forms_for_a_space_on_the_issuer_only() {
+        let p = Planner::default();
+        let local = Space {
+            local: true,
+            ..Space::new(SpaceKind::El1 { asid: 4 })
+        };
+        let log = run(&p, &local, &[change(0, 0x1000, 3, UNMAPPED)], 10);
+        assert_eq!(
+            tlbis(&log),
+            vec![(TlbiOp::Vale1, va_operand(4, 0, Ttl::NONE))]
+        );
+        assert_eq!(log.last(), Some(&Effect::Barrier(Barrier::DsbNsh)));
+    }
+
+    #[test]
+    fn repeat_tlbi_erratum_repeats_the_last_operation() {
+        let p = Planner::new(
+            Capabilities {
+                repeat_tlbi: true,
+                ..Capabilities::default()
+            },
+            Profile::NATIVE,
+        );
+        let s1 = Space::new(SpaceKind::El1 { asid: 4 });
+        let log = run(&p, &s1, &[change(0, 0x1000, 3, UNMAPPED)], 10);
+        let op = Effect::Tlbi {
+            op: TlbiOp::Vale1is,
+            operand: va_operand(4, 0, Ttl::NONE),
+        };
+        assert_eq!(
+            log,
+            vec![
+                Effect::Barrier(Barrier::DsbIshst),
+                op,
+                Effect::Barrier(Barrier::DsbIsh),
+                op,
+                Effect::Barrier(Barrier::DsbIsh),
+            ]
+        );
+    }
+}
