@@ -38,6 +38,7 @@ pub mod perms;
 pub mod plan;
 pub mod regime;
 pub mod report;
+pub mod request;
 pub mod table;
 pub mod tlbi;
 
