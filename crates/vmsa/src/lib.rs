@@ -41,6 +41,7 @@ pub mod report;
 pub mod request;
 pub mod table;
 pub mod tlbi;
+pub mod vmid;
 
 pub use addr::{Address, Ipa, Pa, Va};
 pub use caps::Capabilities;
@@ -60,3 +61,4 @@ pub use regime::{
 pub use report::{Change, ChangeFlags, ChangeReport, LevelSet};
 pub use table::{MapOptions, Mapping, Table, Translation};
 pub use tlbi::{TlbiOp, Ttl};
+pub use vmid::{AllocError, Assigned, TagAllocator, TagKind, TagSlot};
