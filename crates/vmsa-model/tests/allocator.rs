@@ -335,12 +335,12 @@ fn global_stage1_entries_are_not_covered_by_asid_retirement() {
     // whatever ASID it gets. Retiring ASIDs is only enough for nG = 1.
     let mut s = Sim::new(TagKind::Asid, true);
     s.block &= !NG;
-    // The model looks for such entries when a tag that had an owner is
-    // handed out again: VM 256 gets ASID 2 in the second generation, while
-    // VM 255 (ASID 1, after the rollover flush) left global entries.
+    // The model catches it as soon as the next process gets a tag: ASID 2
+    // while the dead process of ASID 1 left global entries.
     s.churn(0, 257);
     let v = s.m.violations();
-    assert_eq!(s.kinds(), vec![ViolationKind::IdReuse], "{v:#?}");
+    assert!(!v.is_empty());
+    assert!(v.iter().all(|v| v.kind == ViolationKind::IdReuse), "{v:#?}");
     assert!(
         v[0].explanation.contains("ASID 2 (VMID 0) handed"),
         "{}",
@@ -354,8 +354,6 @@ fn global_stage1_entries_are_not_covered_by_asid_retirement() {
 }
 
 #[test]
-#[ignore = "vmsa-model reports a false IdReuse: a tag handed to a new tree while its \
-            previous owner is live but runs nowhere and the rollover flush has completed"]
 fn a_parked_vm_loses_its_tag_at_the_rollover_safely() {
     for kind in KINDS {
         let mut s = Sim::new(kind, true);

@@ -990,6 +990,7 @@ impl Machine {
                 self.install(value & BADDR, Stage::El2Stage1, Key::El2, geometry, at);
             }
             Reg::Ttbr0El1 => {
+                self.leave(self.pes[pe].ttbr0_el1, value);
                 self.pes[pe].ttbr0_el1 = value;
                 let geometry = tcr_geometry(self.pes[pe].tcr_el1);
                 let key = Key::Asid {
@@ -1016,21 +1017,27 @@ impl Machine {
 
     /// A completed broadcast invalidation of everything a key tags.
     fn note_flush(&mut self, scope: &Scope) {
-        // Everything a key tags: no address, every kind (EL2 operations
-        // have only stage 1 kinds).
-        let whole = !scope.void
-            && scope.range.is_none()
-            && (scope.kinds == kinds::ALL || scope.target == Target::El2);
-        if !whole {
+        if scope.void || scope.range.is_some() {
             return;
         }
         let seq = self.seq;
         let keys: Vec<Key> = self.owners.keys().copied().collect();
         for k in keys {
             let hit = match (scope.target, k) {
-                (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
-                (Target::Vmid(v), Key::Vmid(w)) => v == w,
-                (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
+                // Stage 2 keys need stage-2-only entries gone too.
+                (Target::AllVmids, Key::Vmid(_)) => scope.kinds == kinds::ALL,
+                (Target::Vmid(v), Key::Vmid(w)) => v == w && scope.kinds == kinds::ALL,
+                // Stage 1 keys: every stage 1 entry of the VMID (and the ASID).
+                (Target::AllVmids, Key::Asid { .. }) => scope.kinds & kinds::STAGE1 != 0,
+                (Target::Vmid(v), Key::Asid { vmid, asid }) => {
+                    v == vmid
+                        && scope.kinds & kinds::STAGE1 != 0
+                        && match scope.asid {
+                            crate::scope::AsidMatch::Any => true,
+                            crate::scope::AsidMatch::Only(a)
+                            | crate::scope::AsidMatch::OrGlobal(a) => a == asid,
+                        }
+                }
                 (Target::El2, Key::El2) => true,
                 _ => false,
             };
@@ -1080,33 +1087,54 @@ impl Machine {
                 self.report(ViolationKind::IdReuse, at, root, running, why);
             }
         }
-        if let Some(&other) = self.owners.get(&key) {
-            if other != id && self.mem.trees[other].live() {
+        let prev = self.owners.get(&key).copied();
+        let mut duplicate = false;
+        if let Some(other) = prev.filter(|&o| o != id && self.mem.trees[o].live()) {
+            // A live owner may lose its tag (a rollover gives it another
+            // later) once no PE runs it and the tag has been invalidated
+            // since the last one left.
+            let o = &self.mem.trees[other];
+            let running = self.installed_on(o);
+            let flushed = self.flushed_at.get(&key).is_some_and(|&f| f > o.left_at);
+            if running != 0 || !flushed {
+                duplicate = true;
                 let why = format!(
                     "{key} is installed for the tree at {root:#x} while the live tree at {:#x} \
-                     owns it: the two trees' cached entries would be mixed",
-                    self.mem.trees[other].root
+                     owns it{}: the two trees' cached entries would be mixed",
+                    o.root,
+                    if running != 0 {
+                        format!(" and {} run it", pe_list(running))
+                    } else {
+                        " and the tag was not invalidated since it last ran".to_string()
+                    }
                 );
-                self.report(ViolationKind::IdReuse, at, root, 0, why);
-            } else if other != id {
-                let left = self
-                    .ghosts
-                    .iter()
-                    .find(|g| g.held() && tag_matches(g, key) && g.tree != id);
-                if let Some(g) = left {
-                    let why = format!(
-                        "{key} handed to the tree at {root:#x} while {} may still hold entries of \
-                         its previous owner (the tree at {:#x}): {} from {:#x}; invalidate {key} \
-                         (e.g. TLBI VMALLS12E1IS with that VMID, or ALLE1IS) and complete it with \
-                         DSB ISH first",
-                        pe_list(g.holder_mask()),
-                        self.mem.trees[g.tree].root,
-                        describe(g),
-                        g.slot
-                    );
-                    let pes = g.holder_mask();
-                    self.report(ViolationKind::IdReuse, at, root, pes, why);
-                }
+                self.report(ViolationKind::IdReuse, at, root, running, why);
+            }
+        }
+        if !duplicate && prev != Some(id) {
+            // Entries another tree left under this tag (or global entries of
+            // the same VMID) would be used by this one.
+            let left = self
+                .ghosts
+                .iter()
+                .find(|g| g.held() && tag_matches(g, key) && g.tree != id);
+            if let Some(g) = left {
+                let flush = if g.global() {
+                    "TLBI VMALLE1IS (global entries match every ASID)".to_string()
+                } else {
+                    format!("{key} (e.g. TLBI VMALLS12E1IS with that VMID, or ALLE1IS)")
+                };
+                let why = format!(
+                    "{key} handed to the tree at {root:#x} while {} may still hold entries of \
+                     another tree (at {:#x}): {} from {:#x}; invalidate {flush} and complete \
+                     it with DSB ISH first",
+                    pe_list(g.holder_mask()),
+                    self.mem.trees[g.tree].root,
+                    describe(g),
+                    g.slot
+                );
+                let pes = g.holder_mask();
+                self.report(ViolationKind::IdReuse, at, root, pes, why);
             }
         }
         self.owners.insert(key, id);
