@@ -622,3 +622,76 @@ pub fn run(name: &str, mk: &mut dyn FnMut(bool, Placement) -> Env, dead_aware: b
     e.ev(0, Event::Complete);
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::policies;
+
+    /// Random maps, unmaps, protections and block splits on a live table,
+    /// flushed at random points, with vCPUs touching memory.
+    fn random(e: &mut Env, steps: u32) {
+        e.map(BASE, BASE + 8 * M2, FRAMES, Perm::Rw, true);
+        e.flush();
+        for _ in 0..steps {
+            let s = BASE + e.rng.below(8 * 512) * K;
+            let len = (1 + e.rng.below(24)) * K;
+            match e.rng.below(4) {
+                0 => {
+                    let blocks = e.rng.below(2) == 0;
+                    let out = FRAMES + e.rng.below(64) * M2;
+                    e.map(s, s + len, out, Perm::Rw, blocks)
+                }
+                1 => e.unmap(s, s + len),
+                2 => {
+                    let perm = [Perm::Ro, Perm::Rw, Perm::Rx][e.rng.below(3) as usize];
+                    e.protect(s, s + len, perm)
+                }
+                _ => e.unmap(s, s + K),
+            }
+            if e.rng.below(3) != 0 {
+                e.flush();
+            }
+            let write = e.rng.below(2) == 0;
+            e.touch(&[s, s + len / 2], write);
+        }
+        e.flush();
+    }
+
+    #[test]
+    fn every_faithful_policy_is_clean_on_random_runs() {
+        let profile = &vmsa_model::cost::NATIVE;
+        for &policy in policies::NAMES {
+            if matches!(policy, "none" | "aarch64-paging") {
+                continue;
+            }
+            for (stage2, place) in [
+                (true, Placement::Everywhere),
+                (false, Placement::Everywhere),
+                (false, Placement::On(&[1])),
+            ] {
+                for seed in 1..=3u64 {
+                    let inv = policies::make(policy, vmsa::Capabilities::armv8_4(), profile, 4);
+                    let oracle = policy == "oracle";
+                    let mut e = Env::new(stage2, 4, place, inv, oracle, policies::gathers(policy));
+                    e.rng = Rng(seed * 0x9e37_79b9);
+                    random(&mut e, 60);
+                    assert!(
+                        e.m.violations().is_empty(),
+                        "{policy} stage2={stage2} {place:?} seed {seed}: {}",
+                        e.m.violations()[0]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_broken_control_is_caught_on_random_runs() {
+        let profile = &vmsa_model::cost::NATIVE;
+        let inv = policies::make("none", vmsa::Capabilities::armv8_4(), profile, 4);
+        let mut e = Env::new(true, 4, Placement::Everywhere, inv, false, false);
+        random(&mut e, 60);
+        assert!(!e.m.violations().is_empty());
+    }
+}
