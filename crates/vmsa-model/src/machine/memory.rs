@@ -113,6 +113,8 @@ pub struct Tree {
     /// Internal sequence number of the last time a PE switched a base
     /// register away from this tree.
     pub left_at: u64,
+    /// Declared a root of page tables (Casemate `set_root_lock`).
+    pub declared: bool,
 }
 
 impl Tree {

@@ -289,7 +289,8 @@ impl Machine {
             Event::SysReg { reg, value } => self.sysreg(pe, reg, value, origin),
             Event::Hint(h) => match h {
                 Hint::SetRootLock { root, .. } => {
-                    self.tree_at(root & !(PAGE - 1));
+                    let t = self.tree_at(root & !(PAGE - 1));
+                    self.mem.trees[t].declared = true;
                 }
                 Hint::ReleaseTable { page } => self.release_page(page, origin, "released"),
                 Hint::SetOwnerRoot { .. } | Hint::SetPteThreadOwner { .. } => {}
@@ -330,6 +331,7 @@ impl Machine {
             installed_at: 0,
             leaves: 0,
             left_at: 0,
+            declared: false,
         });
         self.mem.roots.insert(root, id);
         self.mem.link_root(id);
@@ -806,6 +808,16 @@ impl Machine {
         self.mem.trees[tree].leaves += leaves;
     }
 
+    /// Whether a tree's root holds no valid descriptor.
+    fn empty_tree(&self, id: TreeId) -> bool {
+        let t = &self.mem.trees[id];
+        (0..t.root_pages as u64).all(|p| {
+            self.mem
+                .page(t.root + p * PAGE)
+                .map_or(true, |page| page.words.iter().all(|w| w & 1 == 0))
+        })
+    }
+
     /// PEs that have run with `key` (only they may have cached its
     /// entries).
     fn ran(&self, key: Key) -> u64 {
@@ -1088,6 +1100,17 @@ impl Machine {
             }
         }
         let prev = self.owners.get(&key).copied();
+        if prev.is_some_and(|o| o != id && self.mem.trees[o].live())
+            && !self.mem.trees[id].declared
+            && self.empty_tree(id)
+        {
+            // An empty root with a live tree's tag, not declared as a table
+            // (loaded only to issue TLBIs, as speculative AT errata require):
+            // it caches nothing, so nothing mixes, and the owner keeps the
+            // tag. (A declared root is a tree of its own: Casemate's
+            // "duplicate (VM/AS)ID".)
+            return;
+        }
         let mut duplicate = false;
         if let Some(other) = prev.filter(|&o| o != id && self.mem.trees[o].live()) {
             // A live owner may lose its tag (a rollover gives it another

@@ -101,6 +101,9 @@ pub struct Table<R: Regime, A: TableAllocator> {
     /// The VTTBR_EL2 value loaded on the issuer when it is not this
     /// table's (stage 2 TLBIs act on the loaded VMID).
     loaded_vttbr: Option<u64>,
+    /// An empty root to point VTTBR_EL2 at while switching VMIDs for TLBIs
+    /// (speculative AT errata).
+    empty_root: Option<Pa>,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -142,6 +145,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             stale_on: 0,
             tracked: false,
             loaded_vttbr: None,
+            empty_root: None,
         })
     }
 
@@ -202,6 +206,15 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// write).
     pub fn set_loaded_vttbr(&mut self, vttbr: Option<u64>) {
         self.loaded_vttbr = vttbr;
+    }
+
+    /// For CPUs with a speculative AT erratum
+    /// ([`Capabilities::speculative_at`](crate::Capabilities)): an empty,
+    /// zeroed root table (at least as large as this table's root) to put in
+    /// VTTBR_EL2, with this table's VMID, while switching VMIDs to issue
+    /// TLBIs, so that no speculative walk reaches a real table.
+    pub fn set_empty_root(&mut self, root: Option<Pa>) {
+        self.empty_root = root;
     }
 
     /// The fault path for relaxations left uninvalidated: a guest faulted
@@ -286,9 +299,16 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         // Stage 2 TLBIs act on the VMID in VTTBR_EL2: when another VM's is
         // loaded on the issuer, load this table's around them.
         let switch = match (self.loaded_vttbr, space.kind) {
-            (Some(loaded), crate::plan::SpaceKind::Stage2 { .. }) => {
+            (Some(loaded), crate::plan::SpaceKind::Stage2 { vmid }) => {
                 let own = self.registers()[1].1;
-                (loaded != own).then_some((own, loaded))
+                // With a speculative AT erratum the PE must not walk a real
+                // table of this VMID while at EL2: an empty root with the
+                // VMID serves the TLBIs as well.
+                let target = match self.empty_root {
+                    Some(root) => (vmid as u64) << 48 | root.0,
+                    None => own,
+                };
+                (loaded != own).then_some((target, loaded))
             }
             _ => None,
         };
