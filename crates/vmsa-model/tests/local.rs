@@ -31,6 +31,15 @@ fn setup(m: &mut Machine) -> Table<El1Stage1, Arena> {
     )
     .unwrap();
     t.set_issuer(1);
+    // Refills nearly free: local invalidation (and the flush it costs a
+    // PE that comes back later) always pays here.
+    t.set_invalidator(Box::new(vmsa::Planner::new(
+        vmsa::Capabilities::default(),
+        vmsa::Profile {
+            refill_walk: 1,
+            ..vmsa::Profile::NATIVE
+        },
+    )));
     t.map(
         Va(0x40_0000)..Va(0x40_0000 + 16 * K),
         Ipa(0x1000_0000),

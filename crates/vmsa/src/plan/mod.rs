@@ -52,6 +52,9 @@ pub struct Space {
     /// since the other PEs it ran on last flushed it: non-shareable
     /// operations suffice.
     pub local: bool,
+    /// How many other PEs a non-shareable invalidation would leave owing a
+    /// full local flush of the space when it next runs there.
+    pub newly_stale: u32,
 }
 
 impl Space {
@@ -62,6 +65,7 @@ impl Space {
             entry_size: [1 << 39, 1 << 30, 1 << 21, 1 << 12],
             dead: false,
             local: false,
+            newly_stale: 0,
         }
     }
 
@@ -694,6 +698,51 @@ impl Planner {
         // `mapped` is counted once, and only if a candidate needs it.
         let mut cache = None;
         let mut count = || *cache.get_or_insert_with(&mut *mapped);
+        if space.local {
+            // Non-shareable operations now, but each PE they leave stale
+            // pays a full local flush (and its refills) when the space runs
+            // there again: compare with broadcasting.
+            let wide = Space {
+                local: false,
+                ..*space
+            };
+            let local = self.plan_in(space, purpose, changes, &mut count);
+            let broad = self.plan_in(&wide, purpose, changes, &mut count);
+            return match (local, broad) {
+                (Some(l), Some(b)) => {
+                    let (op, _) = space.whole();
+                    let kinds = if matches!(space.kind, SpaceKind::Stage2 { .. }) {
+                        2
+                    } else {
+                        1
+                    };
+                    let later = (space.newly_stale as u64).saturating_mul(
+                        self.profile
+                            .tlbi(local_form(op))
+                            .saturating_add(self.profile.dsb_light)
+                            .saturating_add(self.refills(count(), kinds, 1)),
+                    );
+                    if l.cycles.saturating_add(later) <= b.cycles {
+                        Some(l)
+                    } else {
+                        Some(b)
+                    }
+                }
+                (l, b) => l.or(b),
+            };
+        }
+        self.plan_in(space, purpose, changes, &mut count)
+    }
+
+    /// [`plan`](Self::plan) for one sharing choice.
+    fn plan_in(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        count: &mut dyn FnMut() -> u64,
+    ) -> Option<Sequence> {
+        let mut count = || count();
         let needs = self.needs(space, purpose, changes, false);
         let relaxed: u64 = if purpose == Purpose::Flush {
             changes

@@ -170,6 +170,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         // Only the issuer runs it, and every other PE that ever did will
         // flush before running it again: non-shareable operations do.
         s.local = self.tracked && self.running & !(1 << self.issuer) == 0;
+        // PEs a local invalidation would leave owing a flush on their next
+        // load.
+        s.newly_stale = (self.ever & !(1 << self.issuer) & !self.stale_on).count_ones();
         s
     }
 
@@ -317,14 +320,24 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             fx.barrier(Barrier::Isb);
         }
         let t = &*self;
-        let emitted =
-            t.invalidator
-                .invalidate(&space, purpose, changes, &mut || t.mapped_leaves(), fx);
+        let mut watch = Watch {
+            inner: fx,
+            local: false,
+            broadcast: false,
+        };
+        let emitted = t.invalidator.invalidate(
+            &space,
+            purpose,
+            changes,
+            &mut || t.mapped_leaves(),
+            &mut watch,
+        );
+        let (local, broadcast) = (watch.local, watch.broadcast);
         if let Some((_, loaded)) = switch {
             fx.write_sysreg(crate::effects::SysReg::VttbrEl2, loaded);
             fx.barrier(Barrier::Isb);
         }
-        if emitted && space.local {
+        if local && !broadcast {
             // The other PEs it ran on did not see this invalidation.
             self.stale_on |= self.ever & !(1 << self.issuer);
         }
@@ -612,6 +625,39 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         );
         let report = op.finish();
         result.map(|()| report)
+    }
+}
+
+/// Passes effects through, noting whether TLBIs were local or broadcast.
+struct Watch<'a> {
+    inner: &'a mut dyn Effects,
+    local: bool,
+    broadcast: bool,
+}
+
+impl Effects for Watch<'_> {
+    fn store_descriptor(&mut self, slot: &core::sync::atomic::AtomicU64, at: Pa, new: u64) {
+        self.inner.store_descriptor(slot, at, new)
+    }
+    fn barrier(&mut self, barrier: Barrier) {
+        self.inner.barrier(barrier)
+    }
+    fn tlbi(&mut self, op: crate::tlbi::TlbiOp, operand: u64) {
+        if op.is_broadcast() {
+            self.broadcast = true;
+        } else {
+            self.local = true;
+        }
+        self.inner.tlbi(op, operand)
+    }
+    fn write_sysreg(&mut self, reg: crate::effects::SysReg, value: u64) {
+        self.inner.write_sysreg(reg, value)
+    }
+    fn cache(&mut self, op: crate::effects::CacheOp, addr: u64) {
+        self.inner.cache(op, addr)
+    }
+    fn page_event(&mut self, event: PageEvent) {
+        self.inner.page_event(event)
     }
 }
 
