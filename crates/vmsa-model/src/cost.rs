@@ -259,29 +259,9 @@ impl TlbiClass {
 /// Whether only EL2 (or EL3) can execute `op`: the stage 2 and combined
 /// stage 1+2 operations of the EL1&0 regime and the operations on the EL2
 /// regime. Under FEAT_NV these trap when a guest hypervisor issues them.
+/// (The library's classification, which its planner prices with.)
 pub const fn el2_only(op: TlbiOp) -> bool {
-    use TlbiOp::*;
-    matches!(
-        op,
-        Ipas2e1
-            | Ipas2e1is
-            | Ipas2le1
-            | Ipas2le1is
-            | Ripas2e1
-            | Ripas2e1is
-            | Ripas2le1
-            | Ripas2le1is
-            | Vmalls12e1
-            | Vmalls12e1is
-            | Alle1
-            | Alle1is
-            | Vae2
-            | Vae2is
-            | Vale2
-            | Vale2is
-            | Alle2
-            | Alle2is
-    )
+    vmsa::plan::el2_only(op)
 }
 
 /// Whether emulating `op` makes the outer hypervisor throw away whole
