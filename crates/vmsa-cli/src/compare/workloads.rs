@@ -86,7 +86,7 @@ const VMID: u16 = 1;
 const ASID: u16 = 1;
 
 /// Where a workload's address space runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Placement {
     /// On every PE but 0; PE 0 (the hypervisor) changes the tables and
     /// runs the VMID too.
@@ -94,7 +94,7 @@ pub enum Placement {
     /// On these PEs only, changes made from the first (a process on one or
     /// two vCPUs, the TLBIs run by its EL1 shim); the table tracks where it
     /// runs.
-    On(&'static [usize]),
+    On(Vec<usize>),
 }
 
 impl Env {
@@ -112,7 +112,7 @@ impl Env {
         let pes = pes.max(2);
         let (vcpus, issuer, tracked): (Vec<usize>, usize, bool) = match place {
             Placement::Everywhere => ((1..pes).collect(), 0, false),
-            Placement::On(list) => {
+            Placement::On(ref list) => {
                 let v: Vec<usize> = list.iter().map(|&p| p.min(pes - 1)).collect();
                 let first = v[0];
                 (v, first, true)
@@ -469,11 +469,11 @@ pub fn run(name: &str, mk: &mut dyn FnMut(bool, Placement) -> Env, dead_aware: b
         .is_some_and(|(_, r)| *r == "stage 2");
     let place = match name {
         // A single-threaded process on one vCPU (elfuse's case).
-        "relro" | "munmap-small" | "mmap-churn" | "jit-wx" => Placement::On(&[1]),
+        "relro" | "munmap-small" | "mmap-churn" | "jit-wx" => Placement::On(vec![1]),
         // Parent and child of a fork on two vCPUs.
-        "fork-cow" => Placement::On(&[1, 2]),
+        "fork-cow" => Placement::On(vec![1, 2]),
         // A single-vCPU VM that moves between PEs.
-        "vcpu-migrate" => Placement::On(&[1]),
+        "vcpu-migrate" => Placement::On(vec![1]),
         _ => Placement::Everywhere,
     };
     let mut e = mk(stage2, place);
@@ -668,12 +668,19 @@ mod tests {
             for (stage2, place) in [
                 (true, Placement::Everywhere),
                 (false, Placement::Everywhere),
-                (false, Placement::On(&[1])),
+                (false, Placement::On(vec![1])),
             ] {
                 for seed in 1..=3u64 {
                     let inv = policies::make(policy, vmsa::Capabilities::armv8_4(), profile, 4);
                     let oracle = policy == "oracle";
-                    let mut e = Env::new(stage2, 4, place, inv, oracle, policies::gathers(policy));
+                    let mut e = Env::new(
+                        stage2,
+                        4,
+                        place.clone(),
+                        inv,
+                        oracle,
+                        policies::gathers(policy),
+                    );
                     e.rng = Rng(seed * 0x9e37_79b9);
                     random(&mut e, 60);
                     assert!(
