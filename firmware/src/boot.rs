@@ -1,0 +1,232 @@
+//! Entry, exception vectors and the world switch to and from the guest.
+
+use core::arch::global_asm;
+
+global_asm!(
+    r#"
+    .section .text.boot, "ax"
+    .global _start
+_start:
+    // x19 = current exception level, reported by rust_main.
+    mrs     x19, CurrentEL
+    ubfx    x19, x19, #2, #2
+    adrp    x9, __stack_top
+    add     x9, x9, :lo12:__stack_top
+    mov     sp, x9
+
+    // aarch64-unknown-none code may use FP/SIMD registers: stop trapping
+    // them at the level we are at.
+    cmp     x19, #3
+    b.ne    1f
+    msr     cptr_el3, xzr
+    b       3f
+1:  cmp     x19, #2
+    b.ne    2f
+    // CPTR_EL2 (E2H == 0): RES1 bits [13:12], [9:0]; TFP [10] = 0, TZ [8]
+    // = 1 (SVE stays trapped), TTA [20] = 0, TCPAC [31] = 0.
+    mov     x9, #0x33ff
+    msr     cptr_el2, x9
+    // The EL2 vectors.
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    b       3f
+2:  // EL1: CPACR_EL1.FPEN = 0b11.
+    mov     x9, #(3 << 20)
+    msr     cpacr_el1, x9
+3:  isb
+
+    // Zero .bss.
+    adrp    x9, __bss_start
+    add     x9, x9, :lo12:__bss_start
+    adrp    x10, __bss_end
+    add     x10, x10, :lo12:__bss_end
+4:  cmp     x9, x10
+    b.hs    5f
+    stp     xzr, xzr, [x9], #16
+    b       4b
+5:
+    mov     x0, x19
+    bl      rust_main
+6:  wfe
+    b       6b
+
+    // ------------------------------------------------------------------
+    // EL2 exception vectors. Exceptions taken from EL2 itself are host
+    // bugs: report them. Exceptions from the guest (lower EL, AArch64) end
+    // the guest run: see guest_exit.
+    .section .text.vectors, "ax"
+    .balign 2048
+el2_vectors:
+    .irp kind, 0, 1, 2, 3, 4, 5, 6, 7
+    .balign 128
+    mov     x0, #\kind
+    mrs     x1, esr_el2
+    mrs     x2, elr_el2
+    mrs     x3, far_el2
+    b       el2_host_exception
+    .endr
+    .irp kind, 0, 1, 2, 3
+    .balign 128
+    mov     x15, #\kind
+    b       guest_exit
+    .endr
+    .irp kind, 0, 1, 2, 3
+    .balign 128
+    // Lower EL, AArch32: not used (HCR_EL2.RW = 1).
+    mov     x15, #(\kind + 4)
+    b       guest_exit
+    .endr
+
+    // ------------------------------------------------------------------
+    // enter_guest(run: *mut GuestRun): runs the guest at EL1 from run.pc
+    // with x0-x3 from run.x until it takes an exception to EL2, which
+    // stores x0-x3 and the syndrome in *run and returns here as if
+    // enter_guest had returned. The EL2 callee-saved state lives in
+    // HOST_CTX meanwhile.
+    .section .text, "ax"
+    .global enter_guest
+enter_guest:
+    adrp    x9, HOST_CTX
+    add     x9, x9, :lo12:HOST_CTX
+    stp     x19, x20, [x9, #0]
+    stp     x21, x22, [x9, #16]
+    stp     x23, x24, [x9, #32]
+    stp     x25, x26, [x9, #48]
+    stp     x27, x28, [x9, #64]
+    stp     x29, x30, [x9, #80]
+    mov     x10, sp
+    stp     x10, x0, [x9, #96]
+    ldr     x10, [x0, #72]          // run.pc
+    msr     elr_el2, x10
+    mov     x10, #0x3c5             // EL1h, D A I F masked
+    msr     spsr_el2, x10
+    ldp     x2, x3, [x0, #16]
+    ldp     x0, x1, [x0, #0]
+    // Nothing of EL2 reaches the guest but x0-x3 and what it can address.
+    mov     x4, xzr
+    mov     x5, xzr
+    mov     x6, xzr
+    mov     x7, xzr
+    mov     x9, xzr
+    mov     x10, xzr
+    eret
+
+guest_exit:
+    // x15 = vector kind (0 sync, 1 IRQ, 2 FIQ, 3 SError; +4 AArch32).
+    adrp    x9, HOST_CTX
+    add     x9, x9, :lo12:HOST_CTX
+    ldr     x10, [x9, #104]         // the GuestRun
+    stp     x0, x1, [x10, #0]
+    stp     x2, x3, [x10, #16]
+    mrs     x11, esr_el2
+    mrs     x12, far_el2
+    stp     x11, x12, [x10, #32]
+    mrs     x11, hpfar_el2
+    mrs     x12, elr_el2
+    stp     x11, x12, [x10, #48]
+    str     x15, [x10, #64]
+    ldp     x19, x20, [x9, #0]
+    ldp     x21, x22, [x9, #16]
+    ldp     x23, x24, [x9, #32]
+    ldp     x25, x26, [x9, #48]
+    ldp     x27, x28, [x9, #64]
+    ldp     x29, x30, [x9, #80]
+    ldr     x10, [x9, #96]
+    mov     sp, x10
+    ret
+
+    // ------------------------------------------------------------------
+    // The guest: one stage-1-off EL1 program, in its own page(s) that each
+    // VM maps at IPA == PA. x1 selects what it does; it always ends with
+    // HVC #0 (a fault ends it earlier).
+    //   x1 = 0: x0 = load [x0]
+    //   x1 = 1: store x2 to [x0]; x0 = 0
+    //   x1 = 2: load x2 doublewords [x0], [x0 + x3], ...; x0 = their sum
+    .section .guest.text, "ax"
+    .global guest_entry
+guest_entry:
+    cmp     x1, #1
+    b.eq    1f
+    cmp     x1, #2
+    b.eq    2f
+    ldr     x0, [x0]
+    hvc     #0
+1:  str     x2, [x0]
+    mov     x0, #0
+    hvc     #0
+2:  mov     x4, x0
+    mov     x0, #0
+3:  cbz     x2, 4f
+    ldr     x5, [x4]
+    add     x0, x0, x5
+    add     x4, x4, x3
+    sub     x2, x2, #1
+    b       3b
+4:  hvc     #0
+"#
+);
+
+/// The EL2 registers kept while the guest runs: x19-x30, sp, and the
+/// `GuestRun` being filled.
+#[no_mangle]
+static mut HOST_CTX: [u64; 14] = [0; 14];
+
+/// What the guest runs with and how its run ended. The layout is fixed by
+/// `enter_guest` / `guest_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestRun {
+    /// x0-x3 at entry; at exit, the guest's x0-x3.
+    pub x: [u64; 4],
+    /// ESR_EL2 of the exception that ended the run.
+    pub esr: u64,
+    /// FAR_EL2.
+    pub far: u64,
+    /// HPFAR_EL2.
+    pub hpfar: u64,
+    /// ELR_EL2.
+    pub elr: u64,
+    /// Vector taken: 0 synchronous, 1 IRQ, 2 FIQ, 3 SError (+4 AArch32).
+    pub kind: u64,
+    /// Entry point (IPA; stage 1 is off).
+    pub pc: u64,
+}
+
+extern "C" {
+    fn enter_guest(run: *mut GuestRun);
+    /// First instruction of the guest program.
+    pub fn guest_entry();
+    static __guest_start: u8;
+    static __guest_end: u8;
+}
+
+/// The guest program's pages, `[start, end)`.
+pub fn guest_code() -> (u64, u64) {
+    // SAFETY: linker symbols; only their addresses are taken.
+    unsafe {
+        (
+            core::ptr::addr_of!(__guest_start) as u64,
+            core::ptr::addr_of!(__guest_end) as u64,
+        )
+    }
+}
+
+/// Runs the guest once with `run.pc` and `run.x`, until its first
+/// exception to EL2.
+pub fn run_guest(run: &mut GuestRun) {
+    // SAFETY: enter_guest saves every callee-saved register and the stack
+    // pointer and restores them before returning; the guest reaches no EL2
+    // memory except through the stage 2 tables the caller set up.
+    unsafe { enter_guest(run) }
+}
+
+/// An exception taken from EL2 itself: a firmware bug. Reports and exits.
+#[no_mangle]
+extern "C" fn el2_host_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
+    crate::println!(
+        "FATAL: EL2 exception (vector {kind}) ESR_EL2={esr:#x} (EC {:#x}) ELR_EL2={elr:#x} FAR_EL2={far:#x}",
+        esr >> 26
+    );
+    crate::semihost::exit(2)
+}
