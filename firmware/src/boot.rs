@@ -203,13 +203,11 @@ extern "C" {
 
 /// The guest program's pages, `[start, end)`.
 pub fn guest_code() -> (u64, u64) {
-    // SAFETY: linker symbols; only their addresses are taken.
-    unsafe {
-        (
-            core::ptr::addr_of!(__guest_start) as u64,
-            core::ptr::addr_of!(__guest_end) as u64,
-        )
-    }
+    // Linker symbols: only their addresses are taken.
+    (
+        core::ptr::addr_of!(__guest_start) as u64,
+        core::ptr::addr_of!(__guest_end) as u64,
+    )
 }
 
 /// Runs the guest once with `run.pc` and `run.x`, until its first

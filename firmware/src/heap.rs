@@ -63,7 +63,8 @@ unsafe impl GlobalAlloc for Bump {
         let base = self.mem.get() as usize;
         let next = &mut *self.next.get();
         // Growing or shrinking the last allocation in place.
-        if ptr as usize + layout.size() == base + *next && ptr as usize + new_size <= base + HEAP_SIZE
+        if ptr as usize + layout.size() == base + *next
+            && ptr as usize + new_size <= base + HEAP_SIZE
         {
             *next = ptr as usize + new_size - base;
             let peak = &mut *self.peak.get();

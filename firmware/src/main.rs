@@ -9,22 +9,82 @@
 
 extern crate alloc;
 
-mod boot;
-mod heap;
-mod semihost;
 #[macro_use]
 mod uart;
+mod boot;
+mod guest;
+mod heap;
+mod hw;
+mod pool;
+mod scenarios;
+mod semihost;
 
 use core::panic::PanicInfo;
 
+use scenarios::{Cpu, Runner};
+
 #[no_mangle]
 extern "C" fn rust_main(el: u64) -> ! {
-    println!("vmsa firmware: hello from EL{el}");
+    println!("vmsa firmware: running at EL{el}");
     if el != 2 {
         println!("FATAL: started at EL{el}, need EL2 (qemu -machine virt,virtualization=on)");
         semihost::exit(3);
     }
-    semihost::exit(0)
+    let cpu = Cpu::detect();
+    println!(
+        "cpu: MIDR {:#x}, PARange {}, FEAT_TLBIRANGE {}, FEAT_TTL {}, BBM level {}, nTLBPA {}, VMID bits {}",
+        cpu.midr,
+        cpu.pa_range,
+        cpu.caps.tlbi_range,
+        cpu.caps.ttl,
+        cpu.caps.bbm_level,
+        cpu.caps.ntlbpa,
+        cpu.caps.vmid_bits
+    );
+    let (gs, ge) = boot::guest_code();
+    println!(
+        "memory: guest code {gs:#x}..{ge:#x}, table pool {:#x} ({} pages)",
+        pool::PoolAlloc::base(),
+        pool::PAGES
+    );
+    guest::setup_el2();
+
+    let mut r = Runner::new(cpu);
+    r.check("read-through-mapping", scenarios::read_through_mapping);
+    r.check("unmap-then-fault", scenarios::unmap_then_fault);
+    r.check("remap", scenarios::remap);
+    r.check("protect-and-relax", scenarios::protect_and_relax);
+    r.check("split-and-collapse", scenarios::split_and_collapse);
+    r.check("two-vms", scenarios::two_vms);
+    r.check("invalidate-other-vmid", scenarios::invalidate_other_vmid);
+    r.check("big-unmap", scenarios::big_unmap);
+    r.control("control-no-tlbi", scenarios::control_no_tlbi);
+    r.control(
+        "control-ipas2-without-vmalle1",
+        scenarios::control_ipas2_without_vmalle1,
+    );
+
+    println!(
+        "guest runs {}, table pages peak {}, heap peak {} KiB, descriptor stores {}, barriers {}",
+        guest::runs(),
+        pool::PoolAlloc::peak(),
+        heap::HEAP.peak() / 1024,
+        r.hw.stores,
+        r.hw.barriers
+    );
+    print!("tlbi totals:");
+    for (i, op) in vmsa::TlbiOp::ALL.iter().enumerate() {
+        if r.hw.counts[i] > 0 {
+            print!(" {op}={}", r.hw.counts[i]);
+        }
+    }
+    println!();
+    println!(
+        "controls: {} caught, {} not caught (never counted as passed)",
+        r.caught, r.not_caught
+    );
+    println!("{} passed, {} failed", r.passed, r.failed);
+    semihost::exit(if r.failed == 0 { 0 } else { 1 })
 }
 
 #[panic_handler]

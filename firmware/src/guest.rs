@@ -1,0 +1,177 @@
+//! The guest side: EL2 configuration for an EL1 guest under stage 2, and
+//! single guest runs that perform one access and report what happened.
+
+use core::fmt;
+
+use crate::boot::{guest_entry, run_guest, GuestRun};
+use crate::hw::{mrs, msr};
+
+/// HCR_EL2.VM: stage 2 translation for EL1&0.
+const HCR_VM: u64 = 1 << 0;
+/// HCR_EL2.RW: EL1 is AArch64.
+const HCR_RW: u64 = 1 << 31;
+/// SCTLR_EL1 with its RES1 bits (29, 28, 23, 22, 20, 11) and the MMU, the
+/// caches and alignment checks off: the guest runs with stage 1 off, so
+/// its addresses are IPAs.
+const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
+
+/// Exception classes (ESR_ELx.EC).
+pub const EC_HVC64: u64 = 0x16;
+pub const EC_IABT_LOW: u64 = 0x20;
+pub const EC_DABT_LOW: u64 = 0x24;
+
+/// Configures EL2 for running an AArch64 EL1 guest under stage 2: nothing
+/// else is trapped or routed (IRQs stay masked in the guest).
+pub fn setup_el2() {
+    msr!("hcr_el2", HCR_VM | HCR_RW);
+    msr!("sctlr_el1", SCTLR_EL1_MMU_OFF);
+    // Stage 1 registers are ignored with SCTLR_EL1.M == 0; zero them anyway.
+    msr!("tcr_el1", 0u64);
+    msr!("ttbr0_el1", 0u64);
+    msr!("ttbr1_el1", 0u64);
+    msr!("vbar_el1", 0u64);
+    // SAFETY: context synchronization only.
+    unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// A data or instruction abort taken to EL2 from the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Abort {
+    pub ec: u64,
+    pub esr: u64,
+    /// The faulting IPA: HPFAR_EL2.FIPA (IPA[51:12]) with FAR_EL2[11:0].
+    pub ipa: u64,
+    pub far: u64,
+}
+
+impl Abort {
+    /// ISS.DFSC / IFSC.
+    pub fn fsc(&self) -> u64 {
+        self.esr & 0x3f
+    }
+    /// A translation fault (at any level).
+    pub fn is_translation(&self) -> bool {
+        self.fsc() & 0x3c == 0x04
+    }
+    /// A permission fault (at any level).
+    pub fn is_permission(&self) -> bool {
+        self.fsc() & 0x3c == 0x0c
+    }
+    /// The level of the fault.
+    pub fn level(&self) -> u64 {
+        self.fsc() & 3
+    }
+    /// ISS.WnR: the access was a write.
+    pub fn is_write(&self) -> bool {
+        self.ec == EC_DABT_LOW && self.esr & (1 << 6) != 0
+    }
+    /// ISS.S1PTW: the fault was on a stage 1 walk's access.
+    pub fn s1ptw(&self) -> bool {
+        self.esr & (1 << 7) != 0
+    }
+}
+
+impl fmt::Display for Abort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.is_translation() {
+            "translation"
+        } else if self.is_permission() {
+            "permission"
+        } else if self.fsc() & 0x3c == 0x08 {
+            "access flag"
+        } else {
+            "other"
+        };
+        write!(
+            f,
+            "EC {:#x} {kind} fault L{} ({}) at IPA {:#x} (ESR {:#x}, FAR {:#x})",
+            self.ec,
+            self.level(),
+            if self.is_write() { "write" } else { "read" },
+            self.ipa,
+            self.esr,
+            self.far
+        )
+    }
+}
+
+/// How a guest run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It reached `HVC #0` with this x0.
+    Value(u64),
+    /// A stage 2 abort (EC 0x24 / 0x20).
+    Fault(Abort),
+    /// Anything else (a bug).
+    Other { kind: u64, esr: u64, elr: u64 },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Value(v) => write!(f, "value {v:#x}"),
+            Outcome::Fault(a) => write!(f, "{a}"),
+            Outcome::Other { kind, esr, elr } => write!(
+                f,
+                "unexpected exit: vector {kind}, ESR {esr:#x} (EC {:#x}), ELR {elr:#x}",
+                esr >> 26
+            ),
+        }
+    }
+}
+
+/// Guest runs so far.
+static mut RUNS: u64 = 0;
+
+/// Number of guest runs so far.
+pub fn runs() -> u64 {
+    // SAFETY: single PE.
+    unsafe { RUNS }
+}
+
+fn go(x: [u64; 4]) -> Outcome {
+    let mut run = GuestRun {
+        x,
+        pc: guest_entry as *const () as u64,
+        ..GuestRun::default()
+    };
+    run_guest(&mut run);
+    // SAFETY: single PE.
+    unsafe { RUNS += 1 };
+    let ec = run.esr >> 26;
+    match (run.kind, ec) {
+        (0, EC_HVC64) => Outcome::Value(run.x[0]),
+        (0, EC_DABT_LOW | EC_IABT_LOW) => Outcome::Fault(Abort {
+            ec,
+            esr: run.esr,
+            ipa: ((run.hpfar >> 4) & ((1 << 44) - 1)) << 12 | (run.far & 0xfff),
+            far: run.far,
+        }),
+        _ => Outcome::Other {
+            kind: run.kind,
+            esr: run.esr,
+            elr: run.elr,
+        },
+    }
+}
+
+/// The guest loads the doubleword at `ipa`.
+pub fn read(ipa: u64) -> Outcome {
+    go([ipa, 0, 0, 0])
+}
+
+/// The guest stores `value` at `ipa`.
+pub fn write(ipa: u64, value: u64) -> Outcome {
+    go([ipa, 1, value, 0])
+}
+
+/// The guest loads `count` doublewords at `ipa`, `ipa + stride`, ... and
+/// returns their sum.
+pub fn read_many(ipa: u64, count: u64, stride: u64) -> Outcome {
+    go([ipa, 2, count, stride])
+}
+
+/// The VTTBR_EL2 loaded now.
+pub fn vttbr() -> u64 {
+    mrs!("vttbr_el2")
+}
