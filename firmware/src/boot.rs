@@ -30,6 +30,10 @@ _start:
     adrp    x9, el2_vectors
     add     x9, x9, :lo12:el2_vectors
     msr     vbar_el2, x9
+    // TPIDR_EL2: this PE's save area for guest runs (PE 0's).
+    adrp    x9, HOST_CTX
+    add     x9, x9, :lo12:HOST_CTX
+    msr     tpidr_el2, x9
     b       3f
 2:  // EL1: CPACR_EL1.FPEN = 0b11.
     mov     x9, #(3 << 20)
@@ -50,6 +54,40 @@ _start:
     bl      rust_main
 6:  wfe
     b       6b
+
+    // Secondary PEs, started by PSCI CPU_ON with context id = PE index
+    // (1 .. MAX_PES - 1) in x0. Each gets its own stack and save area.
+    .global _start_secondary
+_start_secondary:
+    mov     x19, x0
+    mrs     x20, CurrentEL
+    ubfx    x20, x20, #2, #2
+    cmp     x20, #2
+    b.ne    9f
+    mov     x9, #0x33ff
+    msr     cptr_el2, x9
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    // Save area: HOST_CTX + index * 112.
+    adrp    x9, HOST_CTX
+    add     x9, x9, :lo12:HOST_CTX
+    mov     x10, #112
+    madd    x9, x19, x10, x9
+    msr     tpidr_el2, x9
+    // Stack: __stack1_top - (index - 1) * 64 KiB.
+    adrp    x9, __stack1_top
+    add     x9, x9, :lo12:__stack1_top
+    sub     x10, x19, #1
+    lsl     x10, x10, #16
+    sub     x9, x9, x10
+    mov     sp, x9
+    isb
+    mov     x0, x19
+    mov     x1, x20
+    bl      secondary_main
+9:  wfe
+    b       9b
 
     // ------------------------------------------------------------------
     // EL2 exception vectors. Exceptions taken from EL2 itself are host
@@ -82,13 +120,12 @@ el2_vectors:
     // enter_guest(run: *mut GuestRun): runs the guest at EL1 from run.pc
     // with x0-x3 from run.x until it takes an exception to EL2, which
     // stores x0-x3 and the syndrome in *run and returns here as if
-    // enter_guest had returned. The EL2 callee-saved state lives in
-    // HOST_CTX meanwhile.
+    // enter_guest had returned. The EL2 callee-saved state lives in this
+    // PE's HOST_CTX slot (TPIDR_EL2) meanwhile.
     .section .text, "ax"
     .global enter_guest
 enter_guest:
-    adrp    x9, HOST_CTX
-    add     x9, x9, :lo12:HOST_CTX
+    mrs     x9, tpidr_el2
     stp     x19, x20, [x9, #0]
     stp     x21, x22, [x9, #16]
     stp     x23, x24, [x9, #32]
@@ -114,8 +151,7 @@ enter_guest:
 
 guest_exit:
     // x15 = vector kind (0 sync, 1 IRQ, 2 FIQ, 3 SError; +4 AArch32).
-    adrp    x9, HOST_CTX
-    add     x9, x9, :lo12:HOST_CTX
+    mrs     x9, tpidr_el2
     ldr     x10, [x9, #104]         // the GuestRun
     stp     x0, x1, [x10, #0]
     stp     x2, x3, [x10, #16]
@@ -143,6 +179,8 @@ guest_exit:
     //   x1 = 0: x0 = load [x0]
     //   x1 = 1: store x2 to [x0]; x0 = 0
     //   x1 = 2: load x2 doublewords [x0], [x0 + x3], ...; x0 = their sum
+    //   x1 = 3: load [x0] until it differs from x2, at most x3 times;
+    //           x0 = the last value loaded
     .section .guest.text, "ax"
     .global guest_entry
 guest_entry:
@@ -150,6 +188,8 @@ guest_entry:
     b.eq    1f
     cmp     x1, #2
     b.eq    2f
+    cmp     x1, #3
+    b.eq    5f
     ldr     x0, [x0]
     hvc     #0
 1:  str     x2, [x0]
@@ -164,13 +204,23 @@ guest_entry:
     sub     x2, x2, #1
     b       3b
 4:  hvc     #0
+5:  ldr     x5, [x0]
+    cmp     x5, x2
+    b.ne    6f
+    subs    x3, x3, #1
+    b.ne    5b
+6:  mov     x0, x5
+    hvc     #0
 "#
 );
 
-/// The EL2 registers kept while the guest runs: x19-x30, sp, and the
-/// `GuestRun` being filled.
+/// PEs the firmware can use (PE 0 and the ones PSCI starts).
+pub const MAX_PES: usize = 2;
+
+/// Per PE, the EL2 registers kept while the guest runs: x19-x30, sp, and
+/// the `GuestRun` being filled (14 doublewords, 112 bytes per PE).
 #[no_mangle]
-static mut HOST_CTX: [u64; 14] = [0; 14];
+static mut HOST_CTX: [[u64; 14]; MAX_PES] = [[0; 14]; MAX_PES];
 
 /// What the guest runs with and how its run ended. The layout is fixed by
 /// `enter_guest` / `guest_exit`.

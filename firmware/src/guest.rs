@@ -2,6 +2,7 @@
 //! single guest runs that perform one access and report what happened.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::boot::{guest_entry, run_guest, GuestRun};
 use crate::hw::{mrs, msr};
@@ -120,24 +121,24 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Guest runs so far.
-static mut RUNS: u64 = 0;
+/// Guest runs so far (on every PE; PEs never run guests at the same time
+/// as each other's bookkeeping, so a plain load and store suffice).
+static RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Number of guest runs so far.
 pub fn runs() -> u64 {
-    // SAFETY: single PE.
-    unsafe { RUNS }
+    RUNS.load(Ordering::Relaxed)
 }
 
-fn go(x: [u64; 4]) -> Outcome {
+/// Runs the guest once on this PE with x0-x3 = `x` (see `guest_entry`).
+pub fn run(x: [u64; 4]) -> Outcome {
     let mut run = GuestRun {
         x,
         pc: guest_entry as *const () as u64,
         ..GuestRun::default()
     };
     run_guest(&mut run);
-    // SAFETY: single PE.
-    unsafe { RUNS += 1 };
+    RUNS.store(RUNS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let ec = run.esr >> 26;
     match (run.kind, ec) {
         (0, EC_HVC64) => Outcome::Value(run.x[0]),
@@ -157,18 +158,24 @@ fn go(x: [u64; 4]) -> Outcome {
 
 /// The guest loads the doubleword at `ipa`.
 pub fn read(ipa: u64) -> Outcome {
-    go([ipa, 0, 0, 0])
+    run([ipa, 0, 0, 0])
 }
 
 /// The guest stores `value` at `ipa`.
 pub fn write(ipa: u64, value: u64) -> Outcome {
-    go([ipa, 1, value, 0])
+    run([ipa, 1, value, 0])
 }
 
 /// The guest loads `count` doublewords at `ipa`, `ipa + stride`, ... and
 /// returns their sum.
 pub fn read_many(ipa: u64, count: u64, stride: u64) -> Outcome {
-    go([ipa, 2, count, stride])
+    run([ipa, 2, count, stride])
+}
+
+/// Arguments of the guest's spin: load `ipa` until it differs from `old`,
+/// at most `max` times; the result is the last value loaded.
+pub const fn spin_args(ipa: u64, old: u64, max: u64) -> [u64; 4] {
+    [ipa, 3, old, max]
 }
 
 /// The VTTBR_EL2 loaded now.

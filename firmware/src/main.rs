@@ -18,6 +18,7 @@ mod hw;
 mod pool;
 mod scenarios;
 mod semihost;
+mod smp;
 
 use core::panic::PanicInfo;
 
@@ -48,6 +49,10 @@ extern "C" fn rust_main(el: u64) -> ! {
         pool::PAGES
     );
     guest::setup_el2();
+    match smp::start(1) {
+        Ok(el) => println!("PE 1 started by PSCI CPU_ON (SMC), at EL{el}"),
+        Err(e) => println!("PE 1 not started: PSCI CPU_ON returned {e}"),
+    }
 
     let mut r = Runner::new(cpu);
     r.check("read-through-mapping", scenarios::read_through_mapping);
@@ -63,6 +68,16 @@ extern "C" fn rust_main(el: u64) -> ! {
         "control-ipas2-without-vmalle1",
         scenarios::control_ipas2_without_vmalle1,
     );
+    r.check("two-pe-broadcast", scenarios::two_pe);
+    r.control(
+        "control-two-pe-local-only",
+        scenarios::control_two_pe_local_only,
+    );
+    r.control(
+        "control-two-pe-local-vmalls12e1",
+        scenarios::control_two_pe_local_vmalls12e1,
+    );
+    r.control("control-wrong-vmid", scenarios::control_wrong_vmid);
 
     println!(
         "guest runs {}, table pages peak {}, heap peak {} KiB, descriptor stores {}, barriers {}",

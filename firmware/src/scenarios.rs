@@ -18,6 +18,7 @@ use vmsa::{
 use crate::guest::{self, Abort, Outcome, EC_DABT_LOW};
 use crate::hw::{mrs, Hw};
 use crate::pool::PoolAlloc;
+use crate::smp;
 
 type S2 = Table<Stage2, PoolAlloc>;
 
@@ -1053,5 +1054,362 @@ pub fn control_ipas2_without_vmalle1(r: &mut Runner) -> Result<Control, String> 
         ))
     } else {
         Control::NotCaught(format!("guest read {seen:#x}, neither page"))
+    })
+}
+
+/// (11) Two PEs: PE 1 runs the guest under a VM's stage 2 while PE 0 (with
+/// the same VMID loaded) remaps and unmaps with the default planner, whose
+/// broadcast TLBIs must reach PE 1's TLB — also while PE 1's guest is
+/// running, spinning on the page.
+pub fn two_pe(r: &mut Runner) -> Result<String, String> {
+    ensure!(smp::online(), "PE 1 is not online (PSCI CPU_ON failed)");
+    let (pa, ip) = (data(11), window(11));
+    fill(pa, 4 * K4);
+    let mut t = r.vm(11)?;
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::default(),
+            &mut r.hw,
+        ),
+        "map",
+    )?;
+    r.activate(&mut t);
+    t.flush(&mut r.hw);
+    let [(_, vtcr), (_, vttbr)] = t.registers();
+    let on_pe1 = |x: [u64; 4]| smp::submit(vtcr, vttbr, x).wait();
+    let replace = MapOptions {
+        blocks: true,
+        replace: true,
+    };
+
+    expect_value(on_pe1([ip, 0, 0, 0]), marker(pa), "PE 1 read")?;
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa + K4),
+            Stage2Attrs::RAM,
+            replace,
+            &mut r.hw,
+        ),
+        "remap",
+    )?;
+    t.flush(&mut r.hw);
+    expect_value(
+        on_pe1([ip, 0, 0, 0]),
+        marker(pa + K4),
+        "PE 1 read after PE 0's remap",
+    )?;
+
+    // PE 1's guest spins on the page while PE 0 remaps it.
+    let p = smp::submit(vtcr, vttbr, guest::spin_args(ip, marker(pa + K4), SPIN_MAX));
+    p.wait_started();
+    delay(100_000);
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa + 2 * K4),
+            Stage2Attrs::RAM,
+            replace,
+            &mut r.hw,
+        ),
+        "remap while running",
+    )?;
+    t.flush(&mut r.hw);
+    let live_remap = match p.wait() {
+        Outcome::Value(v) if v == marker(pa + 2 * K4) => "saw the new page",
+        Outcome::Value(v) if v == marker(pa + K4) => {
+            return Err(format!(
+                "PE 1's guest still read the old page after {SPIN_MAX} loads"
+            ))
+        }
+        Outcome::Fault(a) if a.is_translation() && a.ipa == ip => {
+            // It met the break of break-before-make: a real hypervisor
+            // would let it retry.
+            expect_value(
+                on_pe1([ip, 0, 0, 0]),
+                marker(pa + 2 * K4),
+                "retry after the break",
+            )?;
+            "faulted in the break-before-make window, then saw the new page"
+        }
+        o => return Err(format!("PE 1's spinning guest: {o}")),
+    };
+
+    // And while it spins, PE 0 unmaps: the guest must fault.
+    let p = smp::submit(
+        vtcr,
+        vttbr,
+        guest::spin_args(ip, marker(pa + 2 * K4), SPIN_MAX),
+    );
+    p.wait_started();
+    delay(100_000);
+    ok(t.unmap(ipa(ip..ip + K4), &mut r.hw), "unmap while running")?;
+    t.flush(&mut r.hw);
+    match p.wait() {
+        Outcome::Fault(a) if a.is_translation() && a.ipa == ip => {}
+        Outcome::Value(v) => {
+            return Err(format!(
+                "PE 1's guest kept reading ({v:#x}) after the unmap"
+            ))
+        }
+        o => return Err(format!("PE 1's spinning guest after the unmap: {o}")),
+    }
+
+    // The by-IPA broadcast sequence (IPAS2E1IS / IPAS2LE1IS, DSB ISH,
+    // VMALLE1IS), which the planner does not pick for so small a VM: with
+    // vmsa's Basic invalidator.
+    t.set_invalidator(Box::new(vmsa::Basic));
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa + 3 * K4),
+            Stage2Attrs::RAM,
+            MapOptions::default(),
+            &mut r.hw,
+        ),
+        "map again",
+    )?;
+    t.flush(&mut r.hw);
+    expect_value(
+        on_pe1([ip, 0, 0, 0]),
+        marker(pa + 3 * K4),
+        "PE 1 read, Basic",
+    )?;
+    r.hw.take_log();
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            replace,
+            &mut r.hw,
+        ),
+        "remap, Basic",
+    )?;
+    t.flush(&mut r.hw);
+    let basic = describe(&r.hw.take_log());
+    expect_value(
+        on_pe1([ip, 0, 0, 0]),
+        marker(pa),
+        "PE 1 read after the Basic remap",
+    )?;
+    r.destroy(t);
+    Ok(format!(
+        "guest on PE 1: remap seen; while spinning: remap {live_remap}, unmap faulted; by-IPA broadcast ({basic}) seen"
+    ))
+}
+
+/// Loads the guest's spin may do before giving up.
+const SPIN_MAX: u64 = 50_000_000;
+
+fn delay(n: u64) {
+    for _ in 0..n {
+        core::hint::spin_loop();
+    }
+}
+
+/// Every change invalidated with non-shareable operations only (this PE's
+/// TLB): wrong while the VM runs on another PE. `whole`: one local
+/// `TLBI VMALLS12E1`; otherwise the by-IPA sequence `TLBI IPAS2E1` per
+/// entry, then `TLBI VMALLE1` (what `Table::spurious_fault` issues).
+struct LocalOnly {
+    whole: bool,
+}
+
+impl Invalidator for LocalOnly {
+    fn name(&self) -> &'static str {
+        "local-only"
+    }
+    fn invalidate(
+        &self,
+        space: &Space,
+        purpose: Purpose,
+        changes: &[Change],
+        _mapped: &mut dyn FnMut() -> u64,
+        fx: &mut dyn Effects,
+    ) -> bool {
+        if !changes
+            .iter()
+            .any(|c| purpose == Purpose::BreakBeforeMake || c.may_leave_stale())
+        {
+            return false;
+        }
+        fx.barrier(Barrier::DsbIshst);
+        if self.whole {
+            fx.tlbi(TlbiOp::Vmalls12e1, 0);
+        } else {
+            for c in changes {
+                let step = space.entry_size[c.level as usize & 3];
+                let mut a = c.range.start;
+                while a < c.range.end {
+                    let (op, operand) = space.by_addr(a, false, Ttl::NONE);
+                    fx.tlbi(vmsa::plan::local_form(op), operand);
+                    a += step;
+                }
+            }
+            fx.barrier(Barrier::DsbNsh);
+            fx.tlbi(TlbiOp::Vmalle1, 0);
+        }
+        fx.barrier(Barrier::DsbNsh);
+        true
+    }
+}
+
+/// The shared body of the two-PE local-only controls.
+fn two_pe_local(r: &mut Runner, scenario: u64, whole: bool) -> Result<Control, String> {
+    ensure!(smp::online(), "PE 1 is not online (PSCI CPU_ON failed)");
+    let (pa, ip) = (data(scenario), window(scenario));
+    fill(pa, 2 * K4);
+    let mut t = r.vm(scenario as u16)?;
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::default(),
+            &mut r.hw,
+        ),
+        "map",
+    )?;
+    r.activate(&mut t);
+    t.flush(&mut r.hw);
+    let [(_, vtcr), (_, vttbr)] = t.registers();
+    // Both PEs cache the translation.
+    expect_value(guest::read(ip), marker(pa), "PE 0 read")?;
+    expect_value(
+        smp::submit(vtcr, vttbr, [ip, 0, 0, 0]).wait(),
+        marker(pa),
+        "PE 1 read",
+    )?;
+    t.set_invalidator(Box::new(LocalOnly { whole }));
+    r.hw.take_log();
+    ok(
+        t.map(
+            ipa(ip..ip + K4),
+            Pa(pa + K4),
+            Stage2Attrs::RAM,
+            MapOptions {
+                blocks: true,
+                replace: true,
+            },
+            &mut r.hw,
+        ),
+        "remap",
+    )?;
+    t.flush(&mut r.hw);
+    let log = describe(&r.hw.take_log());
+    // The local invalidation did its job on PE 0.
+    expect_value(
+        guest::read(ip),
+        marker(pa + K4),
+        "PE 0 read after the remap",
+    )?;
+    let seen = match smp::submit(vtcr, vttbr, [ip, 0, 0, 0]).wait() {
+        Outcome::Value(v) => v,
+        o => return Err(format!("PE 1 read after the remap: {o}")),
+    };
+    r.hw.tlbi(TlbiOp::Vmalls12e1is, 0);
+    r.hw.barrier(Barrier::DsbIsh);
+    t.set_invalidator(Box::new(Planner::default()));
+    r.destroy(t);
+    Ok(if seen == marker(pa) {
+        Control::Caught(format!(
+            "PE 1 read the old page after PE 0's {log} (PE 0 read the new one)"
+        ))
+    } else if seen == marker(pa + K4) {
+        Control::NotCaught(format!(
+            "PE 1 read the new page after PE 0's {log}: the emulator applied the local TLBI to every PE"
+        ))
+    } else {
+        Control::NotCaught(format!("PE 1 read {seen:#x}, neither page"))
+    })
+}
+
+/// (12) Control: PE 0 remaps with local by-IPA invalidation only (IPAS2E1,
+/// VMALLE1, DSB NSH) while the VM also runs on PE 1: PE 1 keeps the old
+/// translation.
+pub fn control_two_pe_local_only(r: &mut Runner) -> Result<Control, String> {
+    two_pe_local(r, 12, false)
+}
+
+/// (12b) The same with one local `TLBI VMALLS12E1`.
+pub fn control_two_pe_local_vmalls12e1(r: &mut Runner) -> Result<Control, String> {
+    two_pe_local(r, 14, true)
+}
+
+/// (13) Control: changing a VM that is not loaded without telling the
+/// table (`set_loaded_vttbr`): its TLBIs act on the loaded VMID, and the
+/// changed VM's own entries survive.
+pub fn control_wrong_vmid(r: &mut Runner) -> Result<Control, String> {
+    let (pa, ip) = (data(13), window(13));
+    fill(pa, 3 * K4);
+    let mut a = r.vm(131)?;
+    let mut b = r.vm(132)?;
+    ok(
+        a.map(
+            ipa(ip..ip + K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::default(),
+            &mut r.hw,
+        ),
+        "map a",
+    )?;
+    ok(
+        b.map(
+            ipa(ip..ip + K4),
+            Pa(pa + K4),
+            Stage2Attrs::RAM,
+            MapOptions::default(),
+            &mut r.hw,
+        ),
+        "map b",
+    )?;
+    r.activate(&mut a);
+    a.flush(&mut r.hw);
+    expect_value(guest::read(ip), marker(pa), "VM a")?;
+    r.activate(&mut b);
+    b.flush(&mut r.hw);
+    expect_value(guest::read(ip), marker(pa + K4), "VM b")?;
+    let vttbr_b = b.registers()[1].1;
+    r.hw.take_log();
+    ok(
+        a.map(
+            ipa(ip..ip + K4),
+            Pa(pa + 2 * K4),
+            Stage2Attrs::RAM,
+            MapOptions {
+                blocks: true,
+                replace: true,
+            },
+            &mut r.hw,
+        ),
+        "remap in a",
+    )?;
+    a.flush(&mut r.hw);
+    let log = r.hw.take_log();
+    ensure!(
+        !log.is_empty() && log.iter().all(|e| e.vttbr == vttbr_b),
+        "the control's TLBIs did not all run with b's VTTBR_EL2: {}",
+        describe(&log)
+    );
+    r.load(&a);
+    let seen = match guest::read(ip) {
+        Outcome::Value(v) => v,
+        o => return Err(format!("VM a read: {o}")),
+    };
+    r.hw.tlbi(TlbiOp::Vmalls12e1is, 0);
+    r.hw.barrier(Barrier::DsbIsh);
+    r.destroy(a);
+    r.destroy(b);
+    Ok(if seen == marker(pa) {
+        Control::Caught("VM a read its old page: the TLBIs went to VMID 132".into())
+    } else {
+        Control::NotCaught(
+            "VM a read its new page: QEMU flushes its TLB whenever VTTBR_EL2 changes (entries are not kept per VMID)".into(),
+        )
     })
 }
