@@ -121,8 +121,9 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Guest runs so far (on every PE; PEs never run guests at the same time
-/// as each other's bookkeeping, so a plain load and store suffice).
+/// Guest runs so far, on every PE. A plain load and store, not a
+/// read-modify-write: memory is Device with the MMU off, and the count is
+/// only reported.
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// Number of guest runs so far.
