@@ -138,23 +138,34 @@ enter_guest:
     msr     elr_el2, x10
     mov     x10, #0x3c5             // EL1h, D A I F masked
     msr     spsr_el2, x10
-    ldp     x2, x3, [x0, #16]
-    ldp     x0, x1, [x0, #0]
-    // Nothing of EL2 reaches the guest but x0-x3 and what it can address.
+    // Nothing of EL2 reaches the guest but x0-x3, x8-x11 and what it can
+    // address (x4-x7 are zeroed; x12-x30 hold EL2 values, which the guest
+    // program never reads before writing).
     mov     x4, xzr
     mov     x5, xzr
     mov     x6, xzr
     mov     x7, xzr
-    mov     x9, xzr
-    mov     x10, xzr
+    ldp     x8, x9, [x0, #80]       // run.xr: x8-x11
+    ldp     x10, x11, [x0, #96]
+    ldp     x2, x3, [x0, #16]
+    ldp     x0, x1, [x0, #0]
     eret
 
 guest_exit:
     // x15 = vector kind (0 sync, 1 IRQ, 2 FIQ, 3 SError; +4 AArch32).
+    // SP_EL2 is the stack enter_guest ran on: keep the guest's x8-x11
+    // there while x8-x12 serve as scratch.
+    stp     x8, x9, [sp, #-32]!
+    stp     x10, x11, [sp, #16]
     mrs     x9, tpidr_el2
     ldr     x10, [x9, #104]         // the GuestRun
     stp     x0, x1, [x10, #0]
     stp     x2, x3, [x10, #16]
+    ldp     x0, x1, [sp, #0]
+    stp     x0, x1, [x10, #80]
+    ldp     x0, x1, [sp, #16]
+    stp     x0, x1, [x10, #96]
+    add     sp, sp, #32
     mrs     x11, esr_el2
     mrs     x12, far_el2
     stp     x11, x12, [x10, #32]
@@ -173,14 +184,20 @@ guest_exit:
     ret
 
     // ------------------------------------------------------------------
-    // The guest: one stage-1-off EL1 program, in its own page(s) that each
-    // VM maps at IPA == PA. x1 selects what it does; it always ends with
-    // HVC #0 (a fault ends it earlier).
+    // The guest: one EL1 program, in its own page(s) that each VM maps at
+    // IPA == PA (and a guest stage 1, when on, at VA == IPA). x1 selects
+    // what it does; it always ends with HVC #0 (a fault ends it earlier).
     //   x1 = 0: x0 = load [x0]
     //   x1 = 1: store x2 to [x0]; x0 = 0
     //   x1 = 2: load x2 doublewords [x0], [x0 + x3], ...; x0 = their sum
     //   x1 = 3: load [x0] until it differs from x2, at most x3 times;
     //           x0 = the last value loaded
+    //   x1 = 4: a call to the host (HVC #2), which returns with a TLB
+    //           maintenance request in x8-x11 (vmsa::request); the shim
+    //           runs it, then as x1 = 2 (x0, x2, x3 are kept by the host).
+    // HVC #3: the shim met a reserved or unknown x8 (in x0).
+    // Exceptions taken to EL1 (a stage 1 fault) end the run with HVC #1:
+    // x0 = vector offset / 0x80, x1 = ESR_EL1, x2 = FAR_EL1, x3 = ELR_EL1.
     .section .guest.text, "ax"
     .global guest_entry
 guest_entry:
@@ -190,6 +207,8 @@ guest_entry:
     b.eq    2f
     cmp     x1, #3
     b.eq    5f
+    cmp     x1, #4
+    b.eq    7f
     ldr     x0, [x0]
     hvc     #0
 1:  str     x2, [x0]
@@ -211,6 +230,54 @@ guest_entry:
     b.ne    5b
 6:  mov     x0, x5
     hvc     #0
+
+    // The call, then the shim: what vmsa::request::shim_execute runs.
+7:  hvc     #2
+    cbz     x8, 2b                  // X8 = 0: nothing to do
+    cmp     x8, #1
+    b.eq    10f
+    cmp     x8, #3
+    b.eq    11f
+    cmp     x8, #4
+    b.eq    12f
+    mov     x0, x8                  // X8 = 2 (reserved) or undefined
+    hvc     #3
+10: tlbi    vmalle1is               // X8 = 1: broadcast
+    b       13f
+11: cbz     x10, 2b                 // X8 = 3: X10 pages from X9; 0: nothing
+    cmp     x10, #16
+    b.hi    10b                     // over 16 pages: as a broadcast
+    mrs     x12, ttbr0_el1          // operand: ASID [63:48], VA[55:12]
+    and     x12, x12, #0xffff000000000000
+    ubfx    x13, x9, #12, #44
+    orr     x12, x12, x13
+    mov     x13, x10
+14: tlbi    vae1is, x12
+    add     x12, x12, #1
+    subs    x13, x13, #1
+    b.ne    14b
+    b       13f
+12: .arch_extension tlb-rmi
+    tlbi    rvae1is, x9             // X8 = 4: one range operation
+13: dsb     ish
+    cbz     x11, 15f                // X11: an executable mapping changed
+    ic      iallu
+    dsb     ish
+15: isb
+    b       2b
+
+    // EL1 vectors (VBAR_EL1): report the exception to the host.
+    .balign 2048
+    .global guest_vectors
+guest_vectors:
+    .irp kind, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .balign 128
+    mov     x0, #\kind
+    mrs     x1, esr_el1
+    mrs     x2, far_el1
+    mrs     x3, elr_el1
+    hvc     #1
+    .endr
 "#
 );
 
@@ -239,14 +306,19 @@ pub struct GuestRun {
     pub elr: u64,
     /// Vector taken: 0 synchronous, 1 IRQ, 2 FIQ, 3 SError (+4 AArch32).
     pub kind: u64,
-    /// Entry point (IPA; stage 1 is off).
+    /// Entry point (IPA with stage 1 off, VA == IPA with it on).
     pub pc: u64,
+    /// x8-x11 at entry (a TLB maintenance request for the shim); at exit,
+    /// the guest's x8-x11.
+    pub xr: [u64; 4],
 }
 
 extern "C" {
     fn enter_guest(run: *mut GuestRun);
     /// First instruction of the guest program.
     pub fn guest_entry();
+    /// The guest's EL1 vector table.
+    pub fn guest_vectors();
     static __guest_start: u8;
     static __guest_end: u8;
 }

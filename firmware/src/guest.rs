@@ -4,7 +4,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::boot::{guest_entry, run_guest, GuestRun};
+use crate::boot::{guest_entry, guest_vectors, run_guest, GuestRun};
 use crate::hw::{mrs, msr};
 
 /// HCR_EL2.VM: stage 2 translation for EL1&0.
@@ -15,6 +15,11 @@ const HCR_RW: u64 = 1 << 31;
 /// caches and alignment checks off: the guest runs with stage 1 off, so
 /// its addresses are IPAs.
 const SCTLR_EL1_MMU_OFF: u64 = 0x30d0_0800;
+/// SCTLR_EL1.M: stage 1 on. The data and instruction caches stay off
+/// (C = I = 0): EL2 writes the guest's data and stage 1 tables with its
+/// own MMU off (non-cacheable), so the guest's accesses and stage 1 walks
+/// are non-cacheable too and no cache maintenance is needed.
+const SCTLR_EL1_M: u64 = 1 << 0;
 
 /// Exception classes (ESR_ELx.EC).
 pub const EC_HVC64: u64 = 0x16;
@@ -30,9 +35,32 @@ pub fn setup_el2() {
     msr!("tcr_el1", 0u64);
     msr!("ttbr0_el1", 0u64);
     msr!("ttbr1_el1", 0u64);
-    msr!("vbar_el1", 0u64);
+    // Exceptions taken to EL1 (stage 1 faults) come back to EL2 as HVC #1.
+    msr!("vbar_el1", guest_vectors as *const () as u64);
+    isb();
+}
+
+fn isb() {
     // SAFETY: context synchronization only.
     unsafe { core::arch::asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Turns the guest's stage 1 on for later runs on this PE: MAIR_EL1 =
+/// `mair`, SCTLR_EL1.M = 1. TCR_EL1 and TTBR0_EL1 are the caller's (a
+/// stage 1 table's `activate`).
+pub fn stage1_on(mair: u64) {
+    msr!("mair_el1", mair);
+    msr!("sctlr_el1", SCTLR_EL1_MMU_OFF | SCTLR_EL1_M);
+    isb();
+}
+
+/// Turns the guest's stage 1 off again (the state `setup_el2` leaves).
+pub fn stage1_off() {
+    msr!("sctlr_el1", SCTLR_EL1_MMU_OFF);
+    msr!("tcr_el1", 0u64);
+    msr!("ttbr0_el1", 0u64);
+    msr!("mair_el1", 0u64);
+    isb();
 }
 
 /// A data or instruction abort taken to EL2 from the guest.
@@ -103,6 +131,21 @@ pub enum Outcome {
     Value(u64),
     /// A stage 2 abort (EC 0x24 / 0x20).
     Fault(Abort),
+    /// An exception the guest took to EL1 (a stage 1 fault), reported by
+    /// its vectors with HVC #1.
+    El1 {
+        /// Vector offset / 0x80 (0: synchronous, current EL, SP_EL0; 4:
+        /// synchronous, current EL, SP_ELx; ...).
+        vector: u64,
+        /// ESR_EL1.
+        esr: u64,
+        /// FAR_EL1.
+        far: u64,
+        /// ELR_EL1.
+        elr: u64,
+    },
+    /// The guest's shim refused the request registers (HVC #3): x8.
+    ShimRefused(u64),
     /// Anything else (a bug).
     Other { kind: u64, esr: u64, elr: u64 },
 }
@@ -112,6 +155,18 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Value(v) => write!(f, "value {v:#x}"),
             Outcome::Fault(a) => write!(f, "{a}"),
+            Outcome::El1 {
+                vector,
+                esr,
+                far,
+                elr,
+            } => write!(
+                f,
+                "EL1 exception (vector {vector}): ESR_EL1 {esr:#x} (EC {:#x}, FSC {:#x}), FAR_EL1 {far:#x}, ELR_EL1 {elr:#x}",
+                esr >> 26,
+                esr & 0x3f
+            ),
+            Outcome::ShimRefused(x8) => write!(f, "the guest's shim refused X8 = {x8:#x}"),
             Outcome::Other { kind, esr, elr } => write!(
                 f,
                 "unexpected exit: vector {kind}, ESR {esr:#x} (EC {:#x}), ELR {elr:#x}",
@@ -133,27 +188,59 @@ pub fn runs() -> u64 {
 
 /// Runs the guest once on this PE with x0-x3 = `x` (see `guest_entry`).
 pub fn run(x: [u64; 4]) -> Outcome {
+    run_with_calls(x, |_| None)
+}
+
+/// Runs the guest from `x` (see `guest_entry`); whenever it makes a call
+/// (HVC #2), `call` is given the guest's x0-x3 and returns the x8-x11 the
+/// guest resumes with after the HVC (`None`: end the run with an
+/// unexpected exit).
+pub fn run_with_calls(x: [u64; 4], mut call: impl FnMut([u64; 4]) -> Option<[u64; 4]>) -> Outcome {
     let mut run = GuestRun {
         x,
         pc: guest_entry as *const () as u64,
         ..GuestRun::default()
     };
-    run_guest(&mut run);
-    RUNS.store(RUNS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    let ec = run.esr >> 26;
-    match (run.kind, ec) {
-        (0, EC_HVC64) => Outcome::Value(run.x[0]),
-        (0, EC_DABT_LOW | EC_IABT_LOW) => Outcome::Fault(Abort {
-            ec,
-            esr: run.esr,
-            ipa: ((run.hpfar >> 4) & ((1 << 44) - 1)) << 12 | (run.far & 0xfff),
-            far: run.far,
-        }),
-        _ => Outcome::Other {
-            kind: run.kind,
-            esr: run.esr,
-            elr: run.elr,
-        },
+    loop {
+        run_guest(&mut run);
+        RUNS.store(RUNS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let ec = run.esr >> 26;
+        let imm = run.esr & 0xffff;
+        return match (run.kind, ec, imm) {
+            (0, EC_HVC64, 0) => Outcome::Value(run.x[0]),
+            (0, EC_HVC64, 1) => Outcome::El1 {
+                vector: run.x[0],
+                esr: run.x[1],
+                far: run.x[2],
+                elr: run.x[3],
+            },
+            (0, EC_HVC64, 2) => match call(run.x) {
+                Some(xr) => {
+                    // Resume after the HVC (ELR_EL2 points past it) with
+                    // the guest's x0-x3 and the request in x8-x11.
+                    run.pc = run.elr;
+                    run.xr = xr;
+                    continue;
+                }
+                None => Outcome::Other {
+                    kind: run.kind,
+                    esr: run.esr,
+                    elr: run.elr,
+                },
+            },
+            (0, EC_HVC64, 3) => Outcome::ShimRefused(run.x[0]),
+            (0, EC_DABT_LOW | EC_IABT_LOW, _) => Outcome::Fault(Abort {
+                ec,
+                esr: run.esr,
+                ipa: ((run.hpfar >> 4) & ((1 << 44) - 1)) << 12 | (run.far & 0xfff),
+                far: run.far,
+            }),
+            _ => Outcome::Other {
+                kind: run.kind,
+                esr: run.esr,
+                elr: run.elr,
+            },
+        };
     }
 }
 

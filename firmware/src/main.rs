@@ -19,6 +19,7 @@ mod pool;
 mod scenarios;
 mod semihost;
 mod smp;
+mod stage1;
 
 use core::panic::PanicInfo;
 
@@ -78,6 +79,9 @@ extern "C" fn rust_main(el: u64) -> ! {
         scenarios::control_two_pe_local_vmalls12e1,
     );
     r.control("control-wrong-vmid", scenarios::control_wrong_vmid);
+    r.check("guest-stage1", stage1::guest_stage1);
+    r.check("host-managed-stage1", stage1::host_managed_stage1);
+    r.control("control-shim-request-dropped", stage1::control_shim_dropped);
 
     println!(
         "guest runs {}, table pages peak {}, heap peak {} KiB, descriptor stores {}, barriers {}",

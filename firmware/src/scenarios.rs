@@ -20,10 +20,10 @@ use crate::hw::{mrs, Hw};
 use crate::pool::PoolAlloc;
 use crate::smp;
 
-type S2 = Table<Stage2, PoolAlloc>;
+pub(crate) type S2 = Table<Stage2, PoolAlloc>;
 
-const K4: u64 = 4096;
-const M2: u64 = 2 << 20;
+pub(crate) const K4: u64 = 4096;
+pub(crate) const M2: u64 = 2 << 20;
 
 /// Guest-visible physical memory: 0x4800_0000.., one 16 MiB region per
 /// scenario (RAM is 0x4000_0000..0x6000_0000 with -m 512M; the image and
@@ -36,12 +36,12 @@ const IPA_REGION: u64 = 256 << 20;
 
 /// The value the host leaves at the start of physical page `pa`: the guest
 /// reading it names the page it reached.
-const fn marker(pa: u64) -> u64 {
+pub(crate) const fn marker(pa: u64) -> u64 {
     0x5a5a_0000_0000_0000 | pa
 }
 
 /// Writes the marker of each page of `pa..pa + len` at its start.
-fn fill(pa: u64, len: u64) {
+pub(crate) fn fill(pa: u64, len: u64) {
     let mut p = pa;
     while p < pa + len {
         // SAFETY: DATA_BASE.. is RAM no Rust object uses; EL2's MMU is off.
@@ -50,29 +50,30 @@ fn fill(pa: u64, len: u64) {
     }
 }
 
-fn peek(pa: u64) -> u64 {
+pub(crate) fn peek(pa: u64) -> u64 {
     // SAFETY: as in `fill`.
     unsafe { core::ptr::read_volatile(pa as *const u64) }
 }
 
-fn ipa(r: Range<u64>) -> Range<Ipa> {
+pub(crate) fn ipa(r: Range<u64>) -> Range<Ipa> {
     Ipa(r.start)..Ipa(r.end)
 }
 
 macro_rules! ensure {
     ($cond:expr, $($arg:tt)*) => {
         if !$cond {
-            return Err(format!($($arg)*));
+            return Err(alloc::format!($($arg)*));
         }
     };
 }
+pub(crate) use ensure;
 
-fn ok<T>(r: Result<T, vmsa::Error>, what: &str) -> Result<T, String> {
+pub(crate) fn ok<T>(r: Result<T, vmsa::Error>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e:?}"))
 }
 
 /// The guest reads `ipa` and must see `want`.
-fn expect_value(o: Outcome, want: u64, what: &str) -> Result<(), String> {
+pub(crate) fn expect_value(o: Outcome, want: u64, what: &str) -> Result<(), String> {
     match o {
         Outcome::Value(v) if v == want => Ok(()),
         Outcome::Value(v) => Err(format!("{what}: guest read {v:#x}, expected {want:#x}")),
@@ -253,7 +254,7 @@ impl Runner {
 
     /// A new VM: an empty stage 2 table for `vmid` (40-bit IPA space, 4 KiB
     /// granule) mapping the guest program at IPA == PA, read-only.
-    fn vm(&mut self, vmid: u16) -> Result<S2, String> {
+    pub(crate) fn vm(&mut self, vmid: u16) -> Result<S2, String> {
         let geometry = ok(Geometry::stage2(Granule::K4, 40), "geometry")?;
         let mut t = ok(
             Table::new(Stage2::new(Vmid(vmid)), geometry, PoolAlloc, &mut self.hw),
@@ -279,7 +280,7 @@ impl Runner {
     }
 
     /// Loads `t`'s VTTBR_EL2 (switching VMs) without anything else.
-    fn load(&mut self, t: &S2) {
+    pub(crate) fn load(&mut self, t: &S2) {
         let [(_, vtcr), (_, vttbr)] = t.registers();
         self.hw.write_sysreg(SysReg::VtcrEl2, vtcr);
         self.hw.write_sysreg(SysReg::VttbrEl2, vttbr);
@@ -287,16 +288,16 @@ impl Runner {
     }
 
     /// Tears `t` down once no PE has it loaded.
-    fn destroy(&mut self, t: S2) {
+    pub(crate) fn destroy(&mut self, t: S2) {
         t.destroy(&mut self.hw);
     }
 }
 
-fn data(scenario: u64) -> u64 {
+pub(crate) fn data(scenario: u64) -> u64 {
     DATA_BASE + scenario * DATA_REGION
 }
 
-fn window(scenario: u64) -> u64 {
+pub(crate) fn window(scenario: u64) -> u64 {
     IPA_BASE + scenario * IPA_REGION
 }
 
@@ -393,7 +394,7 @@ pub fn unmap_then_fault(r: &mut Runner) -> Result<String, String> {
     ))
 }
 
-fn describe(log: &[crate::hw::Issued]) -> String {
+pub(crate) fn describe(log: &[crate::hw::Issued]) -> String {
     let mut s = String::new();
     for (i, e) in log.iter().enumerate() {
         if i > 0 {
@@ -917,7 +918,7 @@ pub fn big_unmap(r: &mut Runner) -> Result<String, String> {
 }
 
 /// An invalidator that emits nothing at all.
-struct NoTlbi;
+pub(crate) struct NoTlbi;
 
 impl Invalidator for NoTlbi {
     fn name(&self) -> &'static str {

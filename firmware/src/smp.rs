@@ -163,6 +163,8 @@ extern "C" fn secondary_main(index: u64, el: u64) -> ! {
             Outcome::Value(v) => (0, v, 0),
             Outcome::Fault(f) => (1, f.esr, f.ipa),
             Outcome::Other { esr, elr, .. } => (2, esr, elr),
+            Outcome::El1 { esr, elr, .. } => (2, esr, elr),
+            Outcome::ShimRefused(x8) => (2, 0, x8),
         };
         REPLY[0].store(kind, Ordering::Relaxed);
         REPLY[1].store(a, Ordering::Relaxed);
