@@ -20,6 +20,7 @@ mod scenarios;
 mod semihost;
 mod smp;
 mod stage1;
+mod vmids;
 
 use core::panic::PanicInfo;
 
@@ -82,6 +83,11 @@ extern "C" fn rust_main(el: u64) -> ! {
     r.check("guest-stage1", stage1::guest_stage1);
     r.check("host-managed-stage1", stage1::host_managed_stage1);
     r.control("control-shim-request-dropped", stage1::control_shim_dropped);
+    r.check("vmid-rollover-reuse", vmids::vmid_rollover_reuse);
+    r.control(
+        "control-vmid-reuse-no-rollover-flush",
+        vmids::control_vmid_reuse_no_flush,
+    );
 
     println!(
         "guest runs {}, table pages peak {}, heap peak {} KiB, descriptor stores {}, barriers {}",
