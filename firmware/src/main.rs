@@ -18,6 +18,8 @@ mod hw;
 mod pool;
 mod scenarios;
 mod semihost;
+mod seq;
+mod sequences;
 mod smp;
 mod stage1;
 mod vmids;
@@ -80,6 +82,10 @@ extern "C" fn rust_main(el: u64) -> ! {
         scenarios::control_two_pe_local_vmalls12e1,
     );
     r.control("control-wrong-vmid", scenarios::control_wrong_vmid);
+    sequences::print_config(&r);
+    for name in seq::NAMES {
+        r.check(&alloc::format!("seq-{name}"), |r| sequences::run(r, name));
+    }
     r.check("guest-stage1", stage1::guest_stage1);
     r.check("host-managed-stage1", stage1::host_managed_stage1);
     r.control("control-shim-request-dropped", stage1::control_shim_dropped);

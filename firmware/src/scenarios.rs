@@ -181,7 +181,7 @@ impl Runner {
     }
 
     /// Runs one check and prints PASS / FAIL with the TLBIs it issued.
-    pub fn check(&mut self, name: &str, f: fn(&mut Runner) -> Result<String, String>) {
+    pub fn check(&mut self, name: &str, f: impl FnOnce(&mut Runner) -> Result<String, String>) {
         let before = self.hw.counts;
         let live = PoolAlloc::live();
         let result = f(self);
