@@ -19,8 +19,8 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use vmsa::{
-    Barrier, Capabilities, Effects, Geometry, Granule, Ipa, MapOptions, Pa, Planner, Profile,
-    S2ap, Stage2, Stage2Attrs, SysReg, Table, TableAllocator, TlbiOp, Vmid,
+    Barrier, Capabilities, Effects, Geometry, Granule, Ipa, MapOptions, Pa, Planner, Profile, S2ap,
+    Stage2, Stage2Attrs, SysReg, Table, TableAllocator, TlbiOp, Vmid,
 };
 
 const K4: u64 = 4096;
@@ -187,7 +187,13 @@ fn unmap<H: Host>(h: &mut H) -> Result<String, String> {
     h.fill(pa, 64 * K4);
     let mut t = vm(h, VMID)?;
     ok(
-        t.map(ipa(ip..ip + 64 * K4), Pa(pa), Stage2Attrs::RAM, MapOptions::PAGES, h.fx()),
+        t.map(
+            ipa(ip..ip + 64 * K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::PAGES,
+            h.fx(),
+        ),
         "map",
     )?;
     t.activate(h.fx());
@@ -219,7 +225,13 @@ fn remap<H: Host>(h: &mut H) -> Result<String, String> {
     h.fill(pa, 64 * K4);
     let mut t = vm(h, VMID)?;
     ok(
-        t.map(ipa(ip..ip + 16 * K4), Pa(pa), Stage2Attrs::RAM, MapOptions::PAGES, h.fx()),
+        t.map(
+            ipa(ip..ip + 16 * K4),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::PAGES,
+            h.fx(),
+        ),
         "map",
     )?;
     t.activate(h.fx());
@@ -228,7 +240,13 @@ fn remap<H: Host>(h: &mut H) -> Result<String, String> {
         expect(h, VMID, ip + i * K4, Seen::Page(pa + i * K4))?;
     }
     ok(
-        t.map(ipa(ip + 3 * K4..ip + 5 * K4), Pa(pa + 32 * K4), Stage2Attrs::RAM, REPLACE, h.fx()),
+        t.map(
+            ipa(ip + 3 * K4..ip + 5 * K4),
+            Pa(pa + 32 * K4),
+            Stage2Attrs::RAM,
+            REPLACE,
+            h.fx(),
+        ),
         "remap",
     )?;
     t.flush(h.fx());
@@ -260,7 +278,13 @@ fn big_unmap<H: Host>(h: &mut H) -> Result<String, String> {
     h.fill(pa, 3 * M2);
     let mut t = vm(h, VMID)?;
     ok(
-        t.map(ipa(ip..ip + 2 * M2), Pa(pa), Stage2Attrs::RAM, MapOptions::PAGES, h.fx()),
+        t.map(
+            ipa(ip..ip + 2 * M2),
+            Pa(pa),
+            Stage2Attrs::RAM,
+            MapOptions::PAGES,
+            h.fx(),
+        ),
         "map pages",
     )?;
     ok(
@@ -280,7 +304,10 @@ fn big_unmap<H: Host>(h: &mut H) -> Result<String, String> {
         let (at, to) = page(i);
         expect(h, VMID, at, Seen::Page(to))?;
     }
-    ok(t.unmap(ipa(ip..ip + M2 - K4), h.fx()), "unmap first 2 MiB but its last page")?;
+    ok(
+        t.unmap(ipa(ip..ip + M2 - K4), h.fx()),
+        "unmap first 2 MiB but its last page",
+    )?;
     ok(
         t.unmap(ipa(ip + M2..ip + 2 * M2 - K4), h.fx()),
         "unmap second 2 MiB but its last page",
@@ -293,7 +320,10 @@ fn big_unmap<H: Host>(h: &mut H) -> Result<String, String> {
         let (at, to) = page(i);
         expect(h, VMID, at, Seen::Page(to))?;
     }
-    ok(t.unmap(ipa(ip + 2 * M2..ip + 3 * M2), h.fx()), "unmap the block")?;
+    ok(
+        t.unmap(ipa(ip + 2 * M2..ip + 3 * M2), h.fx()),
+        "unmap the block",
+    )?;
     t.flush(h.fx());
     for i in [1024, 1300, 1535] {
         expect(h, VMID, page(i).0, Seen::Fault)?;

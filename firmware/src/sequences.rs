@@ -91,5 +91,10 @@ pub fn run(r: &mut Runner, name: &str) -> Result<String, String> {
     let ops: Vec<(TlbiOp, u64)> = r.hw.take_log().iter().map(|e| (e.op, e.operand)).collect();
     println!("tlbi-log {name}: {}", seq::format_log(&ops));
     println!("tlbi counts {name}: {}", seq::format_counts(&ops));
-    result.map(|note| format!("{note}; {} TLBI(s), compared with the model by scripts/qemu-test", ops.len()))
+    result.map(|note| {
+        format!(
+            "{note}; {} TLBI(s), compared with the model by scripts/qemu-test",
+            ops.len()
+        )
+    })
 }

@@ -8,8 +8,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use vmsa::request::{
+    shim_execute, Regs, RequestSlot, X8_BROADCAST, X8_NONE, X8_RANGE, X8_SELECTIVE,
+};
 use vmsa::Effects;
-use vmsa::request::{shim_execute, Regs, RequestSlot, X8_BROADCAST, X8_NONE, X8_RANGE, X8_SELECTIVE};
 use vmsa::{
     Asid, Capabilities, El1Stage1, Geometry, Granule, Ipa, MapOptions, Pa, Planner, Profile,
     Recorder, S2ap, Stage1Attrs, Stage2Attrs, Table, TlbiOp, Va,
@@ -119,7 +121,14 @@ impl Guest {
 
     /// Maps `pages` pages from `VA_DATA + first * 4K` to the data pages
     /// from `ipa_page` (an index into the window).
-    fn map(&mut self, r: &mut Runner, first: u64, pages: u64, ipa_page: u64, replace: bool) -> Result<(), String> {
+    fn map(
+        &mut self,
+        r: &mut Runner,
+        first: u64,
+        pages: u64,
+        ipa_page: u64,
+        replace: bool,
+    ) -> Result<(), String> {
         let va = VA_DATA + first * K4;
         ok(
             self.s1.map(
@@ -206,10 +215,20 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
         g.map(r, 0, 1, 8, true)?;
         g.s1.flush(&mut r.hw);
         let remap_log = r.hw.take_log();
-        ensure!(!remap_log.is_empty(), "no TLBI for a stage 1 remap of a page the guest read");
+        ensure!(
+            !remap_log.is_empty(),
+            "no TLBI for a stage 1 remap of a page the guest read"
+        );
         for e in &remap_log {
             ensure!(
-                matches!(e.op, TlbiOp::Vae1is | TlbiOp::Vale1is | TlbiOp::Rvae1is | TlbiOp::Rvale1is | TlbiOp::Vmalle1is),
+                matches!(
+                    e.op,
+                    TlbiOp::Vae1is
+                        | TlbiOp::Vale1is
+                        | TlbiOp::Rvae1is
+                        | TlbiOp::Rvale1is
+                        | TlbiOp::Vmalle1is
+                ),
                 "stage 1 remap issued tlbi {}",
                 e.op
             );
@@ -227,8 +246,16 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
                 e.vttbr
             );
         }
-        expect_value(guest::read(VA_DATA), marker(g.pa_of(8)), "read after the stage 1 remap")?;
-        expect_value(guest::read(VA_DATA + K4), marker(g.pa_of(1)), "its neighbour")?;
+        expect_value(
+            guest::read(VA_DATA),
+            marker(g.pa_of(8)),
+            "read after the stage 1 remap",
+        )?;
+        expect_value(
+            guest::read(VA_DATA + K4),
+            marker(g.pa_of(1)),
+            "its neighbour",
+        )?;
 
         // Unmap VA page 1: a stage 1 translation fault, taken to EL1.
         r.hw.take_log();
@@ -325,7 +352,11 @@ fn host_managed_round(
     let old_sum = sum_markers((0..round.pages).map(|i| g.pa_of(round.old + i)));
     let new_sum = sum_markers((0..round.pages).map(|i| g.pa_of(round.new + i)));
     // The guest uses the pages: their translations are cached.
-    expect_value(guest::read_many(va, round.pages, K4), old_sum, "read before the call")?;
+    expect_value(
+        guest::read_many(va, round.pages, K4),
+        old_sum,
+        "read before the call",
+    )?;
 
     let caps = Capabilities {
         tlbi_range: round.range,
@@ -380,7 +411,11 @@ fn host_managed_round(
     // is done (its invalidator emits nothing) and detached pages go.
     g.s1.flush(&mut r.hw);
     let after = r.hw.take_log();
-    ensure!(after.is_empty(), "the host's flush issued TLBIs: {}", describe(&after));
+    ensure!(
+        after.is_empty(),
+        "the host's flush issued TLBIs: {}",
+        describe(&after)
+    );
     let seen = match o {
         Outcome::Value(v) => v,
         o => return Err(format!("the guest's run with the call: {o}")),
@@ -391,7 +426,12 @@ fn host_managed_round(
     let shim = rec
         .log()
         .iter()
-        .map(|e| format!("{e}").split_whitespace().collect::<Vec<_>>().join(" "))
+        .map(|e| {
+            format!("{e}")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .filter(|s| s.starts_with("tlbi") || s.starts_with("ic"))
         .collect::<Vec<_>>()
         .join("; ");
@@ -407,14 +447,46 @@ fn host_managed_round(
 
 const ROUNDS: [Round; 4] = [
     // One page: X8 = 3, X10 = 1.
-    Round { first: 0, pages: 1, old: 0, new: 32, range: false, exec: false, want_x8: X8_SELECTIVE },
+    Round {
+        first: 0,
+        pages: 1,
+        old: 0,
+        new: 32,
+        range: false,
+        exec: false,
+        want_x8: X8_SELECTIVE,
+    },
     // Three pages without range operations: X8 = 3, X10 = 3.
-    Round { first: 4, pages: 3, old: 4, new: 36, range: false, exec: false, want_x8: X8_SELECTIVE },
+    Round {
+        first: 4,
+        pages: 3,
+        old: 4,
+        new: 36,
+        range: false,
+        exec: false,
+        want_x8: X8_SELECTIVE,
+    },
     // Eight pages with FEAT_TLBIRANGE: X8 = 4 (one TLBI RVAE1IS).
-    Round { first: 8, pages: 8, old: 8, new: 40, range: true, exec: false, want_x8: X8_RANGE },
+    Round {
+        first: 8,
+        pages: 8,
+        old: 8,
+        new: 40,
+        range: true,
+        exec: false,
+        want_x8: X8_RANGE,
+    },
     // Twenty pages without ranges: over 16, X8 = 1 (TLBI VMALLE1IS); X11 = 1
     // (set by the host here to run the shim's IC IALLU path).
-    Round { first: 16, pages: 20, old: 16, new: 64, range: false, exec: true, want_x8: X8_BROADCAST },
+    Round {
+        first: 16,
+        pages: 20,
+        old: 16,
+        new: 64,
+        range: false,
+        exec: true,
+        want_x8: X8_BROADCAST,
+    },
 ];
 
 /// The stage 1 of the host-managed scenarios: the guest program and 36

@@ -30,7 +30,10 @@ fn vm8(r: &mut Runner, vmid: u16, ip: u64, pa: u64) -> Result<S2, String> {
             ..Stage2Config::default()
         },
     };
-    let mut t = ok(Table::new(regime, geometry, PoolAlloc, &mut r.hw), "Table::new")?;
+    let mut t = ok(
+        Table::new(regime, geometry, PoolAlloc, &mut r.hw),
+        "Table::new",
+    )?;
     let (start, end) = crate::boot::guest_code();
     ok(
         t.map(
@@ -129,7 +132,9 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
 
     // Phase 1.
     let mut slot_a = TagSlot::new();
-    let got = vmids.activate(0, &mut slot_a).map_err(|e| format!("activate: {e}"))?;
+    let got = vmids
+        .activate(0, &mut slot_a)
+        .map_err(|e| format!("activate: {e}"))?;
     ensure!(!got.rollover, "the first VMID rolled over");
     let tag = got.tag;
     let mut a = vm8(r, tag, ip, pa)?;
@@ -138,7 +143,10 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
     expect_value(guest::read(ip), marker(pa), "VM A")?;
     let vttbr_a = a.registers()[1].1;
     let teardown_tlbis = teardown(r, &mut vmids, &mut slot_a, a, true)?;
-    ensure!(teardown_tlbis == 0, "tearing VM A down issued {teardown_tlbis} TLBI(s)");
+    ensure!(
+        teardown_tlbis == 0,
+        "tearing VM A down issued {teardown_tlbis} TLBI(s)"
+    );
 
     // VMs until the allocator rolls over, each run and torn down.
     let filler = pa + K4;
@@ -146,11 +154,16 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
     let mut filler_tlbis = 0;
     let (mut slot_n, tag_n) = loop {
         let mut s = TagSlot::new();
-        let got = vmids.activate(0, &mut s).map_err(|e| format!("activate: {e}"))?;
+        let got = vmids
+            .activate(0, &mut s)
+            .map_err(|e| format!("activate: {e}"))?;
         if got.rollover {
             break (s, got.tag);
         }
-        ensure!(got.tag != tag, "VMID {tag} handed out again before the rollover");
+        ensure!(
+            got.tag != tag,
+            "VMID {tag} handed out again before the rollover"
+        );
         r.hw.take_log();
         let mut f = vm8(r, got.tag, ip, filler)?;
         f.activate(&mut r.hw);
@@ -191,7 +204,10 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
     let t = teardown(r, &mut vmids, &mut slot_n, n, false)?;
     ensure!(t == 0, "tearing VM N down issued {t} TLBI(s)");
     let (allocated, mut slot_m, tag_m) = fill_generation(&mut vmids);
-    ensure!(tag_m == tag_n, "the second rollover gave VMID {tag_m}, not {tag_n}");
+    ensure!(
+        tag_m == tag_n,
+        "the second rollover gave VMID {tag_m}, not {tag_n}"
+    );
     vmids.rollover_flush(&mut r.hw);
     let page_m = pa + 3 * K4;
     let mut m = vm8(r, tag_m, ip, page_m)?;
