@@ -4,6 +4,7 @@
 mod check;
 mod compare;
 mod example;
+mod replay;
 
 use std::path::PathBuf;
 
@@ -71,6 +72,59 @@ enum Command {
         #[arg(long, conflicts_with_all = ["json", "svg"])]
         list: bool,
     },
+    /// Replay a real strace capture's memory system calls through
+    /// host-managed guest stage 1 tables (each call one batch served for
+    /// the calling thread's vCPU, each thread a vCPU) under every policy
+    /// and cost profile, and print the mix of calls and the same table as
+    /// `compare`. Capture with `strace -f -tt -e
+    /// trace=memory,clone,clone3,execve,exit_group -o FILE PROGRAM`
+    /// (scripts/capture-strace). Exit status 0 when the replays ran, 2 for
+    /// an unknown name or a capture that cannot be read or is malformed
+    /// (with the line).
+    Replay {
+        /// The captures (`-` for standard input); each is a workload named
+        /// after its file.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Only this policy (repeatable, or comma-separated; all by default).
+        #[arg(long = "policy", value_name = "NAME", value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Only this cost profile (repeatable, or comma-separated; all by
+        /// default).
+        #[arg(long = "profile", value_name = "NAME", value_delimiter = ',')]
+        profiles: Vec<String>,
+        /// Number of PEs in the model: PE 0 is the host, threads run on
+        /// PEs 1 and up (sharing them when there are more threads).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(2..=64))]
+        pes: u8,
+        /// When pages are mapped: `eager` at the call that makes them
+        /// accessible (as elfuse does; ranges over --eager-limit are
+        /// mapped as touched), `lazy` when first touched.
+        #[arg(long, value_name = "WHEN", default_value = "eager", value_parser = ["eager", "lazy"])]
+        populate: String,
+        /// Under eager population, ranges larger than this many MiB (at
+        /// most 4096) are mapped as touched (PROT_NONE ranges are never
+        /// mapped).
+        #[arg(long, value_name = "MIB", default_value_t = 8)]
+        eager_limit: u64,
+        /// Pages each vCPU touches (reads; writes where writable;
+        /// executes where executable) after each of its calls, from the
+        /// ranges it mapped or changed last. 0: none.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        touch: usize,
+        /// Only the first N lines of each capture.
+        #[arg(long, value_name = "N")]
+        max_lines: Option<u64>,
+        /// Print one JSON array of objects (workload, policy, profile,
+        /// tlbi_ops, broadcast_ops, dsb, collateral, spurious_faults,
+        /// cycles, violations) instead of the table; the mix of calls goes
+        /// to standard error.
+        #[arg(long)]
+        json: bool,
+        /// Also write an SVG chart of the cycles (first profile selected).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// Write a generated Casemate trace.
     TraceGen {
         #[command(subcommand)]
@@ -127,6 +181,37 @@ fn main() {
                 compare::run(&args, json, svg.as_deref(), out)
             };
             status
+                .map(|code| {
+                    if code != 0 {
+                        std::process::exit(code)
+                    }
+                })
+                .map_err(Into::into)
+        }
+        Command::Replay {
+            files,
+            policies,
+            profiles,
+            pes,
+            populate,
+            eager_limit,
+            touch,
+            max_lines,
+            json,
+            svg,
+        } => {
+            let args = replay::Args {
+                files,
+                policies,
+                profiles,
+                pes: pes as usize,
+                eager: populate == "eager",
+                eager_limit_mib: eager_limit,
+                touch,
+                max_lines,
+            };
+            let out = &mut std::io::stdout().lock();
+            replay::run(&args, json, svg.as_deref(), out)
                 .map(|code| {
                     if code != 0 {
                         std::process::exit(code)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use driver::Job;
+pub(crate) use report::{svg_chart, write_json, write_table};
 
 /// Options of `vmsa compare`.
 #[derive(Clone, Debug, Default)]

@@ -41,6 +41,8 @@ pub enum Perm {
     Ro,
     /// Read and execute.
     Rx,
+    /// Read, write and execute (a JIT's RWX pages).
+    Rwx,
 }
 
 enum AnyTable {
@@ -429,6 +431,97 @@ impl Env {
     pub fn pes(&self) -> usize {
         self.pes
     }
+
+    /// The PE that issues the table's effects from now on (the vCPU whose
+    /// call is being served: with host-managed guest stage 1, its shim runs
+    /// the TLBIs the request asks for).
+    pub fn set_issuer(&mut self, pe: usize) {
+        let pe = pe.min(self.pes - 1);
+        self.issuer = pe;
+        match &mut self.t {
+            Some(AnyTable::S2(t)) => t.set_issuer(pe),
+            Some(AnyTable::S1(t)) => t.set_issuer(pe),
+            None => {}
+        }
+    }
+
+    /// A vCPU starts running the space on PE `pe`: the PE installs the
+    /// VMID and the table's registers, and the table records that it runs
+    /// there (flushing the PE locally if it missed local invalidations).
+    /// Nothing happens if the space already runs there.
+    pub fn vcpu_load(&mut self, pe: usize) {
+        let pe = pe.min(self.pes - 1);
+        if self.vcpus.contains(&pe) || self.t.is_none() {
+            return;
+        }
+        self.ev(
+            pe,
+            Event::SysReg {
+                reg: Reg::VttbrEl2,
+                value: (VMID as u64) << 48,
+            },
+        );
+        let regs = match &self.t {
+            Some(AnyTable::S2(t)) => t.registers(),
+            Some(AnyTable::S1(t)) => t.registers(),
+            None => return,
+        };
+        for (reg, value) in regs {
+            self.ev(
+                pe,
+                Event::SysReg {
+                    reg: reg.into(),
+                    value,
+                },
+            );
+        }
+        let mut fx = ModelEffects::new(&mut self.m, pe);
+        match &mut self.t {
+            Some(AnyTable::S2(t)) => t.vcpu_load(pe, &mut fx),
+            Some(AnyTable::S1(t)) => t.vcpu_load(pe, &mut fx),
+            None => {}
+        }
+        self.vcpus.push(pe);
+    }
+
+    /// The vCPU on PE `pe` stops running the space: the PE switches to
+    /// another VM's context (its TLB keeps what it cached) and the table
+    /// records that it no longer runs there.
+    pub fn vcpu_put(&mut self, pe: usize) {
+        if !self.vcpus.contains(&pe) {
+            return;
+        }
+        match &mut self.t {
+            Some(AnyTable::S2(t)) => t.vcpu_put(pe),
+            Some(AnyTable::S1(t)) => t.vcpu_put(pe),
+            None => return,
+        }
+        self.ev(
+            pe,
+            Event::SysReg {
+                reg: Reg::VttbrEl2,
+                value: 2 << 48,
+            },
+        );
+        self.vcpus.retain(|&p| p != pe);
+    }
+
+    /// The vCPU on PE `pe` reads (or writes) each address.
+    pub fn touch_on(&mut self, pe: usize, addrs: &[u64], write: bool) {
+        let need = if write { grant::WRITE } else { grant::READ };
+        let key = self.key();
+        for &a in addrs {
+            let _ = self.m.access(pe, key, a, need);
+        }
+    }
+
+    /// The vCPU on PE `pe` executes at each address.
+    pub fn exec_on(&mut self, pe: usize, addrs: &[u64]) {
+        let key = self.key();
+        for &a in addrs {
+            let _ = self.m.access(pe, key, a, grant::EXEC);
+        }
+    }
 }
 
 fn s2_attrs(perm: Perm) -> Stage2Attrs {
@@ -442,6 +535,7 @@ fn s2_attrs(perm: Perm) -> Stage2Attrs {
             ..Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly)
         },
         Perm::Rx => Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly),
+        Perm::Rwx => Stage2Attrs::RAM,
     }
 }
 
@@ -454,6 +548,7 @@ fn s1_attrs(perm: Perm) -> Stage1Attrs {
             pxn: false,
             ..rw.read_only()
         },
+        Perm::Rwx => Stage1Attrs { pxn: false, ..rw },
     }
 }
 

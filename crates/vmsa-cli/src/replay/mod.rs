@@ -1,0 +1,463 @@
+//! `vmsa replay`: real strace captures replayed through host-managed guest
+//! stage 1 tables under every policy (see [`sim`] for the model of the
+//! system, [`space`] for the address-space semantics, [`parse`] for what
+//! the reader accepts).
+//!
+//! Population: eager by default (every page of a range is mapped at the
+//! call that makes it accessible, as elfuse does), except that ranges over
+//! `--eager-limit` MiB (8 by default, so 8 MiB thread stacks are still
+//! mapped at once, but not glibc's 64 MiB arena reservations or JIT and GC
+//! heaps) are populated as they are touched, and `PROT_NONE` ranges never
+//! are (they keep their contents: made accessible again, the same frames
+//! come back); `--populate lazy` populates every page as it is touched.
+//! That keeps replays fast (well under a second per capture for every
+//! policy) and the tables near what a program really uses. Pages dropped
+//! by `MADV_DONTNEED` come back, zero-filled, when touched.
+//!
+//! What the trace cannot show is assumed: ranges a successful `mprotect`
+//! or `mremap` names that no traced call mapped were mapped by execve (the
+//! program image, its stack) and are added as read/write mappings first,
+//! in a batch of their own; addresses beyond the 48-bit range are skipped
+//! and counted. A forked child gets a copy of its parent's space (fork's
+//! write-protection of the parent for copy on write is not replayed); an
+//! execve empties the space with one unmap, or gives a vfork child a space
+//! of its own.
+
+pub mod parse;
+pub mod sim;
+pub mod space;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+
+use vmsa_model::cost::{Profile, PROFILES};
+
+use crate::compare::{self, Names, Row, Selection, MAX_PES};
+use parse::{Event, Mix, ParseError, Parser};
+use sim::{Options, Outcome, Stats};
+use space::Populate;
+
+/// Options of `vmsa replay`.
+#[derive(Clone, Debug)]
+pub struct Args {
+    /// The captures (`-` for standard input).
+    pub files: Vec<PathBuf>,
+    /// Only these policies (all when empty).
+    pub policies: Vec<String>,
+    /// Only these cost profiles (all when empty).
+    pub profiles: Vec<String>,
+    /// PEs in each model.
+    pub pes: usize,
+    /// Eager (`false`: lazy) population.
+    pub eager: bool,
+    /// Ranges over this many MiB are populated lazily under eager
+    /// population.
+    pub eager_limit_mib: u64,
+    /// Pages each vCPU touches after each of its calls.
+    pub touch: usize,
+    /// Only the first this many lines of each capture.
+    pub max_lines: Option<u64>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            files: Vec::new(),
+            policies: Vec::new(),
+            profiles: Vec::new(),
+            pes: 4,
+            eager: true,
+            eager_limit_mib: 8,
+            touch: 4,
+            max_lines: None,
+        }
+    }
+}
+
+/// A capture read into events.
+pub struct Trace {
+    /// The workload name (the file name without `.strace`, `.txt`, `.log`).
+    pub name: String,
+    /// The events.
+    pub events: Vec<Event>,
+    /// The mix of calls.
+    pub mix: Mix,
+}
+
+/// The name a capture's rows carry.
+pub fn workload_name(path: &Path) -> String {
+    if path == Path::new("-") {
+        return "stdin".into();
+    }
+    let mut name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    for ext in [".strace", ".txt", ".log", ".out"] {
+        if let Some(stem) = name.strip_suffix(ext) {
+            name = stem.to_string();
+            break;
+        }
+    }
+    name
+}
+
+/// Reads a capture from `reader` (stopping after `max_lines` lines).
+pub fn read_trace(
+    name: &str,
+    reader: impl BufRead,
+    max_lines: Option<u64>,
+) -> Result<Trace, ParseError> {
+    let mut reader = reader;
+    // Refuse compressed input with a clear message rather than "binary".
+    let head = reader.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Err(ParseError::Malformed {
+            line: 1,
+            why: "gzip-compressed data; decompress it first (gunzip -k FILE)".into(),
+        });
+    }
+    match max_lines {
+        Some(n) => parse_all(
+            name,
+            BufReader::new(LineLimit {
+                inner: reader,
+                left: n,
+            }),
+        ),
+        None => parse_all(name, reader),
+    }
+}
+
+fn parse_all(name: &str, reader: impl BufRead) -> Result<Trace, ParseError> {
+    let mut parser = Parser::new(reader);
+    let mut events = Vec::new();
+    for ev in parser.by_ref() {
+        events.push(ev?);
+    }
+    Ok(Trace {
+        name: name.to_string(),
+        events,
+        mix: parser.mix().clone(),
+    })
+}
+
+/// A reader that ends after `left` lines.
+struct LineLimit<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: BufRead> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let chunk = self.inner.fill_buf()?;
+        let n = chunk.len().min(buf.len());
+        let n = match chunk[..n].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.left -= 1;
+                i + 1
+            }
+            None => n,
+        };
+        buf[..n].copy_from_slice(&chunk[..n]);
+        self.inner.consume(n);
+        Ok(n)
+    }
+}
+
+fn open(path: &Path, max_lines: Option<u64>) -> Result<Trace, String> {
+    let name = workload_name(path);
+    let r = if path == Path::new("-") {
+        read_trace(&name, io::stdin().lock(), max_lines)
+    } else {
+        let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        read_trace(&name, BufReader::new(f), max_lines)
+    };
+    r.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The largest `--eager-limit` honoured (MiB): one call never maps more
+/// than this many pages at once (a replay stays within memory).
+pub const MAX_EAGER_LIMIT_MIB: u64 = 4096;
+
+/// The options a replay runs with.
+pub fn options(args: &Args) -> Options {
+    Options {
+        pes: args.pes.max(2),
+        populate: if args.eager {
+            Populate::Eager {
+                limit: args.eager_limit_mib.min(MAX_EAGER_LIMIT_MIB) << 20,
+            }
+        } else {
+            Populate::Lazy
+        },
+        touch: args.touch,
+    }
+}
+
+fn profile(name: &str) -> &'static Profile {
+    PROFILES
+        .iter()
+        .copied()
+        .find(|p| p.name == name)
+        .unwrap_or(PROFILES[0])
+}
+
+/// The row of one replay.
+pub fn row(workload: &str, policy: &str, profile_name: &str, o: &Outcome) -> Row {
+    let c = &o.costs;
+    Row {
+        workload: workload.to_string(),
+        policy: policy.to_string(),
+        profile: profile_name.to_string(),
+        tlbi_ops: c.tlbis(),
+        broadcast_ops: c.broadcast_tlbis(),
+        dsb: c.dsb + c.dsb_light,
+        collateral: c.collateral,
+        spurious_faults: c.spurious_faults,
+        cycles: c.estimate(profile(profile_name)).cycles,
+        violations: o.violations,
+    }
+}
+
+/// Replays every trace under every selected policy and profile and
+/// returns the rows (traces outermost, then profiles, then policies, vmsa
+/// first) and each trace's replay statistics. A baseline's choices do not
+/// depend on the profile, so it is replayed once per trace.
+pub fn replay_all(traces: &[Trace], selection: &Selection, opts: Options) -> Replayed {
+    // Distinct runs: (trace, policy, profile the policy is priced with).
+    let mut runs: Vec<(usize, &str, &str)> = Vec::new();
+    let key = |policy: &'static str, profile: &'static str| {
+        if policy == "vmsa" {
+            profile
+        } else {
+            ""
+        }
+    };
+    for t in 0..traces.len() {
+        for &profile in &selection.profiles {
+            for &policy in &selection.policies {
+                let run = (t, policy, key(policy, profile));
+                if !runs.contains(&run) {
+                    runs.push(run);
+                }
+            }
+        }
+    }
+    let results: Mutex<HashMap<(usize, &str, &str), Outcome>> = Mutex::new(HashMap::new());
+    let next = AtomicUsize::new(0);
+    let threads = thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2)
+        .min(runs.len().max(1));
+    thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(t, policy, priced)) = runs.get(i) else {
+                    break;
+                };
+                let p = if priced.is_empty() {
+                    PROFILES[0]
+                } else {
+                    profile(priced)
+                };
+                let o = sim::replay(&traces[t].events, policy, p, opts);
+                if std::env::var_os("VMSA_REPLAY_DEBUG").is_some() {
+                    for v in &o.first_violations {
+                        eprintln!("{}/{policy}: {v}", traces[t].name);
+                    }
+                }
+                if let Ok(mut r) = results.lock() {
+                    r.insert((t, policy, priced), o);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let mut r = Replayed {
+        rows: Vec::new(),
+        stats: vec![Stats::default(); traces.len()],
+        notes: vec![Vec::new(); traces.len()],
+    };
+    for (t, trace) in traces.iter().enumerate() {
+        for &profile in &selection.profiles {
+            for &policy in &selection.policies {
+                let k = key(policy, profile);
+                if let Some(o) = results.get(&(t, policy, k)) {
+                    r.rows.push(row(&trace.name, policy, profile, o));
+                    r.stats[t] = o.stats.clone();
+                    let first = (profile == selection.profiles[0]) || !k.is_empty();
+                    if o.capped > 0 && first {
+                        r.notes[t].push(format!(
+                            "{policy}: {} flush{} naming over {} pages one by one (an emptied \
+                             page-table page's whole region) replayed as one whole-ASID TLBI",
+                            o.capped,
+                            if o.capped == 1 { "" } else { "es" },
+                            sim::FREEBSD_PAGE_CAP
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    r
+}
+
+/// What [`replay_all`] returns.
+pub struct Replayed {
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// Per trace, what the replay did.
+    pub stats: Vec<Stats>,
+    /// Per trace, notes on the replay of some policies.
+    pub notes: Vec<Vec<String>>,
+}
+
+/// The mix of calls of a trace and what its replay did, as text.
+pub fn describe(trace: &Trace, stats: &Stats) -> String {
+    let mut mix = trace.mix.clone();
+    for (&name, &n) in &stats.skipped {
+        for _ in 0..n {
+            mix.skip(name);
+        }
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} lines, {} address space{}, {} thread{} (at most {} vCPU{} at once)",
+        trace.name,
+        mix.lines,
+        stats.spaces,
+        if stats.spaces == 1 { "" } else { "s" },
+        stats.threads,
+        if stats.threads == 1 { "" } else { "s" },
+        stats.max_vcpus,
+        if stats.max_vcpus == 1 { "" } else { "s" },
+    );
+    let width = mix.calls.keys().map(String::len).max().unwrap_or(0).max(7);
+    let _ = writeln!(
+        s,
+        "  {:<width$}  {:>7}  {:>7}  {:>7}",
+        "syscall", "calls", "failed", "skipped"
+    );
+    for (name, c) in &mix.calls {
+        let _ = writeln!(
+            s,
+            "  {name:<width$}  {:>7}  {:>7}  {:>7}",
+            c.calls, c.failed, c.skipped
+        );
+    }
+    let total = mix.total();
+    let _ = writeln!(
+        s,
+        "  {:<width$}  {:>7}  {:>7}  {:>7}",
+        "total", total.calls, total.failed, total.skipped
+    );
+    let _ = writeln!(
+        s,
+        "  other lines: {} unknown, {} signal, {} exit, {} unmatched unfinished/resumed",
+        mix.unknown_lines, mix.signals, mix.exits, mix.unmatched
+    );
+    let _ = writeln!(
+        s,
+        "  replayed: {} batches, {} table operations, {} page accesses, {} pages faulted in, \
+         {} pages found mapped before the trace{}",
+        stats.batches,
+        stats.table_ops,
+        stats.accesses,
+        stats.faulted_pages,
+        stats.implicit_pages,
+        if stats.untraced_pids > 0 {
+            format!(", {} pids with no clone in the trace", stats.untraced_pids)
+        } else {
+            String::new()
+        }
+    );
+    s
+}
+
+/// Runs `vmsa replay`: reads every capture, replays it under every
+/// selected policy and profile, prints the mix of calls and the table (or
+/// with `json` the JSON array, the mix going to standard error), and with
+/// `svg` writes a chart.
+///
+/// Returns the exit status: 0 when the replays ran, 2 for an unknown name,
+/// an out-of-range PE count or a capture that cannot be read (with a
+/// message on standard error).
+pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) -> io::Result<i32> {
+    if !(1..=MAX_PES).contains(&args.pes) {
+        eprintln!(
+            "vmsa replay: --pes must be between 1 and {MAX_PES}, not {}",
+            args.pes
+        );
+        return Ok(2);
+    }
+    let cargs = compare::Args {
+        workloads: Vec::new(),
+        policies: args.policies.clone(),
+        profiles: args.profiles.clone(),
+        pes: args.pes,
+    };
+    let selection = match Selection::new(&cargs, &Names::all()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmsa replay: {e}");
+            return Ok(2);
+        }
+    };
+    let mut traces = Vec::new();
+    for f in &args.files {
+        match open(f, args.max_lines) {
+            Ok(t) => traces.push(t),
+            Err(e) => {
+                eprintln!("vmsa replay: {e}");
+                return Ok(2);
+            }
+        }
+    }
+    let opts = options(args);
+    let Replayed { rows, stats, notes } = replay_all(&traces, &selection, opts);
+    let pes = opts.pes;
+    if let Some(file) = svg {
+        let profile = selection.profiles.first().copied().unwrap_or_default();
+        let chart = compare::svg_chart(&rows, profile, pes)?;
+        std::fs::write(file, chart).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot write {}: {e}", file.display()))
+        })?;
+        eprintln!("wrote {}", file.display());
+    }
+    let mixes: String = traces
+        .iter()
+        .zip(stats.iter().zip(&notes))
+        .map(|(t, (s, n))| {
+            let mut d = describe(t, s);
+            for note in n {
+                d.push_str(&format!("  note: {note}\n"));
+            }
+            d
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    if json {
+        eprint!("{mixes}");
+        compare::write_json(&rows, out)?;
+    } else {
+        writeln!(out, "{mixes}")?;
+        compare::write_table(&rows, pes, out)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;
