@@ -447,7 +447,15 @@ impl Invalidator for FreeBsd {
             .filter(|c| purpose == Purpose::BreakBeforeMake || vmsa::plan::may_be_stale(c))
         {
             let final_only = !c.flags.contains(ChangeFlags::TABLE_REMOVED);
-            for a in entries(space, c, 4096) {
+            // A freed table page is invalidated once (`_pmap_unwire_l3`),
+            // not page by page over the region it covered.
+            let table_only = !final_only && !c.cached_leaf_levels.contains(c.level);
+            let step = if table_only {
+                space.entry_size[c.level as usize & 3]
+            } else {
+                4096
+            };
+            for a in entries(space, c, step) {
                 ops.push(space.by_addr(a, final_only, Ttl::NONE));
             }
         }

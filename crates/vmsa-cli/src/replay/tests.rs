@@ -435,17 +435,12 @@ proptest! {
     }
 }
 
-/// A finding for the model and the planner, not the replay: once the other
-/// threads have exited (their vCPUs put), vmsa invalidates the last one's
-/// changes locally; an unmap that empties a table then frees the table
-/// page after a local TLBI, and when the page is linked again the model
-/// reports it "used twice" because the put PEs may still hold the table
-/// descriptor (they are flushed by `vcpu_load` before they run the space
-/// again). Either the model should not count PEs that do not run the tag
-/// (as its completion points do), or the planner should invalidate table
-/// removals on every PE that ever ran the space. Run with `--ignored`.
+/// After two threads exit, the remaining thread's changes are invalidated
+/// locally; an unmap that empties a table frees the table page and it is
+/// linked again. The put PEs could still hold the old table descriptor, so
+/// the table invalidates table removals on every PE (not locally) and the
+/// model reports nothing.
 #[test]
-#[ignore = "known: table page reuse after a local invalidation with put vCPUs (model vs planner)"]
 fn table_reuse_after_the_other_threads_exit() {
     let text = "\
 1 clone3({flags=CLONE_VM|CLONE_THREAD} => {parent_tid=[2]}, 88) = 2

@@ -298,7 +298,18 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         changes: &[Change],
         fx: &mut dyn Effects,
     ) -> bool {
-        let space = self.space();
+        let mut space = self.space();
+        // A table page freed after a local invalidation could be linked
+        // again while a PE that ran the space earlier still caches the old
+        // table descriptor: table removals are invalidated everywhere.
+        if space.local
+            && self.ever & !(1 << self.issuer) != 0
+            && changes
+                .iter()
+                .any(|c| c.flags.contains(crate::report::ChangeFlags::TABLE_REMOVED))
+        {
+            space.local = false;
+        }
         // Stage 2 TLBIs act on the VMID in VTTBR_EL2: when another VM's is
         // loaded on the issuer, load this table's around them.
         let switch = match (self.loaded_vttbr, space.kind) {
