@@ -6,6 +6,8 @@
 //! is the cheap one. Tests that check the mechanics of tables use it for
 //! its predictable output.
 
+use alloc::vec::Vec;
+
 use crate::effects::{Barrier, Effects};
 use crate::plan::{Invalidator, Purpose, Space, SpaceKind};
 use crate::report::{Change, ChangeFlags};
@@ -32,6 +34,37 @@ fn count(space: &Space, change: &Change) -> u64 {
         .div_ceil(step)
 }
 
+/// Emits `DSB ISH`, `ops`, `DSB ISH`; for stage 2 by-address operations
+/// (unless `combined` is false) then `TLBI VMALLE1IS; DSB ISH`, since
+/// IPA-based operations need not remove combined stage 1+2 entries (KVM's
+/// `__kvm_tlb_flush_vmid_ipa`, Hafnium, FreeBSD); `ISB` for the EL2
+/// regime. Returns whether anything was emitted. The sequence shape the
+/// baseline policies of `vmsa compare` share with [`Basic`].
+pub fn emit(space: &Space, ops: &[(TlbiOp, u64)], combined: bool, fx: &mut dyn Effects) -> bool {
+    if ops.is_empty() {
+        return false;
+    }
+    fx.barrier(Barrier::DsbIsh);
+    for &(op, operand) in ops {
+        fx.tlbi(op, operand);
+    }
+    fx.barrier(Barrier::DsbIsh);
+    let by_addr = ops.iter().any(|(op, _)| {
+        !matches!(
+            op,
+            TlbiOp::Vmalls12e1is | TlbiOp::Alle1is | TlbiOp::Vmalle1is | TlbiOp::Alle2is
+        )
+    });
+    if combined && by_addr && matches!(space.kind, SpaceKind::Stage2 { .. }) {
+        fx.tlbi(TlbiOp::Vmalle1is, 0);
+        fx.barrier(Barrier::DsbIsh);
+    }
+    if matches!(space.kind, SpaceKind::El2) {
+        fx.barrier(Barrier::Isb);
+    }
+    true
+}
+
 impl Invalidator for Basic {
     fn name(&self) -> &'static str {
         "basic"
@@ -49,34 +82,20 @@ impl Invalidator for Basic {
         if space.dead && purpose == Purpose::Flush || !changes.iter().any(|c| wanted(&c)) {
             return false;
         }
-        fx.barrier(Barrier::DsbIsh);
-        let ops: u64 = changes.iter().filter(wanted).map(|c| count(space, c)).sum();
-        if ops > MAX_BY_ADDR_OPS {
-            let (op, operand) = space.whole();
-            fx.tlbi(op, operand);
+        let count_all: u64 = changes.iter().filter(wanted).map(|c| count(space, c)).sum();
+        let mut ops = Vec::new();
+        if count_all > MAX_BY_ADDR_OPS {
+            ops.push(space.whole());
         } else {
             for c in changes.iter().filter(wanted) {
                 let step = space.entry_size[c.level as usize & 3];
                 let leaf_only = !c.flags.contains(ChangeFlags::TABLE_REMOVED);
                 for i in 0..count(space, c) {
                     let addr = c.range.start.wrapping_add(i * step);
-                    let (op, operand) = space.by_addr(addr, leaf_only, Ttl::NONE);
-                    fx.tlbi(op, operand);
+                    ops.push(space.by_addr(addr, leaf_only, Ttl::NONE));
                 }
             }
-            if matches!(space.kind, SpaceKind::Stage2 { .. }) {
-                // IPA-based operations need not remove combined stage 1+2
-                // entries: complete them, then remove stage 1 entries of
-                // the VMID (KVM's __kvm_tlb_flush_vmid_ipa, Hafnium,
-                // FreeBSD).
-                fx.barrier(Barrier::DsbIsh);
-                fx.tlbi(TlbiOp::Vmalle1is, 0);
-            }
         }
-        fx.barrier(Barrier::DsbIsh);
-        if matches!(space.kind, SpaceKind::El2) {
-            fx.barrier(Barrier::Isb);
-        }
-        true
+        emit(space, &ops, true, fx)
     }
 }

@@ -101,33 +101,7 @@ fn entries(space: &Space, c: &Change, step: u64) -> impl Iterator<Item = u64> {
     (0..e.saturating_sub(s).div_ceil(step)).map(move |i| s + i * step)
 }
 
-/// Emits `DSB ISH`, the operations, `DSB ISH`, and for stage 2 by-address
-/// operations `VMALLE1IS; DSB ISH` (unless `combined` is false); `ISB` for
-/// the EL2 regime.
-fn emit(space: &Space, ops: &[(TlbiOp, u64)], combined: bool, fx: &mut dyn Effects) -> bool {
-    if ops.is_empty() {
-        return false;
-    }
-    fx.barrier(Barrier::DsbIsh);
-    for &(op, x) in ops {
-        fx.tlbi(op, x);
-    }
-    fx.barrier(Barrier::DsbIsh);
-    let by_addr = ops.iter().any(|(op, _)| {
-        !matches!(
-            op,
-            TlbiOp::Vmalls12e1is | TlbiOp::Alle1is | TlbiOp::Vmalle1is | TlbiOp::Alle2is
-        )
-    });
-    if combined && by_addr && matches!(space.kind, SpaceKind::Stage2 { .. }) {
-        fx.tlbi(TlbiOp::Vmalle1is, 0);
-        fx.barrier(Barrier::DsbIsh);
-    }
-    if matches!(space.kind, SpaceKind::El2) {
-        fx.barrier(Barrier::Isb);
-    }
-    true
-}
+use vmsa::invalidate::emit;
 
 /// elfuse before PR #24: a broadcast invalidation of everything after every
 /// change (`TLBI VMALLE1IS`; for stage 2 the VMID, for EL2 the regime).
