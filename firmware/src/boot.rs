@@ -344,9 +344,9 @@ pub fn run_guest(run: &mut GuestRun) {
 /// An exception taken from EL2 itself: a firmware bug. Reports and exits.
 #[no_mangle]
 extern "C" fn el2_host_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
-    crate::println!(
+    vmsa_el2::println!(
         "FATAL: EL2 exception (vector {kind}) ESR_EL2={esr:#x} (EC {:#x}) ELR_EL2={elr:#x} FAR_EL2={far:#x}",
         esr >> 26
     );
-    crate::semihost::exit(2)
+    vmsa_el2::semihost::exit(2)
 }

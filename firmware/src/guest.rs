@@ -5,7 +5,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::boot::{guest_entry, guest_vectors, run_guest, GuestRun};
-use crate::hw::{mrs, msr};
+use vmsa_el2::{mrs, msr};
 
 /// HCR_EL2.VM: stage 2 translation for EL1&0.
 const HCR_VM: u64 = 1 << 0;

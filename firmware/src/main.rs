@@ -8,16 +8,13 @@
 #![no_main]
 
 extern crate alloc;
-
 #[macro_use]
-mod uart;
+extern crate vmsa_el2;
+
 mod boot;
 mod guest;
-mod heap;
-mod hw;
 mod pool;
 mod scenarios;
-mod semihost;
 mod seq;
 mod sequences;
 mod smp;
@@ -27,9 +24,23 @@ mod vmids;
 use core::panic::PanicInfo;
 
 use scenarios::{Cpu, Runner};
+use vmsa_el2::heap::Heap;
+use vmsa_el2::semihost;
+
+/// The heap vmsa's `alloc` uses: 16 MiB inside the image.
+#[global_allocator]
+static HEAP: Heap = Heap::empty();
+const HEAP_SIZE: usize = 16 << 20;
+
+#[repr(C, align(4096))]
+struct HeapMemory([u8; HEAP_SIZE]);
+static mut HEAP_MEMORY: HeapMemory = HeapMemory([0; HEAP_SIZE]);
 
 #[no_mangle]
 extern "C" fn rust_main(el: u64) -> ! {
+    // SAFETY: the region is a static used for nothing else, given to the
+    // heap once, before anything allocates.
+    unsafe { HEAP.init(core::ptr::addr_of_mut!(HEAP_MEMORY).cast(), HEAP_SIZE) };
     println!("vmsa firmware: running at EL{el}");
     if el != 2 {
         println!("FATAL: started at EL{el}, need EL2 (qemu -machine virt,virtualization=on)");
@@ -99,7 +110,7 @@ extern "C" fn rust_main(el: u64) -> ! {
         "guest runs {}, table pages peak {}, heap peak {} KiB, descriptor stores {}, barriers {}",
         guest::runs(),
         pool::PoolAlloc::peak(),
-        heap::HEAP.peak() / 1024,
+        HEAP.peak() / 1024,
         r.hw.stores,
         r.hw.barriers
     );

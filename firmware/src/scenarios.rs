@@ -16,7 +16,8 @@ use vmsa::{
 };
 
 use crate::guest::{self, Abort, Outcome, EC_DABT_LOW};
-use crate::hw::{mrs, Hw};
+use vmsa_el2::exec::Hw;
+use vmsa_el2::mrs;
 use crate::pool::PoolAlloc;
 use crate::smp;
 
@@ -154,7 +155,7 @@ pub enum Control {
 impl Runner {
     pub fn new(cpu: Cpu) -> Runner {
         Runner {
-            hw: Hw::new(),
+            hw: Hw::logging(),
             cpu,
             passed: 0,
             failed: 0,
@@ -394,7 +395,7 @@ pub fn unmap_then_fault(r: &mut Runner) -> Result<String, String> {
     ))
 }
 
-pub(crate) fn describe(log: &[crate::hw::Issued]) -> String {
+pub(crate) fn describe(log: &[vmsa_el2::exec::Issued]) -> String {
     let mut s = String::new();
     for (i, e) in log.iter().enumerate() {
         if i > 0 {

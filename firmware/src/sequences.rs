@@ -10,7 +10,7 @@ use core::ops::Range;
 use vmsa::{Capabilities, TlbiOp};
 
 use crate::guest::{self, Outcome};
-use crate::hw::Hw;
+use vmsa_el2::exec::Hw;
 use crate::pool::PoolAlloc;
 use crate::scenarios::{fill, Runner};
 use crate::seq::{self, Host, Seen};

@@ -10,7 +10,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::guest::{self, Outcome};
-use crate::hw::msr;
+use vmsa_el2::msr;
 
 /// PSCI 0.2+ CPU_ON, SMC64 calling convention.
 const PSCI_CPU_ON_64: u64 = 0xc400_0003;

@@ -1,22 +1,12 @@
 //! vmsa's effects executed by the CPU: descriptor stores, barriers, TLBIs,
-//! system register writes and cache maintenance as real instructions.
+//! system register writes and cache maintenance as real instructions,
+//! counted.
 
 use alloc::vec::Vec;
 use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use vmsa::{Barrier, CacheOp, Effects, Pa, PageEvent, SysReg, TlbiOp};
-
-/// Reads a system register by name.
-macro_rules! mrs {
-    ($reg:literal) => {{
-        let v: u64;
-        // SAFETY: reading an ID or control register has no side effects.
-        unsafe { core::arch::asm!(concat!("mrs {v}, ", $reg), v = out(reg) v, options(nomem, nostack, preserves_flags)) };
-        v
-    }};
-}
-pub(crate) use mrs;
 
 /// `TLBI <op>, Xt`.
 macro_rules! tlbi {
@@ -46,17 +36,6 @@ macro_rules! tlbi_range {
         }
     };
 }
-
-/// `MSR <reg>, Xt`.
-macro_rules! msr {
-    ($reg:literal, $x:expr) => {
-        // SAFETY: callers write control registers only with values that
-        // keep EL2 running (EL1 and stage 2 registers; EL2 translation is
-        // never enabled by this firmware).
-        unsafe { core::arch::asm!(concat!("msr ", $reg, ", {x}"), x = in(reg) $x, options(nostack, preserves_flags)) }
-    };
-}
-pub(crate) use msr;
 
 /// Executes one TLBI.
 pub fn tlbi(op: TlbiOp, x: u64) {
@@ -121,18 +100,18 @@ pub fn barrier(b: Barrier) {
 /// Writes one system register.
 pub fn write_sysreg(reg: SysReg, v: u64) {
     match reg {
-        SysReg::VttbrEl2 => msr!("vttbr_el2", v),
-        SysReg::VtcrEl2 => msr!("vtcr_el2", v),
-        SysReg::HcrEl2 => msr!("hcr_el2", v),
-        SysReg::Ttbr0El1 => msr!("ttbr0_el1", v),
-        SysReg::Ttbr1El1 => msr!("ttbr1_el1", v),
-        SysReg::TcrEl1 => msr!("tcr_el1", v),
-        SysReg::MairEl1 => msr!("mair_el1", v),
-        SysReg::SctlrEl1 => msr!("sctlr_el1", v),
-        SysReg::Ttbr0El2 => msr!("ttbr0_el2", v),
-        SysReg::TcrEl2 => msr!("tcr_el2", v),
-        SysReg::MairEl2 => msr!("mair_el2", v),
-        SysReg::SctlrEl2 => msr!("sctlr_el2", v),
+        SysReg::VttbrEl2 => crate::msr!("vttbr_el2", v),
+        SysReg::VtcrEl2 => crate::msr!("vtcr_el2", v),
+        SysReg::HcrEl2 => crate::msr!("hcr_el2", v),
+        SysReg::Ttbr0El1 => crate::msr!("ttbr0_el1", v),
+        SysReg::Ttbr1El1 => crate::msr!("ttbr1_el1", v),
+        SysReg::TcrEl1 => crate::msr!("tcr_el1", v),
+        SysReg::MairEl1 => crate::msr!("mair_el1", v),
+        SysReg::SctlrEl1 => crate::msr!("sctlr_el1", v),
+        SysReg::Ttbr0El2 => crate::msr!("ttbr0_el2", v),
+        SysReg::TcrEl2 => crate::msr!("tcr_el2", v),
+        SysReg::MairEl2 => crate::msr!("mair_el2", v),
+        SysReg::SctlrEl2 => crate::msr!("sctlr_el2", v),
     }
 }
 
@@ -158,8 +137,11 @@ pub fn cache(op: CacheOp, addr: u64) {
 /// operations act on its VMID).
 #[derive(Clone, Copy, Debug)]
 pub struct Issued {
+    /// The operation.
     pub op: TlbiOp,
+    /// Its Xt operand.
     pub operand: u64,
+    /// VTTBR_EL2 when it ran.
     pub vttbr: u64,
 }
 
@@ -168,19 +150,60 @@ pub struct Issued {
 pub struct Hw {
     /// TLBIs issued, indexed like `TlbiOp::ALL`.
     pub counts: [u64; TlbiOp::ALL.len()],
+    /// Descriptor stores.
     pub stores: u64,
+    /// Barriers (DSB and ISB).
     pub barriers: u64,
+    /// DSBs that complete TLBIs (ISH, NSH, SY).
+    pub completing_dsbs: u64,
+    /// Keep a log of the TLBIs issued (off: counts only).
+    pub logging: bool,
     log: Vec<Issued>,
 }
 
 impl Hw {
+    /// An executor that counts what it issues and keeps no log.
     pub const fn new() -> Self {
         Hw {
             counts: [0; TlbiOp::ALL.len()],
             stores: 0,
             barriers: 0,
+            completing_dsbs: 0,
+            logging: false,
             log: Vec::new(),
         }
+    }
+
+    /// An executor that also logs every TLBI (see [`take_log`](Self::take_log)).
+    pub const fn logging() -> Self {
+        let mut hw = Self::new();
+        hw.logging = true;
+        hw
+    }
+
+    /// TLBIs issued, all kinds.
+    pub fn tlbis(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// Broadcast (Inner Shareable) TLBIs issued.
+    pub fn broadcast_tlbis(&self) -> u64 {
+        TlbiOp::ALL
+            .iter()
+            .zip(self.counts.iter())
+            .filter(|(op, _)| op.is_broadcast())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Adds another executor's counts to these (per-PE totals).
+    pub fn add(&mut self, other: &Hw) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.stores += other.stores;
+        self.barriers += other.barriers;
+        self.completing_dsbs += other.completing_dsbs;
     }
 
     /// The TLBIs issued since the last call.
@@ -204,16 +227,21 @@ impl Effects for Hw {
     fn barrier(&mut self, b: Barrier) {
         barrier(b);
         self.barriers += 1;
+        if matches!(b, Barrier::DsbIsh | Barrier::DsbNsh | Barrier::DsbSy) {
+            self.completing_dsbs += 1;
+        }
     }
 
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {
         tlbi(op, operand);
         self.counts[index(op)] += 1;
-        self.log.push(Issued {
-            op,
-            operand,
-            vttbr: mrs!("vttbr_el2"),
-        });
+        if self.logging {
+            self.log.push(Issued {
+                op,
+                operand,
+                vttbr: crate::mrs!("vttbr_el2"),
+            });
+        }
     }
 
     fn write_sysreg(&mut self, reg: SysReg, value: u64) {
