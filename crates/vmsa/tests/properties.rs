@@ -108,16 +108,30 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn new_table(fx: &mut Recorder) -> Table<Stage2, Arena> {
+    let mut t = inactive_table(fx);
+    t.activate(fx);
+    t
+}
+
+fn inactive_table(fx: &mut Recorder) -> Table<Stage2, Arena> {
     let g = Geometry::stage2(Granule::K4, 40).unwrap();
-    let mut t = Table::new(
+    Table::new(
         Stage2::new(Vmid(3)),
         g,
         Arena::new(Pa(0x40_0000_0000), 1024),
         fx,
     )
-    .unwrap();
-    t.activate(fx);
-    t
+    .unwrap()
+}
+
+/// The kept mapped-leaf count against a full walk.
+fn check_leaf_count(t: &Table<Stage2, Arena>) -> Result<(), TestCaseError> {
+    prop_assert_eq!(
+        t.mapped_leaves(),
+        t.mappings().count() as u64,
+        "kept leaf count != walked leaf count"
+    );
+    Ok(())
 }
 
 fn ipa(start: u64, len: u64) -> std::ops::Range<Ipa> {
@@ -229,6 +243,7 @@ proptest! {
                 prop_assert_eq!(got, r.lookup(a), "translate {:#x} after {:?}", a, s);
             }
             check_leaks(&t);
+            check_leaf_count(&t)?;
         }
         t.flush(&mut fx);
         check_leaks(&t);
@@ -237,6 +252,34 @@ proptest! {
         prop_assert!(v.is_empty(), "{:#?}", v);
     }
 
+    /// The mapped-leaf count the table keeps (and the planner prices
+    /// flushes with) equals a full walk after every step, on inactive
+    /// tables (whose removals release pages at once), across activation and
+    /// `assume_uncached`, and on live ones.
+    #[test]
+    fn mapped_leaf_count_matches_a_walk(
+        steps in prop::collection::vec(step(), 1..24),
+        activate_at in prop::option::of(0usize..24),
+        uncache_at in prop::option::of(0usize..24),
+    ) {
+        let mut fx = Recorder::new();
+        let mut t = inactive_table(&mut fx);
+        let mut r = Reference::default();
+        for (i, s) in steps.iter().enumerate() {
+            if activate_at == Some(i) {
+                t.activate(&mut fx);
+            }
+            if uncache_at == Some(i) {
+                t.assume_uncached(&mut fx);
+            }
+            apply(&mut t, &mut r, s, &mut fx).unwrap();
+            check_leaf_count(&t)?;
+        }
+        t.flush(&mut fx);
+        check_leaf_count(&t)?;
+        t.unmap(ipa(0, WINDOW), &mut fx).unwrap();
+        prop_assert_eq!(t.mapped_leaves(), 0);
+    }
 }
 
 proptest! {
@@ -256,6 +299,7 @@ proptest! {
                 }
                 let (before, pages, log_len) = (snapshot(&t), t.allocator().live_pages(), fx.log().len());
                 let pending = t.pending_release().to_vec();
+                let leaves = t.mapped_leaves();
                 t.allocator_mut().fail_after(Some(fail_at));
                 match apply(&mut t, &mut r, &steps[i], &mut fx) {
                     Err(Error::OutOfMemory) => {
@@ -263,10 +307,12 @@ proptest! {
                         prop_assert_eq!(t.allocator().live_pages(), pages.clone());
                         prop_assert_eq!(t.pending_release(), &pending[..]);
                         prop_assert_eq!(fx.log().len(), log_len, "no effect on failure");
+                        prop_assert_eq!(t.mapped_leaves(), leaves);
                     }
                     Err(e) => panic!("unexpected {e:?}"),
                     Ok(()) => {
                         check_leaks(&t);
+                        check_leaf_count(&t)?;
                         break;
                     }
                 }

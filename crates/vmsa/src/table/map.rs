@@ -87,6 +87,7 @@ impl<R: Regime> Visitor<R> for MapVisitor {
             );
         }
         op.mark_written();
+        op.leaves_added(r.idx.len() as u64);
         let end = r.first + r.idx.len() as u64 * size;
         op.record(
             r.first..end,

@@ -104,6 +104,9 @@ pub struct Table<R: Regime, A: TableAllocator> {
     /// An empty root to point VTTBR_EL2 at while switching VMIDs for TLBIs
     /// (speculative AT errata).
     empty_root: Option<Pa>,
+    /// Valid leaf descriptors (pages and blocks) in the tree, kept by
+    /// every operation as it writes (see [`mapped_leaves`](Self::mapped_leaves)).
+    leaves: u64,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -146,6 +149,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             tracked: false,
             loaded_vttbr: None,
             empty_root: None,
+            leaves: 0,
         })
     }
 
@@ -270,24 +274,12 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         self.dead = true;
     }
 
-    /// Valid leaf descriptors reachable from the root (blocks count once).
+    /// Valid leaf descriptors reachable from the root (blocks count once),
+    /// in O(1): every operation keeps the count as it writes, so pricing a
+    /// whole-space invalidation never walks the table. During an operation's
+    /// break-before-make the count is already the operation's final one.
     pub fn mapped_leaves(&self) -> u64 {
-        let g = self.geometry;
-        let mut n = 0;
-        // The root level's entry count covers every concatenated page.
-        let mut stack: Vec<(Pa, u8)> = alloc::vec![(self.root, g.start_level())];
-        while let Some((pa, level)) = stack.pop() {
-            for d in self.read_table(pa, level) {
-                match crate::Descriptor(d).kind(level) {
-                    crate::descriptor::Kind::Leaf => n += 1,
-                    crate::descriptor::Kind::Table => {
-                        stack.push((Pa(crate::Descriptor(d).address(g.granule())), level + 1))
-                    }
-                    crate::descriptor::Kind::Invalid => {}
-                }
-            }
-        }
-        n
+        self.leaves
     }
 
     /// Runs the invalidation policy over `changes`; returns whether it

@@ -58,6 +58,7 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
                         j += 1;
                     }
                     wrote = true;
+                    op.leaves_removed((j - i) as u64);
                     let start = r.first + (i - r.idx.start) as u64 * size;
                     pending.add(op, start..start + (j - i) as u64 * size, flags);
                     i = j;

@@ -232,6 +232,32 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         self.t.written = true;
     }
 
+    /// Notes that `n` valid leaf descriptors were added to the tree.
+    #[inline(always)]
+    pub fn leaves_added(&mut self, n: u64) {
+        self.t.leaves += n;
+    }
+
+    /// Notes that `n` valid leaf descriptors left the tree.
+    #[inline(always)]
+    pub fn leaves_removed(&mut self, n: u64) {
+        debug_assert!(self.t.leaves >= n, "mapped-leaf count underflow");
+        self.t.leaves = self.t.leaves.saturating_sub(n);
+    }
+
+    /// Keeps the leaf count for a descriptor going from `old` to `new` at
+    /// `level`.
+    #[inline(always)]
+    fn count_change(&mut self, level: u8, old: u64, new: u64) {
+        let was = Descriptor(old).kind(level) == Kind::Leaf;
+        let is = Descriptor(new).kind(level) == Kind::Leaf;
+        match (was, is) {
+            (false, true) => self.leaves_added(1),
+            (true, false) => self.leaves_removed(1),
+            _ => {}
+        }
+    }
+
     /// Whether a leaf change in `run` may need break-before-make at all
     /// (walkers can reach the run).
     #[inline(always)]
@@ -338,6 +364,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             return;
         }
         let slot = e.slot.expect("commit walks only real tables");
+        self.count_change(e.level, e.desc, new);
         let mut flags = self.classify_cached(e.level, e.desc, new);
         let range = self.abs(&e.region);
         let cached = if flags.contains(ChangeFlags::WAS_VALID) {
@@ -422,6 +449,8 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let slot = e.slot.expect("commit walks only real tables");
         let g = self.geometry();
         let pa = self.take_page()?;
+        // One block becomes a table of as many leaves as it has entries.
+        self.leaves_added(g.entries_at(e.level + 1) as u64 - 1);
         for i in 0..g.entries_at(e.level + 1) {
             self.store(Pa(pa.0 + 8 * i as u64), split_child(&g, e.desc, e.level, i));
         }
@@ -458,23 +487,24 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     }
 
     /// The table pages of the subtree rooted at `table` (a table at
-    /// `level` mapping offsets from `base`) and the levels of its leaves;
-    /// with `runs`, also its leaves as merged runs of changes that remove
-    /// them together with the tables above them. Tables are never left
-    /// empty, so without `runs` last-level tables need not be read.
-    fn subtree(
-        &self,
-        table: Pa,
-        level: u8,
-        base: u64,
-        runs: bool,
-    ) -> (Vec<Pa>, LevelSet, ChangeReport) {
+    /// `level` mapping offsets from `base`), the levels of its leaves and
+    /// their number; with `runs`, also its leaves as merged runs of changes
+    /// that remove them together with the tables above them. Tables are
+    /// never left empty, so without `runs` or `count` last-level tables
+    /// need not be read.
+    fn subtree(&self, table: Pa, level: u8, base: u64, runs: bool, count: bool) -> Subtree {
         let g = self.geometry();
-        let mut out = (Vec::new(), LevelSet::EMPTY, ChangeReport::default());
-        self.subtree_at(&g, table, level, base, runs, &mut out);
+        let mut out = Subtree {
+            pages: Vec::new(),
+            levels: LevelSet::EMPTY,
+            leaves: ChangeReport::default(),
+            count: 0,
+        };
+        self.subtree_at(&g, table, level, base, runs, count, &mut out);
         out
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn subtree_at(
         &self,
         g: &Geometry,
@@ -482,14 +512,23 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         level: u8,
         base: u64,
         runs: bool,
-        out: &mut (Vec<Pa>, LevelSet, ChangeReport),
+        count: bool,
+        out: &mut Subtree,
     ) {
-        out.0.push(table);
+        out.pages.push(table);
+        let ptr = self.t.alloc.to_ptr(table);
         if level == LAST_LEVEL && !runs {
-            out.1 = out.1.with(LevelSet::only(level));
+            out.levels = out.levels.with(LevelSet::only(level));
+            if count {
+                out.count += (0..g.entries_at(level))
+                    .filter(|&i| {
+                        Descriptor(self.load(ptr, i, Pa(table.0 + 8 * i as u64))).kind(level)
+                            == Kind::Leaf
+                    })
+                    .count() as u64;
+            }
             return;
         }
-        let ptr = self.t.alloc.to_ptr(table);
         let size = g.entry_size(level);
         let flags = ChangeFlags::WAS_VALID
             | ChangeFlags::TABLE_REMOVED
@@ -501,12 +540,13 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             match Descriptor(d).kind(level) {
                 Kind::Table => {
                     let next = Pa(Descriptor(d).address(g.granule()));
-                    self.subtree_at(g, next, level + 1, off, runs, out);
+                    self.subtree_at(g, next, level + 1, off, runs, count, out);
                 }
                 Kind::Leaf => {
-                    out.1 = out.1.with(LevelSet::only(level));
+                    out.levels = out.levels.with(LevelSet::only(level));
+                    out.count += 1;
                     if runs {
-                        out.2.push(Change {
+                        out.leaves.push(Change {
                             range: self.abs(&(off..off + size)),
                             level,
                             flags,
@@ -548,7 +588,14 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         // Where walkers may have cached the leaves, name them one by one
         // so the invalidation can be exact; elsewhere the region will do.
         let precise = self.t.live && e.attached && !emptied;
-        let (pages, levels, leaves) = self.subtree(child, e.level + 1, e.region.start, precise);
+        // A table this operation emptied has no leaves left to count.
+        let Subtree {
+            pages,
+            levels,
+            leaves,
+            count,
+        } = self.subtree(child, e.level + 1, e.region.start, precise, !emptied);
+        self.leaves_removed(count);
         self.forget_makes_in(&pages);
         self.store(slot, 0);
         self.report.tables_detached += pages.len();
@@ -589,7 +636,14 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let g = self.geometry();
         let child = Pa(Descriptor(e.desc).address(g.granule()));
         let live = self.live(e);
-        let (pages, levels, leaves) = self.subtree(child, e.level + 1, e.region.start, live);
+        let Subtree {
+            pages,
+            levels,
+            leaves,
+            count,
+        } = self.subtree(child, e.level + 1, e.region.start, live, true);
+        self.leaves_removed(count);
+        self.count_change(e.level, 0, new);
         self.forget_makes_in(&pages);
         let mut flags = ChangeFlags::WAS_VALID
             | ChangeFlags::IS_VALID
@@ -664,6 +718,18 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         self.t.outstanding.extend(outstanding);
         self.report
     }
+}
+
+/// What [`Op::subtree`] finds below a table.
+struct Subtree {
+    /// Its table pages, the top one first.
+    pages: Vec<Pa>,
+    /// Levels of its leaves.
+    levels: LevelSet,
+    /// Its leaves as changes (when asked for).
+    leaves: ChangeReport,
+    /// Number of its leaves (when asked for, or when `leaves` was).
+    count: u64,
 }
 
 /// Walks `range` (table offsets) of the table `table` at `level`.
