@@ -589,3 +589,34 @@ fn inactive_tables_free_at_once_and_emit_no_maintenance() {
         .iter()
         .all(|e| !matches!(e, Effect::Tlbi { .. } | Effect::Barrier(_))));
 }
+
+/// Compile-time: a table with its invalidator can move between threads
+/// (one table behind a lock every PE uses), and so can the policies.
+#[test]
+fn tables_and_invalidators_are_send() {
+    fn assert_send<T: Send>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Table<Stage2, Arena>>();
+    assert_send::<Table<El1Stage1, Arena>>();
+    assert_send::<Box<dyn vmsa::Invalidator>>();
+    assert_send_sync::<vmsa::Planner>();
+    assert_send_sync::<vmsa::Basic>();
+    // And a table actually moves to another thread and back.
+    let (mut t, mut fx) = live_stage2();
+    let mut t = std::thread::spawn(move || {
+        t.map(
+            ipa(0..K),
+            Pa(0),
+            Stage2Attrs::RAM,
+            MapOptions::PAGES,
+            &mut fx,
+        )
+        .unwrap();
+        t.flush(&mut fx);
+        t
+    })
+    .join()
+    .unwrap();
+    assert_eq!(t.mapped_leaves(), 1);
+    t.unmap(ipa(0..K), &mut Recorder::new()).unwrap();
+}

@@ -11,9 +11,9 @@
 //! ones cost spurious faults; a touch of a page with no contents yet (lazy
 //! population) is a fault the host serves by mapping it.
 
-use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use vmsa::plan::{Invalidator, Purpose, Space as PlanSpace};
 use vmsa::report::Change;
@@ -91,7 +91,7 @@ pub const FREEBSD_PAGE_CAP: u64 = 1 << 18;
 /// counted).
 struct CappedFreeBsd {
     inner: Box<dyn Invalidator>,
-    capped: Rc<Cell<u64>>,
+    capped: Arc<AtomicU64>,
 }
 
 impl Invalidator for CappedFreeBsd {
@@ -114,7 +114,7 @@ impl Invalidator for CappedFreeBsd {
         if pages <= FREEBSD_PAGE_CAP {
             return self.inner.invalidate(space, purpose, changes, mapped, fx);
         }
-        self.capped.set(self.capped.get() + 1);
+        self.capped.fetch_add(1, Ordering::Relaxed);
         let (op, operand) = space.whole();
         fx.barrier(Barrier::DsbIsh);
         fx.tlbi(op, operand);
@@ -171,7 +171,7 @@ struct Sim<'a> {
     first_pid: Option<u32>,
     out: Outcome,
     /// Flushes of the `freebsd` baseline capped (see [`CappedFreeBsd`]).
-    capped: Rc<Cell<u64>>,
+    capped: Arc<AtomicU64>,
 }
 
 impl<'a> Sim<'a> {
@@ -624,7 +624,7 @@ pub fn replay(events: &[Event], policy: &str, profile: &Profile, opts: Options) 
         pending_clones: Vec::new(),
         first_pid: None,
         out: Outcome::default(),
-        capped: Rc::new(Cell::new(0)),
+        capped: Arc::new(AtomicU64::new(0)),
     };
     for ev in events {
         sim.event(ev);
@@ -632,6 +632,6 @@ pub fn replay(events: &[Event], policy: &str, profile: &Profile, opts: Options) 
     for i in 0..sim.procs.len() {
         sim.finish(i);
     }
-    sim.out.capped = sim.capped.get();
+    sim.out.capped = sim.capped.load(Ordering::Relaxed);
     sim.out
 }

@@ -252,7 +252,11 @@ pub enum Purpose {
 }
 
 /// Decides and emits the TLB maintenance for a batch of changes.
-pub trait Invalidator {
+///
+/// `Send + Sync`, so that a [`Table`](crate::Table) holding one is `Send`
+/// (one table behind a lock every PE uses): policies are plain data; one
+/// that keeps statistics uses atomics or a lock.
+pub trait Invalidator: Send + Sync {
     /// A short name.
     fn name(&self) -> &'static str;
 
