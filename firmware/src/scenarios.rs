@@ -107,29 +107,11 @@ pub struct Cpu {
 
 impl Cpu {
     pub fn detect() -> Cpu {
-        let isar0 = mrs!("id_aa64isar0_el1");
-        let mmfr0 = mrs!("id_aa64mmfr0_el1");
-        let mmfr1 = mrs!("id_aa64mmfr1_el1");
-        let mmfr2 = mrs!("id_aa64mmfr2_el1");
-        let caps = Capabilities {
-            // ID_AA64ISAR0_EL1.TLB [59:56]: 0b0010 = TLBIOS + TLBIRANGE.
-            tlbi_range: (isar0 >> 56) & 0xf >= 2,
-            // ID_AA64MMFR2_EL1.TTL [51:48].
-            ttl: (mmfr2 >> 48) & 0xf >= 1,
-            // ID_AA64MMFR1_EL1.nTLBPA [51:48].
-            ntlbpa: (mmfr1 >> 48) & 0xf >= 1,
-            // ID_AA64MMFR2_EL1.BBM [55:52].
-            bbm_level: ((mmfr2 >> 52) & 0xf) as u8,
-            // ID_AA64MMFR1_EL1.VMIDBits [7:4]: 0b0010 = 16 bits.
-            vmid_bits: if (mmfr1 >> 4) & 0xf == 2 { 16 } else { 8 },
-            asid_bits: if (mmfr0 >> 4) & 0xf == 2 { 16 } else { 8 },
-            repeat_tlbi: false,
-            speculative_at: false,
-        };
+        let caps = vmsa_el2::cpu::capabilities();
         Cpu {
             caps,
             midr: mrs!("midr_el1"),
-            pa_range: mmfr0 & 0xf,
+            pa_range: mrs!("id_aa64mmfr0_el1") & 0xf,
         }
     }
 }

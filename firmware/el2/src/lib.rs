@@ -28,5 +28,6 @@ pub mod psci;
 pub mod heap;
 pub mod mmu;
 pub mod exec;
+pub mod cpu;
 
 pub use spin;

@@ -1,0 +1,634 @@
+//! The guest's stage 2 and everything that changes it while Linux runs:
+//! dirty-logging rounds, page migration, 2 MiB block split / collapse and
+//! swap. Built and changed only through vmsa (`Table<Stage2>`, the
+//! planner's `flush`, `spurious_fault`), by whichever PE needs it, under
+//! the one lock in [`VM`].
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use vmsa::{
+    Barrier, CacheOp, Effects, Error, Geometry, Grants, Granule, Ipa, MapOptions, Pa, PageEvent,
+    S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
+};
+use vmsa_el2::exec::Hw;
+use vmsa_el2::spin::Mutex;
+use vmsa_el2::sysreg::counter;
+
+use crate::config::{Config, Control};
+use crate::layout::*;
+use crate::pool::Pool;
+use crate::stats::STATS;
+
+const PAGE: u64 = 4096;
+const BLOCK: u64 = 2 << 20;
+const PAGES_PER_BLOCK: usize = 512;
+const NO_SLOT: u32 = u32::MAX;
+/// The guest's VMID.
+pub const VMID: u16 = 1;
+
+/// The VM, behind the lock every PE takes to change its stage 2.
+pub static VM: Mutex<Option<Vm>> = Mutex::new(None);
+
+/// Why a change window's TLBIs are issued (a negative control breaks one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// A fault's relax, split, swap-in.
+    Fault,
+    /// A round's write-protect.
+    Protect,
+    /// A migration's break.
+    MigrateBreak,
+    /// Anything else (migration make, collapse, swap-out).
+    Other,
+}
+
+/// vmsa's effects on this PE, with a negative control applied.
+struct ControlFx<'a> {
+    hw: &'a mut Hw,
+    drop_all: bool,
+    local: bool,
+    drop_vmalle1: bool,
+}
+
+impl Effects for ControlFx<'_> {
+    fn store_descriptor(&mut self, slot: &core::sync::atomic::AtomicU64, at: Pa, new: u64) {
+        self.hw.store_descriptor(slot, at, new);
+    }
+    fn barrier(&mut self, barrier: Barrier) {
+        self.hw.barrier(barrier);
+    }
+    fn tlbi(&mut self, op: TlbiOp, operand: u64) {
+        if self.drop_all || (self.drop_vmalle1 && op == TlbiOp::Vmalle1is) {
+            STATS.control_tlbis.bump();
+            return;
+        }
+        if self.local && op.is_broadcast() {
+            STATS.control_tlbis.bump();
+            // QEMU applies VMALLS12E1 and ALLE1 to every PE: replace them
+            // with VMALLE1, which on QEMU's combined TLB empties this PE only.
+            let local = match op {
+                TlbiOp::Vmalls12e1is | TlbiOp::Alle1is => TlbiOp::Vmalle1,
+                _ => vmsa::plan::local_form(op),
+            };
+            self.hw.tlbi(local, operand);
+            return;
+        }
+        self.hw.tlbi(op, operand);
+    }
+    fn write_sysreg(&mut self, reg: SysReg, value: u64) {
+        self.hw.write_sysreg(reg, value);
+    }
+    fn cache(&mut self, op: CacheOp, addr: u64) {
+        self.hw.cache(op, addr);
+    }
+    fn page_event(&mut self, event: PageEvent) {
+        self.hw.page_event(event);
+    }
+}
+
+/// A failure that ends the run with a FAIL verdict.
+#[derive(Debug)]
+pub struct Fatal(pub &'static str, pub Error);
+
+/// What a stage 2 fault on guest RAM turned out to be.
+pub enum Handled {
+    /// The guest may retry the access.
+    Retry,
+    /// The page is neither mapped nor swapped out: a hypervisor bug.
+    Lost,
+}
+
+/// The guest: its stage 2 and the live-change state.
+pub struct Vm {
+    table: Table<Stage2, Pool>,
+    cfg: Config,
+    /// Per-PE executors (each PE issues through its own).
+    hw: [Hw; MAX_PES],
+    /// Pages written since the last round (and their list).
+    dirty: Vec<bool>,
+    dirty_list: Vec<u32>,
+    /// Checksum of each page when it was last write-protected.
+    snap: Vec<u64>,
+    /// Swap slot holding each page's contents, or NO_SLOT.
+    swapped: Vec<u32>,
+    free_slots: Vec<u32>,
+    /// Free frames, oldest first (a frame just freed holds poison for a
+    /// while before it is reused).
+    frames: VecDeque<u64>,
+    /// 2 MiB regions split into pages.
+    split: Vec<bool>,
+    swap_cursor: usize,
+    rng: u64,
+    last_round: u64,
+    last_migrate: u64,
+}
+
+fn ram_range() -> Range<Ipa> {
+    Ipa(RAM_BASE)..Ipa(RAM_BASE + RAM_SIZE)
+}
+
+fn page_range(page: usize) -> Range<Ipa> {
+    let a = RAM_BASE + page as u64 * PAGE;
+    Ipa(a)..Ipa(a + PAGE)
+}
+
+fn read_only() -> Stage2Attrs {
+    Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly)
+}
+
+/// FNV-1a over a page.
+fn checksum(pa: u64) -> u64 {
+    let p = pa as *const u64;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..512 {
+        // SAFETY: `pa` is a guest frame in RAM, identity mapped at EL2.
+        let w = unsafe { core::ptr::read_volatile(p.add(i)) };
+        h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// Copies one page of RAM.
+fn copy_page(from: u64, to: u64) {
+    // SAFETY: both are whole, distinct frames this hypervisor owns or the
+    // guest can no longer reach (unmapped and invalidated), identity mapped.
+    unsafe { core::ptr::copy_nonoverlapping(from as *const u64, to as *mut u64, 512) };
+}
+
+/// Fills a frame with poison: 0xdead << 48 | page << 16 | word, so that a
+/// guest reading it through a stale translation sees it (memtest counts
+/// such values).
+fn poison(pa: u64, page: usize) {
+    let p = pa as *mut u64;
+    for i in 0..512u64 {
+        // SAFETY: a frame the guest can no longer reach, identity mapped.
+        unsafe { core::ptr::write_volatile(p.add(i as usize), 0xdead_0000_0000_0000 | ((page as u64) << 16) | i) };
+    }
+}
+
+impl Vm {
+    /// Builds the identity stage 2: guest devices as Device blocks, RAM as
+    /// 4 KiB pages (or 2 MiB blocks with `blocks`); not live yet.
+    ///
+    /// # Errors
+    /// What vmsa returns (out of table pages, ...).
+    pub fn new(cfg: Config, pool: Pool) -> Result<Vm, Fatal> {
+        let mut hw = [const { Hw::new() }; MAX_PES];
+        let fx = &mut hw[0];
+        let geometry = Geometry::stage2(Granule::K4, 40).map_err(|e| Fatal("stage 2 geometry", e))?;
+        let mut table = Table::new(Stage2::new(Vmid(VMID)), geometry, pool, fx)
+            .map_err(|e| Fatal("stage 2 root", e))?;
+        let caps = vmsa_el2::cpu::capabilities();
+        table.set_invalidator(alloc::boxed::Box::new(vmsa::Planner::new(caps, vmsa::Profile::default())));
+        for (start, end) in GUEST_DEVICES {
+            table
+                .map(Ipa(start)..Ipa(end), Pa(start), Stage2Attrs::DEVICE, MapOptions::default(), fx)
+                .map_err(|e| Fatal("map guest devices", e))?;
+        }
+        let opts = if cfg.blocks { MapOptions::default() } else { MapOptions { blocks: false, ..MapOptions::default() } };
+        table
+            .map(ram_range(), Pa(RAM_BASE), Stage2Attrs::RAM, opts, fx)
+            .map_err(|e| Fatal("map guest RAM", e))?;
+        let frames = (FRAMES_BASE..FRAMES_END).step_by(PAGE as usize).collect();
+        Ok(Vm {
+            table,
+            cfg,
+            hw,
+            dirty: vec![false; RAM_PAGES],
+            dirty_list: Vec::new(),
+            snap: if cfg.verify { vec![0; RAM_PAGES] } else { Vec::new() },
+            swapped: vec![NO_SLOT; RAM_PAGES],
+            free_slots: (0..SWAP_SLOTS as u32).rev().collect(),
+            frames,
+            split: vec![false; RAM_PAGES / PAGES_PER_BLOCK],
+            swap_cursor: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            last_round: 0,
+            last_migrate: 0,
+        })
+    }
+
+    /// VTCR_EL2 and VTTBR_EL2 of the stage 2.
+    pub fn registers(&self) -> (u64, u64) {
+        let [(_, vtcr), (_, vttbr)] = self.table.registers();
+        (vtcr, vttbr)
+    }
+
+    /// The stage 2 goes live: from now on vCPUs may walk it; `pe` is the
+    /// first to run it (its registers are written by [`crate::guest::setup_el2`]).
+    pub fn activate(&mut self, pe: usize) {
+        self.table.set_issuer(pe);
+        self.table.activate(&mut self.hw[pe]);
+    }
+
+    /// A vCPU starts running on `pe` (the planner uses local TLBIs while
+    /// only one PE runs the VMID).
+    pub fn vcpu_load(&mut self, pe: usize) {
+        self.table.set_issuer(pe);
+        self.table.vcpu_load(pe, &mut self.hw[pe]);
+    }
+
+    /// The totals of every PE's executor.
+    pub fn executed(&self) -> Hw {
+        let mut all = Hw::new();
+        for h in &self.hw {
+            all.add(h);
+        }
+        all
+    }
+
+    /// Table pages in use and heap in use are reported by the caller; the
+    /// leaves the table maps.
+    pub fn mapped_leaves(&self) -> u64 {
+        self.table.mapped_leaves()
+    }
+
+    /// 2 MiB regions split now.
+    pub fn split_now(&self) -> usize {
+        self.split.iter().filter(|s| **s).count()
+    }
+
+    /// Pages away from IPA == PA now.
+    pub fn migrated_now(&self) -> usize {
+        (0..RAM_PAGES)
+            .filter(|&p| self.pa_of(p).is_some_and(|pa| pa != RAM_BASE + p as u64 * PAGE))
+            .count()
+    }
+
+    /// Pages swapped out now.
+    pub fn swapped_now(&self) -> usize {
+        SWAP_SLOTS - self.free_slots.len()
+    }
+
+    fn flush(&mut self, pe: usize, window: Window) {
+        let c = self.cfg.control;
+        let mut fx = ControlFx {
+            hw: &mut self.hw[pe],
+            drop_all: (c == Control::NoProtectTlbi && window == Window::Protect)
+                || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
+            local: c == Control::LocalOnly,
+            drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
+        };
+        self.table.set_issuer(pe);
+        self.table.flush(&mut fx);
+        STATS.flushes.bump();
+    }
+
+    fn pa_of(&self, page: usize) -> Option<u64> {
+        self.table.translate(page_range(page).start).map(|t| t.output.0)
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn take_frame(&mut self) -> Option<u64> {
+        self.frames.pop_front()
+    }
+
+    /// Blocks mode: splits the live 2 MiB block holding `page` into 512
+    /// pages with the same attributes (break-before-make inside vmsa).
+    fn ensure_page(&mut self, pe: usize, page: usize, window: Window) -> Result<(), Fatal> {
+        let ipa = page_range(page).start;
+        if self.table.translate(ipa).is_some_and(|t| t.level < 3) {
+            self.table.set_issuer(pe);
+            self.table.split_block(ipa, &mut self.hw[pe]).map_err(|e| Fatal("split a 2 MiB block", e))?;
+            self.flush(pe, window);
+            self.split[page / PAGES_PER_BLOCK] = true;
+            STATS.splits.bump();
+        }
+        Ok(())
+    }
+
+    /// A stage 2 abort on guest RAM page `page` (the lock is held).
+    /// `translation`: a translation fault (else permission or access
+    /// flag); `write`: the access was a write (or a stage 1 walk update).
+    ///
+    /// # Errors
+    /// Running out of table pages or frames.
+    pub fn fault(&mut self, pe: usize, page: usize, translation: bool, write: bool, exec: bool) -> Result<Handled, Fatal> {
+        let ipa = page_range(page).start;
+        let mut access = if write { Grants::WRITE } else { Grants::READ };
+        if exec {
+            access = Grants::EXEC;
+        }
+        match self.table.translate(ipa) {
+            None if self.swapped[page] != NO_SLOT => {
+                self.swap_in(pe, page)?;
+                return Ok(Handled::Retry);
+            }
+            None => return Ok(Handled::Lost),
+            Some(_) if translation => {
+                // Mapped again by now (a migration or swap-in finished
+                // while this PE waited for the lock): invalid entries are
+                // never cached, so just retry.
+                STATS.window_retries.bump();
+                return Ok(Handled::Retry);
+            }
+            Some(_) => {}
+        }
+        self.table.set_issuer(pe);
+        if self.table.spurious_fault(ipa, access, &mut self.hw[pe]) {
+            STATS.spurious_faults.bump();
+            return Ok(Handled::Retry);
+        }
+        if !write || !self.cfg.dirty {
+            // A permission fault the tables do not explain: not ours to fix.
+            return Ok(Handled::Lost);
+        }
+        // A write to a write-protected page: log it dirty and let it write.
+        if self.cfg.blocks {
+            self.ensure_page(pe, page, Window::Fault)?;
+        }
+        self.table
+            .protect(page_range(page), Stage2Attrs::RAM, &mut self.hw[pe])
+            .map_err(|e| Fatal("relax a page", e))?;
+        self.flush(pe, Window::Fault);
+        if !self.dirty[page] {
+            self.dirty[page] = true;
+            self.dirty_list.push(page as u32);
+        }
+        STATS.relaxed.bump();
+        Ok(Handled::Retry)
+    }
+
+    /// Whether a round or a migration tick is due at `now`.
+    pub fn due(&self, now: u64) -> bool {
+        (self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms))
+            || (self.cfg.migrate > 0
+                && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms))
+    }
+
+    /// Runs what is due: a migration tick, a round.
+    ///
+    /// # Errors
+    /// Running out of table pages or frames.
+    pub fn tick(&mut self, pe: usize) -> Result<(), Fatal> {
+        let now = counter();
+        let t0 = now;
+        if self.cfg.migrate > 0 && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms) {
+            for k in 0..self.cfg.migrate {
+                let page = if k % 2 == 0 && !self.dirty_list.is_empty() {
+                    let i = self.next_rand() as usize % self.dirty_list.len();
+                    self.dirty_list[i] as usize
+                } else {
+                    self.next_rand() as usize % RAM_PAGES
+                };
+                self.migrate(pe, page)?;
+            }
+            self.last_migrate = counter();
+        }
+        if self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms) {
+            self.round(pe)?;
+            self.last_round = counter();
+        }
+        STATS.live_ticks.add(counter().wrapping_sub(t0));
+        Ok(())
+    }
+
+    /// The first round, before the guest runs: all RAM write-protected.
+    ///
+    /// # Errors
+    /// Running out of table pages.
+    pub fn start_dirty_logging(&mut self, pe: usize) -> Result<(), Fatal> {
+        self.table.set_issuer(pe);
+        self.table
+            .protect(ram_range(), read_only(), &mut self.hw[pe])
+            .map_err(|e| Fatal("write-protect guest RAM", e))?;
+        self.flush(pe, Window::Other);
+        if self.cfg.verify {
+            for page in 0..RAM_PAGES {
+                if let Some(pa) = self.pa_of(page) {
+                    self.snap[page] = checksum(pa);
+                }
+            }
+        }
+        STATS.protected.add(RAM_PAGES as u64);
+        STATS.rounds.bump();
+        self.last_round = counter();
+        Ok(())
+    }
+
+    /// A dirty-logging round: verify (every `verify_every` rounds) that
+    /// every page not logged dirty is unchanged, collapse clean split
+    /// regions, write-protect the dirty pages again (one flush), record
+    /// their checksums, swap out some clean pages.
+    fn round(&mut self, pe: usize) -> Result<(), Fatal> {
+        let round = STATS.rounds.get() + 1;
+        let quiet = self.cfg.quiet;
+        if self.cfg.verify && round % self.cfg.verify_every == 0 {
+            let mut missed = 0;
+            for page in 0..RAM_PAGES {
+                if self.dirty[page] || self.swapped[page] != NO_SLOT {
+                    continue;
+                }
+                if let Some(pa) = self.pa_of(page) {
+                    if checksum(pa) != self.snap[page] {
+                        if missed < 4 {
+                            vmsa_el2::println!(
+                                "[hyp] MISSED DIRTY: page {:#x} (IPA {:#x}) changed in round {} but was not logged",
+                                page,
+                                RAM_BASE + page as u64 * PAGE,
+                                round
+                            );
+                        }
+                        missed += 1;
+                        self.snap[page] = checksum(pa);
+                    }
+                }
+            }
+            STATS.missed_dirty.add(missed);
+            STATS.verify_rounds.bump();
+            STATS.verify_pages.add(RAM_PAGES as u64);
+        }
+        if self.cfg.blocks {
+            self.collapse_clean(pe)?;
+        }
+        let list = core::mem::take(&mut self.dirty_list);
+        STATS.max_dirty.max(list.len() as u64);
+        // Protect runs of consecutive pages with one call each.
+        let mut sorted = list.clone();
+        sorted.sort_unstable();
+        let mut i = 0;
+        self.table.set_issuer(pe);
+        while i < sorted.len() {
+            let mut j = i + 1;
+            while j < sorted.len() && sorted[j] == sorted[j - 1] + 1 {
+                j += 1;
+            }
+            let a = RAM_BASE + u64::from(sorted[i]) * PAGE;
+            let b = RAM_BASE + (u64::from(sorted[j - 1]) + 1) * PAGE;
+            self.table
+                .protect(Ipa(a)..Ipa(b), read_only(), &mut self.hw[pe])
+                .map_err(|e| Fatal("write-protect dirty pages", e))?;
+            i = j;
+        }
+        self.flush(pe, Window::Protect);
+        // Their contents from now on, until they are logged dirty again.
+        for &p in &list {
+            let page = p as usize;
+            self.dirty[page] = false;
+            if self.cfg.verify {
+                if let Some(pa) = self.pa_of(page) {
+                    self.snap[page] = checksum(pa);
+                }
+            }
+        }
+        STATS.protected.add(list.len() as u64);
+        if self.cfg.swap > 0 {
+            self.swap_out_clean(pe)?;
+        }
+        STATS.rounds.bump();
+        if !quiet && (round <= 3 || round % 100 == 0) {
+            vmsa_el2::println!(
+                "[hyp] round {}: {} pages were dirty; relaxed {}, migrations {}, splits {}, collapses {}, swapped out {} in {}, missed dirty {}",
+                round,
+                list.len(),
+                STATS.relaxed.get(),
+                STATS.migrations.get(),
+                STATS.splits.get(),
+                STATS.collapses.get(),
+                STATS.swap_outs.get(),
+                STATS.swap_ins.get(),
+                STATS.missed_dirty.get()
+            );
+        }
+        Ok(())
+    }
+
+    /// Blocks mode: collapses split regions none of whose pages was
+    /// written this round (vmsa declines when the pages are no longer one
+    /// contiguous, uniform run, e.g. after a migration).
+    fn collapse_clean(&mut self, pe: usize) -> Result<(), Fatal> {
+        let mut busy = vec![false; self.split.len()];
+        for &p in &self.dirty_list {
+            busy[p as usize / PAGES_PER_BLOCK] = true;
+        }
+        let mut any = false;
+        self.table.set_issuer(pe);
+        for r in 0..self.split.len() {
+            if !self.split[r] || busy[r] {
+                continue;
+            }
+            let a = RAM_BASE + r as u64 * BLOCK;
+            let rep = self
+                .table
+                .collapse(Ipa(a)..Ipa(a + BLOCK), &mut self.hw[pe])
+                .map_err(|e| Fatal("collapse a region", e))?;
+            if !rep.changes.is_empty() {
+                self.split[r] = false;
+                STATS.collapses.bump();
+                any = true;
+            }
+        }
+        if any {
+            self.flush(pe, Window::Other);
+        }
+        Ok(())
+    }
+
+    /// Moves a guest page to a new frame with break-before-make: unmap +
+    /// flush (the break and its TLBIs, chosen by the planner), copy, poison
+    /// the old frame, map the new one.
+    fn migrate(&mut self, pe: usize, page: usize) -> Result<(), Fatal> {
+        if self.swapped[page] != NO_SLOT {
+            return Ok(());
+        }
+        if self.cfg.blocks {
+            self.ensure_page(pe, page, Window::Other)?;
+        }
+        let Some(tr) = self.table.translate(page_range(page).start) else {
+            return Ok(());
+        };
+        let Some(new) = self.take_frame() else {
+            return Ok(());
+        };
+        let old = tr.output.0;
+        self.table.set_issuer(pe);
+        self.table.unmap(page_range(page), &mut self.hw[pe]).map_err(|e| Fatal("unmap for migration", e))?;
+        self.flush(pe, Window::MigrateBreak);
+        copy_page(old, new);
+        poison(old, page);
+        self.frames.push_back(old);
+        // The copy must be visible before a walker can reach the new frame
+        // (the map's own barriers order the descriptor store after it).
+        vmsa_el2::exec::barrier(Barrier::DsbIsh);
+        self.table
+            .map(page_range(page), Pa(new), tr.attrs, MapOptions { blocks: false, ..MapOptions::default() }, &mut self.hw[pe])
+            .map_err(|e| Fatal("map the new frame", e))?;
+        self.flush(pe, Window::Other);
+        STATS.migrations.bump();
+        Ok(())
+    }
+
+    /// Swaps out up to `swap` pages not written since the last round:
+    /// unmap them (one flush), keep their contents in the swap pool,
+    /// poison and free their frames. Stops when the pool is full.
+    fn swap_out_clean(&mut self, pe: usize) -> Result<(), Fatal> {
+        let mut victims: Vec<(usize, u64)> = Vec::new();
+        let mut scanned = 0;
+        while victims.len() < self.cfg.swap as usize && scanned < RAM_PAGES {
+            if self.free_slots.len() <= victims.len() {
+                STATS.swap_full.bump();
+                break;
+            }
+            let page = self.swap_cursor;
+            self.swap_cursor = (self.swap_cursor + 1) % RAM_PAGES;
+            scanned += 1;
+            if self.dirty[page] || self.swapped[page] != NO_SLOT {
+                continue;
+            }
+            match self.table.translate(page_range(page).start) {
+                Some(t) if t.level == 3 => victims.push((page, t.output.0)),
+                _ => {}
+            }
+        }
+        if victims.is_empty() {
+            return Ok(());
+        }
+        self.table.set_issuer(pe);
+        for &(page, _) in &victims {
+            self.table.unmap(page_range(page), &mut self.hw[pe]).map_err(|e| Fatal("unmap for swap-out", e))?;
+        }
+        self.flush(pe, Window::Other);
+        for (page, pa) in victims {
+            let Some(slot) = self.free_slots.pop() else { break };
+            copy_page(pa, SWAP_BASE + u64::from(slot) * PAGE);
+            poison(pa, page);
+            self.frames.push_back(pa);
+            self.swapped[page] = slot;
+            STATS.swap_outs.bump();
+        }
+        Ok(())
+    }
+
+    /// Maps a swapped-out page back, in a new frame, read-only (it was
+    /// clean; a write faults and logs it dirty as usual).
+    fn swap_in(&mut self, pe: usize, page: usize) -> Result<(), Fatal> {
+        let slot = self.swapped[page];
+        let Some(frame) = self.take_frame() else {
+            return Err(Fatal("swap-in: no free frame", Error::OutOfMemory));
+        };
+        copy_page(SWAP_BASE + u64::from(slot) * PAGE, frame);
+        vmsa_el2::exec::barrier(Barrier::DsbIsh);
+        let attrs = if self.cfg.dirty { read_only() } else { Stage2Attrs::RAM };
+        self.table.set_issuer(pe);
+        self.table
+            .map(page_range(page), Pa(frame), attrs, MapOptions { blocks: false, ..MapOptions::default() }, &mut self.hw[pe])
+            .map_err(|e| Fatal("map a swapped-in page", e))?;
+        self.flush(pe, Window::Fault);
+        if self.cfg.verify {
+            self.snap[page] = checksum(frame);
+        }
+        self.swapped[page] = NO_SLOT;
+        self.free_slots.push(slot);
+        STATS.swap_ins.bump();
+        Ok(())
+    }
+}
