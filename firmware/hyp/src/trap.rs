@@ -111,9 +111,11 @@ fn abort(esr: u64) {
     let permission = fsc & 0x3c == 0x0c;
     let access_flag = fsc & 0x3c == 0x08;
     let s1ptw = esr & (1 << 7) != 0;
-    // A write, or a stage 1 walk that may write (hardware AF/DBM updates
-    // of the guest's own tables).
-    let write = !instruction && (esr & (1 << 6) != 0 || s1ptw);
+    // A write, or a fault on the stage 1 walk (of a data access or of an
+    // instruction fetch): a walk's reads are allowed on every mapped page,
+    // so it faulted writing the hardware AF/DBM update of a descriptor.
+    let write = s1ptw || (!instruction && esr & (1 << 6) != 0);
+    let fetch = instruction && !s1ptw;
     let Some(ipa) = fault_ipa(esr, far) else {
         STATS.window_retries.bump();
         return;
@@ -151,7 +153,7 @@ fn abort(esr: u64) {
         let Some(vm) = vm.as_mut() else {
             return;
         };
-        let r = vm.fault(pe, page, translation, write, instruction);
+        let r = vm.fault(pe, page, translation, write, fetch);
         if matches!(r, Ok(Handled::Retry)) && cfg().worker_pe().is_none() && vm.due(vmsa_el2::sysreg::counter()) {
             // No worker PE: a busy guest rarely idles, but it keeps
             // writing pages the last round protected: a fault is a tick.
