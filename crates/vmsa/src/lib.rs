@@ -52,7 +52,7 @@ pub use effects::{Barrier, CacheOp, Direct, Effect, Effects, PageEvent, Recorder
 pub use error::Error;
 pub use geometry::{Geometry, Granule};
 pub use invalidate::Basic;
-pub use memory::{Arena, TableAllocator};
+pub use memory::{Arena, PagePool, TableAllocator};
 pub use perms::Grants;
 pub use plan::{Invalidator, Planner, Profile, Purpose, Space, SpaceKind};
 pub use regime::{

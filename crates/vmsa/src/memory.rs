@@ -8,6 +8,10 @@ use crate::addr::Pa;
 use crate::error::Error;
 use crate::geometry::Granule;
 
+mod pool;
+
+pub use pool::PagePool;
+
 /// A source of zeroed table pages.
 ///
 /// # Safety
