@@ -6,6 +6,13 @@
 //! (built outside the timed part). The table-page counts of both are
 //! printed once: the minimum for 1 GiB of 4 KiB pages under a level 1
 //! root is 1 + 1 + 512 = 514.
+//!
+//! Group `relax_flush`, functions `64MiB`, `512MiB`, `4GiB`: a live stage 2
+//! table mapping that much RAM in 4 KiB pages (built outside the timed
+//! part); one iteration makes one page in the middle read-only and
+//! flushes, then makes it writable again and flushes, with the default
+//! planner. The time must not grow with the table: pricing a flush reads
+//! the table's kept mapped-leaf count, it never walks the table.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -16,7 +23,8 @@ use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, PageTable, Tran
 use aarch64_paging::Mapping;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use vmsa::{
-    Arena, Asid, Direct, El1Stage1, Geometry, Granule, Ipa, MapOptions, Pa, Stage1Attrs, Table, Va,
+    Arena, Asid, Barrier, CacheOp, Direct, Effects, El1Stage1, Geometry, Granule, Ipa, MapOptions,
+    Pa, PageEvent, S2ap, Stage1Attrs, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Va, Vmid,
 };
 
 const G1: u64 = 1 << 30;
@@ -226,5 +234,98 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+// ---- relax_flush ----
+
+/// Performs descriptor stores and counts the rest: a cheap sink for a live
+/// table (a `Recorder` would grow with every iteration).
+#[derive(Default)]
+struct Counting {
+    tlbis: u64,
+    barriers: u64,
+}
+
+impl Effects for Counting {
+    #[inline(always)]
+    fn store_descriptor(&mut self, slot: &std::sync::atomic::AtomicU64, _at: Pa, new: u64) {
+        slot.store(new, std::sync::atomic::Ordering::Relaxed);
+    }
+    #[inline(always)]
+    fn barrier(&mut self, _barrier: Barrier) {
+        self.barriers += 1;
+    }
+    #[inline(always)]
+    fn tlbi(&mut self, _op: TlbiOp, _operand: u64) {
+        self.tlbis += 1;
+    }
+    fn write_sysreg(&mut self, _reg: SysReg, _value: u64) {}
+    fn cache(&mut self, _op: CacheOp, _addr: u64) {}
+    fn page_event(&mut self, _event: PageEvent) {}
+}
+
+/// A live stage 2 table mapping `bytes` of RAM at IPA 0 in 4 KiB pages.
+fn live_stage2_pages(bytes: u64, fx: &mut Counting) -> Table<Stage2, Arena> {
+    // Last-level tables, level 2 tables, the (concatenated) root, spare.
+    let units = (bytes >> 21) + (bytes >> 30) + 16;
+    let mut t = Table::new(
+        Stage2::new(Vmid(1)),
+        Geometry::stage2(Granule::K4, 40).unwrap(),
+        Arena::new(Pa(0x80_0000_0000), units as usize),
+        fx,
+    )
+    .unwrap();
+    t.map(
+        Ipa(0)..Ipa(bytes),
+        Pa(0x1_0000_0000),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        fx,
+    )
+    .unwrap();
+    t.activate(fx);
+    t.flush(fx);
+    assert_eq!(t.mapped_leaves(), bytes >> 12);
+    t
+}
+
+/// Restrict one page and flush, relax it again and flush.
+#[inline(always)]
+fn relax_flush_once(t: &mut Table<Stage2, Arena>, page: u64, fx: &mut Counting) {
+    let r = Ipa(page)..Ipa(page + 4096);
+    black_box(
+        t.protect(r.clone(), Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly), fx)
+            .unwrap(),
+    );
+    t.flush(fx);
+    black_box(t.protect(r, Stage2Attrs::RAM, fx).unwrap());
+    t.flush(fx);
+}
+
+fn relax_flush(c: &mut Criterion) {
+    let mut g = c.benchmark_group("relax_flush");
+    g.sample_size(50);
+    g.warm_up_time(std::time::Duration::from_secs(1));
+    g.measurement_time(std::time::Duration::from_secs(3));
+    for (name, bytes) in [
+        ("64MiB", 64u64 << 20),
+        ("512MiB", 512 << 20),
+        ("4GiB", 4 << 30),
+    ] {
+        let mut fx = Counting::default();
+        let mut t = live_stage2_pages(bytes, &mut fx);
+        // A page in the middle, not at a table boundary.
+        let page = bytes / 2 + 37 * 4096;
+        let before = (fx.tlbis, fx.barriers);
+        relax_flush_once(&mut t, page, &mut fx);
+        eprintln!(
+            "relax_flush/{name}: {} leaves, {} TLBIs and {} barriers per iteration",
+            t.mapped_leaves(),
+            fx.tlbis - before.0,
+            fx.barriers - before.1
+        );
+        g.bench_function(name, |b| b.iter(|| relax_flush_once(&mut t, page, &mut fx)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, relax_flush);
 criterion_main!(benches);
