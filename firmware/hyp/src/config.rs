@@ -12,6 +12,7 @@
 //! | `round_ms` | least time between rounds | 20 |
 //! | `migrate` | pages migrated per migration tick | 0 |
 //! | `migrate_ms` | least time between migration ticks | 10 |
+//! | `migrate_after_s` | no migrations before this many seconds | 0 |
 //! | `blocks` | guest RAM as 2 MiB blocks, split on write, collapsed when clean | 0 |
 //! | `swap` | pages swapped out per round (needs `dirty`) | 0 |
 //! | `control` | `none`, `no-protect-tlbi`, `no-migrate-tlbi`, `local-only`, `ipas2-only` | `none` |
@@ -64,6 +65,7 @@ pub struct Config {
     pub round_ms: u64,
     pub migrate: u64,
     pub migrate_ms: u64,
+    pub migrate_after_s: u64,
     pub blocks: bool,
     pub swap: u64,
     pub control: Control,
@@ -83,6 +85,7 @@ impl Config {
         round_ms: 20,
         migrate: 0,
         migrate_ms: 10,
+        migrate_after_s: 0,
         blocks: false,
         swap: 0,
         control: Control::None,
@@ -142,6 +145,7 @@ impl Config {
                 "round_ms" => c.round_ms = num()?.max(1),
                 "migrate" => c.migrate = num()?,
                 "migrate_ms" => c.migrate_ms = num()?.max(1),
+                "migrate_after_s" => c.migrate_after_s = num()?,
                 "blocks" => c.blocks = flag()?,
                 "swap" => c.swap = num()?,
                 "guest_s" => c.guest_s = num()?.max(1),

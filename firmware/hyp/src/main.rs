@@ -164,7 +164,7 @@ fn primary() -> ! {
         RAM_BASE + RAM_SIZE,
         if c.blocks { "2 MiB blocks" } else { "4 KiB pages" },
         vm.mapped_leaves(),
-        pool::pool().live()
+        pool::pool().live_pages()
     );
     *VM.lock() = Some(vm);
     ONLINE.fetch_add(1, Ordering::AcqRel);
@@ -366,8 +366,8 @@ fn report() {
     );
     println!(
         "[hyp] report: table-pages {} (peak {}) heap {} KiB (peak {} KiB of {} KiB) live-change-time {} ms",
-        pool::pool().live(),
-        pool::pool().peak(),
+        pool::pool().live_pages(),
+        pool::pool().peak_pages(),
         HEAP.used() / 1024,
         HEAP.peak() / 1024,
         HEAP.size() / 1024,

@@ -1,37 +1,21 @@
-//! TEMPORARY stand-in until vmsa::PagePool lands.
-use core::ptr::NonNull;
-use vmsa::{Error, Granule, Pa, TableAllocator};
-use vmsa_el2::spin::{Mutex, Once};
+//! The table pages every table of this hypervisor draws from: vmsa's
+//! freeing, lock-free [`PagePool`](vmsa::PagePool) over a fixed region.
+
+use vmsa::{Pa, PagePool};
+use vmsa_el2::spin::Once;
+
 use crate::layout::{TABLES_BASE, TABLE_PAGES};
-pub struct PagePool { used: Mutex<alloc::vec::Vec<bool>>, base: u64 }
-impl PagePool {
-    pub fn live(&self) -> usize { self.used.lock().iter().filter(|u| **u).count() }
-    pub fn peak(&self) -> usize { 0 }
-}
-unsafe impl TableAllocator for &PagePool {
-    fn allocate_zeroed(&mut self, _g: Granule, pages: usize) -> Result<Pa, Error> {
-        let mut u = self.used.lock();
-        let mut i = 0;
-        while i + pages <= u.len() {
-            if u[i..i + pages].iter().all(|x| !x) {
-                for k in i..i + pages { u[k] = true; }
-                let pa = self.base + i as u64 * 4096;
-                unsafe { core::ptr::write_bytes(pa as *mut u8, 0, pages * 4096) };
-                return Ok(Pa(pa));
-            }
-            i += pages;
-        }
-        Err(Error::OutOfMemory)
-    }
-    unsafe fn deallocate(&mut self, pa: Pa, _g: Granule, pages: usize) {
-        let i = ((pa.0 - self.base) / 4096) as usize;
-        let mut u = self.used.lock();
-        for k in i..i + pages { u[k] = false; }
-    }
-    fn to_ptr(&self, pa: Pa) -> NonNull<u64> { NonNull::new(pa.0 as *mut u64).unwrap() }
-}
+
 static POOL: Once<PagePool> = Once::new();
+
+/// A handle on the pool (a table holds one).
 pub type Pool = &'static PagePool;
+
+/// The pool, made on first use.
 pub fn pool() -> Pool {
-    POOL.call_once(|| PagePool { used: Mutex::new(alloc::vec![false; TABLE_PAGES]), base: TABLES_BASE })
+    POOL.call_once(|| {
+        // SAFETY: TABLES_BASE..+TABLE_PAGES pages is RAM reserved for table
+        // pages (layout.rs), identity mapped (PA == VA), used by nothing else.
+        unsafe { PagePool::new(TABLES_BASE as *mut u8, Pa(TABLES_BASE), TABLE_PAGES) }
+    })
 }

@@ -124,6 +124,8 @@ pub struct Vm {
     rng: u64,
     last_round: u64,
     last_migrate: u64,
+    /// No migrations before this counter value.
+    migrate_from: u64,
 }
 
 fn ram_range() -> Range<Ipa> {
@@ -208,6 +210,7 @@ impl Vm {
             rng: 0x9e37_79b9_7f4a_7c15,
             last_round: 0,
             last_migrate: 0,
+            migrate_from: counter() + vmsa_el2::sysreg::ms_to_ticks(cfg.migrate_after_s * 1000),
         })
     }
 
@@ -358,11 +361,19 @@ impl Vm {
         Ok(Handled::Retry)
     }
 
+    fn round_due(&self, now: u64) -> bool {
+        self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms)
+    }
+
+    fn migration_due(&self, now: u64) -> bool {
+        self.cfg.migrate > 0
+            && now >= self.migrate_from
+            && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms)
+    }
+
     /// Whether a round or a migration tick is due at `now`.
     pub fn due(&self, now: u64) -> bool {
-        (self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms))
-            || (self.cfg.migrate > 0
-                && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms))
+        self.round_due(now) || self.migration_due(now)
     }
 
     /// Runs what is due: a migration tick, a round.
@@ -372,7 +383,7 @@ impl Vm {
     pub fn tick(&mut self, pe: usize) -> Result<(), Fatal> {
         let now = counter();
         let t0 = now;
-        if self.cfg.migrate > 0 && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms) {
+        if self.migration_due(now) {
             for k in 0..self.cfg.migrate {
                 let page = if k % 2 == 0 && !self.dirty_list.is_empty() {
                     let i = self.next_rand() as usize % self.dirty_list.len();
@@ -384,7 +395,7 @@ impl Vm {
             }
             self.last_migrate = counter();
         }
-        if self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms) {
+        if self.round_due(now) {
             self.round(pe)?;
             self.last_round = counter();
         }
