@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bbm_mask, bbm_violations, snapshot, table_runs};
+use common::{bbm_mask, bbm_violations, snapshot, table_runs, CountingReads};
 use vmsa::{
     Ap, Arena, Asid, ChangeFlags, Effect, El1Stage1, El2Stage1, Error, Geometry, Granule, Ipa,
     MapOptions, Pa, PageEvent, Recorder, S2ap, Stage1Attrs, Stage2, Stage2Attrs, Table, TlbiOp, Va,
@@ -619,4 +619,60 @@ fn tables_and_invalidators_are_send() {
     .unwrap();
     assert_eq!(t.mapped_leaves(), 1);
     t.unmap(ipa(0..K), &mut Recorder::new()).unwrap();
+}
+
+/// Removing a whole subtree from an inactive table does not read the
+/// last-level tables below it to count their leaves (the count becomes
+/// unknown and `mapped_leaves` walks); `activate` recounts, and from then
+/// on the count is kept: reading it touches no table page.
+#[test]
+fn inactive_subtree_removal_reads_no_last_level_table() {
+    let mut fx = vmsa::Direct;
+    let mut t = Table::new(
+        Stage2::new(Vmid(7)),
+        Geometry::stage2(Granule::K4, 40).unwrap(),
+        CountingReads::new(Arena::new(Pa(0x8000_0000), 1100)),
+        &mut fx,
+    )
+    .unwrap();
+    t.map(
+        ipa(0..G1),
+        Pa(0),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        &mut fx,
+    )
+    .unwrap();
+    t.map(
+        ipa(G1..G1 + M2),
+        Pa(G1),
+        Stage2Attrs::RAM,
+        MapOptions::PAGES,
+        &mut fx,
+    )
+    .unwrap();
+    t.allocator().reset();
+    assert_eq!(t.mapped_leaves(), 512 * 512 + 512);
+    assert_eq!(t.allocator().reads(), 0, "known count, not walked");
+
+    // One level 1 entry: a level 2 table and 512 last-level tables.
+    t.unmap(ipa(0..G1), &mut fx).unwrap();
+    assert!(
+        t.allocator().reads() < 8,
+        "{} table pages touched",
+        t.allocator().reads()
+    );
+    // Unknown now: the inactive table walks.
+    assert_eq!(t.mapped_leaves(), 512);
+    assert!(t.allocator().reads() > 0);
+
+    t.activate(&mut fx);
+    t.allocator().reset();
+    assert_eq!(t.mapped_leaves(), 512);
+    assert_eq!(t.allocator().reads(), 0, "a live table's count is kept");
+    t.unmap(ipa(G1..G1 + K), &mut fx).unwrap();
+    t.flush(&mut fx);
+    t.allocator().reset();
+    assert_eq!(t.mapped_leaves(), 511);
+    assert_eq!(t.allocator().reads(), 0);
 }

@@ -106,7 +106,11 @@ pub struct Table<R: Regime, A: TableAllocator> {
     empty_root: Option<Pa>,
     /// Valid leaf descriptors (pages and blocks) in the tree, kept by
     /// every operation as it writes (see [`mapped_leaves`](Self::mapped_leaves)).
-    leaves: u64,
+    /// `None` (unknown) once a subtree was removed from the table while it
+    /// was inactive: such removals do not read the subtree's last-level
+    /// tables to count their leaves. Never `None` while the table is live:
+    /// [`activate`](Self::activate) recounts.
+    leaves: Option<u64>,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -149,7 +153,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             tracked: false,
             loaded_vttbr: None,
             empty_root: None,
-            leaves: 0,
+            leaves: Some(0),
         })
     }
 
@@ -274,12 +278,43 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         self.dead = true;
     }
 
-    /// Valid leaf descriptors reachable from the root (blocks count once),
-    /// in O(1): every operation keeps the count as it writes, so pricing a
-    /// whole-space invalidation never walks the table. During an operation's
-    /// break-before-make the count is already the operation's final one.
+    /// Valid leaf descriptors reachable from the root (blocks count once).
+    ///
+    /// O(1) for a live table: every operation keeps the count as it
+    /// writes, so pricing a whole-space invalidation never walks the table.
+    /// During an operation's break-before-make the count is already the
+    /// operation's final one.
+    ///
+    /// An inactive table may walk: removing a table subtree from a table
+    /// that is not live does not count the leaves it held (that would read
+    /// every last-level table below it), it marks the count unknown, and
+    /// until [`activate`](Self::activate) recounts, this walks the whole
+    /// table on each call (without caching the result).
     pub fn mapped_leaves(&self) -> u64 {
-        self.leaves
+        match self.leaves {
+            Some(n) => n,
+            None => self.count_leaves(),
+        }
+    }
+
+    /// Counts the valid leaf descriptors by walking the whole tree.
+    fn count_leaves(&self) -> u64 {
+        let g = self.geometry;
+        let mut n = 0;
+        // The root level's entry count covers every concatenated page.
+        let mut stack: Vec<(Pa, u8)> = alloc::vec![(self.root, g.start_level())];
+        while let Some((pa, level)) = stack.pop() {
+            for d in self.read_table(pa, level) {
+                match crate::Descriptor(d).kind(level) {
+                    crate::descriptor::Kind::Leaf => n += 1,
+                    crate::descriptor::Kind::Table => {
+                        stack.push((Pa(crate::Descriptor(d).address(g.granule())), level + 1))
+                    }
+                    crate::descriptor::Kind::Invalid => {}
+                }
+            }
+        }
+        n
     }
 
     /// Runs the invalidation policy over `changes`; returns whether it
@@ -322,6 +357,10 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             fx.write_sysreg(crate::effects::SysReg::VttbrEl2, own);
             fx.barrier(Barrier::Isb);
         }
+        debug_assert!(
+            self.leaves.is_some(),
+            "a live table's mapped-leaf count is always known"
+        );
         let t = &*self;
         let mut watch = Watch {
             inner: fx,
@@ -385,8 +424,14 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
 
     /// Writes the registers that make this table current (followed by an
     /// ISB) and marks it live: from now on changes respect
-    /// break-before-make and stale entries are tracked.
+    /// break-before-make and stale entries are tracked. If subtrees were
+    /// removed while the table was inactive, the mapped-leaf count is
+    /// recounted here (one walk), so that a live table's
+    /// [`mapped_leaves`](Self::mapped_leaves) is always O(1).
     pub fn activate(&mut self, fx: &mut impl Effects) {
+        if self.leaves.is_none() {
+            self.leaves = Some(self.count_leaves());
+        }
         for (reg, value) in self.registers() {
             fx.write_sysreg(reg, value);
         }

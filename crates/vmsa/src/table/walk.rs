@@ -235,14 +235,27 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     /// Notes that `n` valid leaf descriptors were added to the tree.
     #[inline(always)]
     pub fn leaves_added(&mut self, n: u64) {
-        self.t.leaves += n;
+        if let Some(count) = &mut self.t.leaves {
+            *count += n;
+        }
     }
 
     /// Notes that `n` valid leaf descriptors left the tree.
     #[inline(always)]
     pub fn leaves_removed(&mut self, n: u64) {
-        debug_assert!(self.t.leaves >= n, "mapped-leaf count underflow");
-        self.t.leaves = self.t.leaves.saturating_sub(n);
+        if let Some(count) = &mut self.t.leaves {
+            debug_assert!(*count >= n, "mapped-leaf count underflow");
+            *count = count.saturating_sub(n);
+        }
+    }
+
+    /// Notes that a table subtree left an inactive tree without its leaves
+    /// being counted: the count is unknown until
+    /// [`Table::activate`](super::Table::activate) recounts.
+    #[inline(always)]
+    fn leaves_unknown(&mut self) {
+        debug_assert!(!self.t.live, "a live table keeps an exact leaf count");
+        self.t.leaves = None;
     }
 
     /// Keeps the leaf count for a descriptor going from `old` to `new` at
@@ -516,10 +529,10 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         out: &mut Subtree,
     ) {
         out.pages.push(table);
-        let ptr = self.t.alloc.to_ptr(table);
         if level == LAST_LEVEL && !runs {
             out.levels = out.levels.with(LevelSet::only(level));
             if count {
+                let ptr = self.t.alloc.to_ptr(table);
                 out.count += (0..g.entries_at(level))
                     .filter(|&i| {
                         Descriptor(self.load(ptr, i, Pa(table.0 + 8 * i as u64))).kind(level)
@@ -529,6 +542,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
             }
             return;
         }
+        let ptr = self.t.alloc.to_ptr(table);
         let size = g.entry_size(level);
         let flags = ChangeFlags::WAS_VALID
             | ChangeFlags::TABLE_REMOVED
@@ -588,14 +602,26 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         // Where walkers may have cached the leaves, name them one by one
         // so the invalidation can be exact; elsewhere the region will do.
         let precise = self.t.live && e.attached && !emptied;
-        // A table this operation emptied has no leaves left to count.
+        // A table this operation emptied has no leaves left to count. A
+        // live table keeps its count exact; an inactive one does not read
+        // the last-level tables to count them, activate recounts.
         let Subtree {
             pages,
             levels,
             leaves,
             count,
-        } = self.subtree(child, e.level + 1, e.region.start, precise, !emptied);
-        self.leaves_removed(count);
+        } = self.subtree(
+            child,
+            e.level + 1,
+            e.region.start,
+            precise,
+            !emptied && self.t.live,
+        );
+        if self.t.live {
+            self.leaves_removed(count);
+        } else if !emptied {
+            self.leaves_unknown();
+        }
         self.forget_makes_in(&pages);
         self.store(slot, 0);
         self.report.tables_detached += pages.len();
@@ -636,13 +662,18 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let g = self.geometry();
         let child = Pa(Descriptor(e.desc).address(g.granule()));
         let live = self.live(e);
+        // As in `remove_table`: counted exactly only on a live table.
         let Subtree {
             pages,
             levels,
             leaves,
             count,
-        } = self.subtree(child, e.level + 1, e.region.start, live, true);
-        self.leaves_removed(count);
+        } = self.subtree(child, e.level + 1, e.region.start, live, self.t.live);
+        if self.t.live {
+            self.leaves_removed(count);
+        } else {
+            self.leaves_unknown();
+        }
         self.count_change(e.level, 0, new);
         self.forget_makes_in(&pages);
         let mut flags = ChangeFlags::WAS_VALID

@@ -265,3 +265,52 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
     }
     out
 }
+
+/// A table allocator that counts the table pages software reaches: the
+/// library reads or writes a table page only through
+/// [`TableAllocator::to_ptr`], so no call between two [`reset`](Self::reset)s
+/// means no table page was touched.
+pub struct CountingReads<A> {
+    pub inner: A,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl<A> CountingReads<A> {
+    pub fn new(inner: A) -> Self {
+        CountingReads {
+            inner,
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// `to_ptr` calls since the last reset.
+    pub fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        self.reads.store(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+// SAFETY: every call is passed to `inner`, which upholds the contract.
+unsafe impl<A: TableAllocator> TableAllocator for CountingReads<A> {
+    fn allocate_zeroed(
+        &mut self,
+        granule: vmsa::Granule,
+        pages: usize,
+    ) -> Result<vmsa::Pa, vmsa::Error> {
+        self.inner.allocate_zeroed(granule, pages)
+    }
+
+    unsafe fn deallocate(&mut self, pa: vmsa::Pa, granule: vmsa::Granule, pages: usize) {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.inner.deallocate(pa, granule, pages) }
+    }
+
+    fn to_ptr(&self, pa: vmsa::Pa) -> std::ptr::NonNull<u64> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.to_ptr(pa)
+    }
+}
