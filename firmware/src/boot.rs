@@ -41,15 +41,9 @@ _start:
 3:  isb
 
     // Zero .bss.
-    adrp    x9, __bss_start
-    add     x9, x9, :lo12:__bss_start
-    adrp    x10, __bss_end
-    add     x10, x10, :lo12:__bss_end
-4:  cmp     x9, x10
-    b.hs    5f
-    stp     xzr, xzr, [x9], #16
-    b       4b
-5:
+"#,
+    vmsa_el2::zero_bss_asm!(),
+    r#"
     mov     x0, x19
     bl      rust_main
 6:  wfe

@@ -60,3 +60,24 @@ pub fn pe_index() -> usize {
     let mpidr = crate::mrs!("mpidr_el1");
     ((mpidr & 0xff) + ((mpidr >> 8) & 0xff) * 8) as usize
 }
+
+/// Assembly that zeroes `.bss` (from `__bss_start` to `__bss_end`, 16-byte
+/// aligned, both defined by the program's linker script), clobbering x9
+/// and x10: the one copy of the loop both bare-metal programs' entry code
+/// runs before any Rust. Use it inside `global_asm!` as a template piece.
+#[macro_export]
+macro_rules! zero_bss_asm {
+    () => {
+        "
+    adrp    x9, __bss_start
+    add     x9, x9, :lo12:__bss_start
+    adrp    x10, __bss_end
+    add     x10, x10, :lo12:__bss_end
+8:  cmp     x9, x10
+    b.hs    9f
+    stp     xzr, xzr, [x9], #16
+    b       8b
+9:
+"
+    };
+}

@@ -50,14 +50,9 @@ common_entry:
     isb
     cbnz    x19, 2f
     // PE 0 only: zero .bss.
-    adrp    x9, __bss_start
-    add     x9, x9, :lo12:__bss_start
-    adrp    x10, __bss_end
-    add     x10, x10, :lo12:__bss_end
-1:  cmp     x9, x10
-    b.hs    2f
-    stp     xzr, xzr, [x9], #16
-    b       1b
+"#,
+    vmsa_el2::zero_bss_asm!(),
+    r#"
 2:  mov     x0, x19
     bl      pe_main
 park:

@@ -35,7 +35,8 @@ pub enum Control {
     NoMigrateTlbi,
     /// Every TLBI is made local (IPAS2E1, VMALLE1) instead of broadcast.
     LocalOnly,
-    /// Migration breaks issue IPAS2E1IS without the VMALLE1IS after it.
+    /// Migration breaks issue IPAS2E1(IS) without the VMALLE1(IS) after it
+    /// (the local forms too: with one vCPU the planner uses them).
     Ipas2Only,
 }
 

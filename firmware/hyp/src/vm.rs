@@ -61,7 +61,7 @@ impl Effects for ControlFx<'_> {
         self.hw.barrier(barrier);
     }
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {
-        if self.drop_all || (self.drop_vmalle1 && op == TlbiOp::Vmalle1is) {
+        if self.drop_all || (self.drop_vmalle1 && matches!(op, TlbiOp::Vmalle1is | TlbiOp::Vmalle1)) {
             STATS.control_tlbis.bump();
             return;
         }
