@@ -34,6 +34,7 @@ pub mod error;
 pub mod geometry;
 pub mod invalidate;
 pub mod memory;
+pub mod oplog;
 pub mod perms;
 pub mod plan;
 pub mod regime;
