@@ -206,6 +206,11 @@ impl<S: Sink> Encoder<S> {
     }
 
     /// The sink.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// The sink, to flush or inspect it.
     pub fn sink_mut(&mut self) -> &mut S {
         &mut self.sink
     }

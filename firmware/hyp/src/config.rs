@@ -18,6 +18,10 @@
 //! | `control` | `none`, `no-protect-tlbi`, `no-migrate-tlbi`, `local-only`, `ipas2-only` | `none` |
 //! | `guest_s` | the guest must power off within this many seconds | 120 |
 //! | `quiet` | 1: no per-round progress lines | 0 |
+//! | `oplog` | write the operation log ([`vmsa::oplog`]) to this host path | none |
+//! | `oplog_mb` | end the operation log at the first flush past this size | 16 |
+//! | `casemate` | write a Casemate trace of the stage 2 to this host path | none |
+//! | `casemate_s` | end the trace at the first flush after this many seconds | 2 |
 //!
 //! An unknown key or a bad value is reported and the run fails before the
 //! guest starts.
@@ -53,6 +57,35 @@ impl Control {
     }
 }
 
+/// A short text value (a host path): at most 127 bytes, no spaces.
+#[derive(Clone, Copy, Debug)]
+pub struct Text {
+    bytes: [u8; 128],
+    len: usize,
+}
+
+impl Text {
+    const EMPTY: Text = Text {
+        bytes: [0; 128],
+        len: 0,
+    };
+
+    fn new(key: &str, value: &str) -> Result<Text, alloc::string::String> {
+        if value.is_empty() || value.len() >= 128 {
+            return Err(alloc::format!("{key}: the value must have 1 to 127 bytes"));
+        }
+        let mut t = Text::EMPTY;
+        t.bytes[..value.len()].copy_from_slice(value.as_bytes());
+        t.len = value.len();
+        Ok(t)
+    }
+
+    /// The text, if set.
+    pub fn get(&self) -> Option<&str> {
+        (self.len > 0).then(|| core::str::from_utf8(&self.bytes[..self.len]).unwrap_or(""))
+    }
+}
+
 /// The configuration of a run.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
@@ -72,6 +105,10 @@ pub struct Config {
     pub control: Control,
     pub guest_s: u64,
     pub quiet: bool,
+    pub oplog: Text,
+    pub oplog_mb: u64,
+    pub casemate: Text,
+    pub casemate_s: u64,
 }
 
 impl Config {
@@ -92,6 +129,10 @@ impl Config {
         control: Control::None,
         guest_s: 120,
         quiet: false,
+        oplog: Text::EMPTY,
+        oplog_mb: 16,
+        casemate: Text::EMPTY,
+        casemate_s: 2,
     };
 
     /// The run's name.
@@ -151,6 +192,10 @@ impl Config {
                 "swap" => c.swap = num()?,
                 "guest_s" => c.guest_s = num()?.max(1),
                 "quiet" => c.quiet = flag()?,
+                "oplog" => c.oplog = Text::new(key, value)?,
+                "oplog_mb" => c.oplog_mb = num()?.clamp(1, 256),
+                "casemate" => c.casemate = Text::new(key, value)?,
+                "casemate_s" => c.casemate_s = num()?.min(60),
                 "control" => {
                     c.control = match value {
                         "none" => Control::None,

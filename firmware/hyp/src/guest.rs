@@ -86,7 +86,12 @@ pub fn setup_el2(vtcr: u64, vttbr: u64, trap_wfi: bool) {
     // since only this PE is concerned.
     // SAFETY: TLB maintenance changes no memory Rust can see.
     unsafe {
-        core::arch::asm!("tlbi vmalls12e1", "dsb nsh", "isb", options(nostack, preserves_flags))
+        core::arch::asm!(
+            "tlbi vmalls12e1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        )
     };
     let mut hcr = HCR_VM | HCR_SWIO | HCR_TSC | HCR_RW | HCR_API | HCR_APK;
     if (pfr1 >> 8) & 0xf >= 2 {
@@ -149,7 +154,11 @@ pub fn inject_external_abort(instruction: bool, far: u64, original_esr: u64) {
         (true, false) => 0x21,
     };
     // Keep WnR for data aborts (ISS bit 6).
-    let wnr = if instruction { 0 } else { original_esr & (1 << 6) };
+    let wnr = if instruction {
+        0
+    } else {
+        original_esr & (1 << 6)
+    };
     inject((ec << 26) | ESR_IL | wnr | FSC_SEA, Some(far));
 }
 

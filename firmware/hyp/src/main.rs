@@ -110,8 +110,12 @@ fn primary() -> ! {
         c.guest_s
     );
     // SAFETY: the DTB and Image addresses are guest RAM QEMU's loader filled.
-    let (dtb_magic, image_magic) =
-        unsafe { (core::ptr::read_volatile(DTB as *const u32), core::ptr::read_volatile((KERNEL + 0x38) as *const u32)) };
+    let (dtb_magic, image_magic) = unsafe {
+        (
+            core::ptr::read_volatile(DTB as *const u32),
+            core::ptr::read_volatile((KERNEL + 0x38) as *const u32),
+        )
+    };
     if dtb_magic != 0xedfe_0dd0 || image_magic != 0x644d_5241 {
         fail(&alloc::format!(
             "no DTB at {DTB:#x} (magic {dtb_magic:#x}) or no arm64 Image at {KERNEL:#x} (magic {image_magic:#x})"
@@ -122,10 +126,22 @@ fn primary() -> ! {
     // executable), the GIC and UART as Device memory.
     let text = boot::text();
     let regions = [
-        Region { range: EL2_DEVICES.0..EL2_DEVICES.1, memory: Memory::Device },
-        Region { range: RAM_BASE..text.start, memory: Memory::Data },
-        Region { range: text.clone(), memory: Memory::Code },
-        Region { range: text.end..MEM_END, memory: Memory::Data },
+        Region {
+            range: EL2_DEVICES.0..EL2_DEVICES.1,
+            memory: Memory::Device,
+        },
+        Region {
+            range: RAM_BASE..text.start,
+            memory: Memory::Data,
+        },
+        Region {
+            range: text.clone(),
+            memory: Memory::Code,
+        },
+        Region {
+            range: text.end..MEM_END,
+            memory: Memory::Data,
+        },
     ];
     let mut hw = Hw::new();
     match mmu::build(&regions, pool::pool(), &mut hw) {
@@ -192,7 +208,9 @@ fn secondary(pe: usize) -> ! {
     }
     let (vtcr, vttbr) = {
         let mut g = VM.lock();
-        let Some(vm) = g.as_mut() else { fail("a vCPU started before the VM") };
+        let Some(vm) = g.as_mut() else {
+            fail("a vCPU started before the VM")
+        };
         vm.vcpu_load(pe);
         vm.registers()
     };
@@ -207,7 +225,11 @@ fn secondary(pe: usize) -> ! {
 /// The worker PE: never runs the guest; runs rounds and migrations on a
 /// clock, concurrently with the vCPUs (they meet at the VM lock).
 fn worker(pe: usize) -> ! {
-    let (vtcr, vttbr) = VM.lock().as_ref().map(|vm| vm.registers()).unwrap_or((0, 0));
+    let (vtcr, vttbr) = VM
+        .lock()
+        .as_ref()
+        .map(|vm| vm.registers())
+        .unwrap_or((0, 0));
     // Stage 2 TLBIs act on the VMID in VTTBR_EL2: load the guest's (HCR_EL2.VM
     // stays 0: EL2's own accesses are not translated by it).
     vmsa_el2::msr!("vtcr_el2", vtcr);
@@ -268,7 +290,9 @@ pub fn finish(failure: Option<&str>) -> ! {
     match failure {
         Some(reason) => println!("[hyp] verdict: FAIL {reason}"),
         None if missed > 0 => println!("[hyp] verdict: FAIL missed dirty pages: {missed}"),
-        None if hpfar > 0 => println!("[hyp] verdict: FAIL HPFAR_EL2 and AT S1E1R disagreed {hpfar} times"),
+        None if hpfar > 0 => {
+            println!("[hyp] verdict: FAIL HPFAR_EL2 and AT S1E1R disagreed {hpfar} times")
+        }
         None => println!("[hyp] verdict: ok"),
     }
     let ok = failure.is_none() && missed == 0 && hpfar == 0;
@@ -299,9 +323,16 @@ fn report() {
         let until = counter() + vmsa_el2::sysreg::ms_to_ticks(1);
         while counter() < until {}
     }
-    if let Some(vm) = guard.as_ref().and_then(|g| g.as_ref()) {
+    if let Some(vm) = guard.as_mut().and_then(|g| g.as_mut()) {
+        // Every change was flushed before the lock was let go: the logs end
+        // on a complete batch.
+        vm.exec.end_oplog();
         let hw = vm.executed();
-        vmsa_el2::print!("[hyp] report: tlbi {} broadcast {} by kind:", hw.tlbis(), hw.broadcast_tlbis());
+        vmsa_el2::print!(
+            "[hyp] report: tlbi {} broadcast {} by kind:",
+            hw.tlbis(),
+            hw.broadcast_tlbis()
+        );
         for (i, op) in TlbiOp::ALL.iter().enumerate() {
             if hw.counts[i] > 0 {
                 vmsa_el2::print!(" {}={}", op, hw.counts[i]);

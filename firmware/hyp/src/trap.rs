@@ -23,8 +23,10 @@ const EC_IABT_LOW: u64 = 0x20;
 const EC_DABT_LOW: u64 = 0x24;
 
 /// Guest entry point and context id per PE, from the guest's CPU_ON.
-pub static GUEST_PC: [AtomicU64; crate::layout::MAX_PES] = [const { AtomicU64::new(0) }; crate::layout::MAX_PES];
-pub static GUEST_CTX: [AtomicU64; crate::layout::MAX_PES] = [const { AtomicU64::new(0) }; crate::layout::MAX_PES];
+pub static GUEST_PC: [AtomicU64; crate::layout::MAX_PES] =
+    [const { AtomicU64::new(0) }; crate::layout::MAX_PES];
+pub static GUEST_CTX: [AtomicU64; crate::layout::MAX_PES] =
+    [const { AtomicU64::new(0) }; crate::layout::MAX_PES];
 
 /// Unexpected traps reported so far (only the first few are printed).
 static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
@@ -88,7 +90,9 @@ fn fault_ipa(esr: u64, far: u64) -> Option<u64> {
     let saved_par = mrs!("par_el1");
     // SAFETY: an address translation of the guest's VA with its own EL1
     // stage 1 (and our stage 2); it only writes PAR_EL1, restored below.
-    unsafe { core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) far, options(nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("at s1e1r, {va}", "isb", va = in(reg) far, options(nostack, preserves_flags))
+    };
     let par = mrs!("par_el1");
     msr!("par_el1", saved_par);
     if par & 1 != 0 {
@@ -153,8 +157,18 @@ fn abort(esr: u64) {
         let Some(vm) = vm.as_mut() else {
             return;
         };
-        let r = vm.fault(pe, page, translation, write, fetch);
-        if matches!(r, Ok(Handled::Retry)) && cfg().worker_pe().is_none() && vm.due(vmsa_el2::sysreg::counter()) {
+        let kind = if translation {
+            vmsa::oplog::FaultKind::Translation
+        } else if permission {
+            vmsa::oplog::FaultKind::Permission
+        } else {
+            vmsa::oplog::FaultKind::AccessFlag
+        };
+        let r = vm.fault(pe, page, kind, write, fetch, s1ptw);
+        if matches!(r, Ok(Handled::Retry))
+            && cfg().worker_pe().is_none()
+            && vm.due(vmsa_el2::sysreg::counter())
+        {
             // No worker PE: a busy guest rarely idles, but it keeps
             // writing pages the last round protected: a fault is a tick.
             vm.tick(pe).map(|()| Handled::Retry)
@@ -201,7 +215,11 @@ fn smc(frame: &mut Frame) {
             }
             GUEST_PC[idx].store(frame.x[2], Ordering::Release);
             GUEST_CTX[idx].store(frame.x[3], Ordering::Release);
-            let status = psci::cpu_on(mpidr, crate::boot::_start_secondary as *const () as u64, idx as u64);
+            let status = psci::cpu_on(
+                mpidr,
+                crate::boot::_start_secondary as *const () as u64,
+                idx as u64,
+            );
             vmsa_el2::println!(
                 "[hyp] guest CPU_ON mpidr {:#x} entry {:#x}: PE {} started at EL2, status {}",
                 mpidr,
@@ -217,7 +235,9 @@ fn smc(frame: &mut Frame) {
         }
         psci::SYSTEM_RESET => {
             vmsa_el2::println!("[hyp] guest PSCI SYSTEM_RESET on PE {}", this_pe());
-            finish(Some("the guest reset the system (a guest panic with panic=-1?)"));
+            finish(Some(
+                "the guest reset the system (a guest panic with panic=-1?)",
+            ));
         }
         psci::VERSION
         | psci::CPU_SUSPEND

@@ -9,11 +9,13 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use vmsa::oplog::{Encoder, FaultKind, Op};
 use vmsa::{
-    Barrier, CacheOp, Effects, Error, Geometry, Grants, Granule, Ipa, MapOptions, Pa, PageEvent,
-    S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
+    Barrier, CacheOp, Effect, Effects, Error, Geometry, Grants, Granule, Ipa, MapOptions, Pa,
+    PageEvent, S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
 };
 use vmsa_el2::exec::Hw;
+use vmsa_el2::semihost::BufferedHostFile;
 use vmsa_el2::spin::Mutex;
 use vmsa_el2::sysreg::counter;
 
@@ -45,23 +47,150 @@ enum Window {
     Other,
 }
 
-/// vmsa's effects on this PE, with a negative control applied.
-struct ControlFx<'a> {
+/// A Casemate trace of the live stage 2 (the first seconds of a run),
+/// written to the host as it happens.
+pub struct Trace {
+    file: BufferedHostFile,
+    next_id: u64,
+    /// Tracing stops at the first flush after this counter value.
+    until: u64,
+    stopped: bool,
+}
+
+impl Trace {
+    fn record(&mut self, pe: usize, effect: &Effect) {
+        if self.stopped {
+            return;
+        }
+        let _ = vmsa::casemate::write_effect(&mut self.file, self.next_id, pe, effect);
+        self.next_id += vmsa::casemate::record_count(effect);
+    }
+}
+
+/// The executors of every PE, the negative control, and the recorders.
+pub struct Exec {
+    /// Per-PE executors (each PE issues through its own).
+    hw: [Hw; MAX_PES],
+    control: Control,
+    trace: Option<Trace>,
+    oplog: Option<Encoder<BufferedHostFile>>,
+    /// The operation log stops (with `End`) at the first flush past this size.
+    oplog_limit: u64,
+}
+
+impl Exec {
+    /// The effects of `pe` in `window`.
+    fn fx(&mut self, pe: usize, window: Window) -> PeFx<'_> {
+        let c = self.control;
+        PeFx {
+            hw: &mut self.hw[pe],
+            trace: self.trace.as_mut(),
+            pe,
+            drop_all: (c == Control::NoProtectTlbi && window == Window::Protect)
+                || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
+            local: c == Control::LocalOnly,
+            drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
+        }
+    }
+
+    /// Appends `op` to the operation log, if one is kept.
+    fn log(&mut self, op: Op) {
+        if let Some(log) = self.oplog.as_mut() {
+            log.push(&op);
+        }
+    }
+
+    /// After a flush: ends the trace and the operation log when their time
+    /// or size is up (at a flush, so that neither ends with changes not
+    /// yet invalidated).
+    fn after_flush(&mut self) {
+        if let Some(t) = self.trace.as_mut() {
+            if !t.stopped && counter() >= t.until {
+                t.stopped = true;
+                t.file.flush();
+                vmsa_el2::println!(
+                    "[hyp] casemate trace ended: {} records, {} bytes{}",
+                    t.next_id,
+                    t.file.len(),
+                    if t.file.truncated() {
+                        " (TRUNCATED)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        if self
+            .oplog
+            .as_ref()
+            .is_some_and(|l| l.sink().len() >= self.oplog_limit)
+        {
+            self.end_oplog();
+        }
+    }
+
+    /// Writes `End` and closes the operation log.
+    pub fn end_oplog(&mut self) {
+        if let Some(mut log) = self.oplog.take() {
+            log.push(&Op::End);
+            let records = log.records();
+            let f = log.sink_mut();
+            f.flush();
+            vmsa_el2::println!(
+                "[hyp] operation log ended: {} records, {} bytes{}",
+                records,
+                f.len(),
+                if f.truncated() {
+                    " (TRUNCATED: no End record)"
+                } else {
+                    ""
+                }
+            );
+        }
+        if let Some(t) = self.trace.as_mut() {
+            t.stopped = true;
+            t.file.flush();
+        }
+    }
+}
+
+/// vmsa's effects on one PE: executed (with a negative control applied),
+/// counted, and traced while the trace runs.
+struct PeFx<'a> {
     hw: &'a mut Hw,
+    trace: Option<&'a mut Trace>,
+    pe: usize,
     drop_all: bool,
     local: bool,
     drop_vmalle1: bool,
 }
 
-impl Effects for ControlFx<'_> {
+impl PeFx<'_> {
+    fn record(&mut self, effect: Effect) {
+        if let Some(t) = self.trace.as_mut() {
+            t.record(self.pe, &effect);
+        }
+    }
+
+    fn issue(&mut self, op: TlbiOp, operand: u64) {
+        self.hw.tlbi(op, operand);
+        self.record(Effect::Tlbi { op, operand });
+    }
+}
+
+impl Effects for PeFx<'_> {
     fn store_descriptor(&mut self, slot: &core::sync::atomic::AtomicU64, at: Pa, new: u64) {
+        let old = slot.load(core::sync::atomic::Ordering::Relaxed);
         self.hw.store_descriptor(slot, at, new);
+        self.record(Effect::Store { pa: at, old, new });
     }
     fn barrier(&mut self, barrier: Barrier) {
         self.hw.barrier(barrier);
+        self.record(Effect::Barrier(barrier));
     }
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {
-        if self.drop_all || (self.drop_vmalle1 && matches!(op, TlbiOp::Vmalle1is | TlbiOp::Vmalle1)) {
+        if self.drop_all || (self.drop_vmalle1 && matches!(op, TlbiOp::Vmalle1is | TlbiOp::Vmalle1))
+        {
             STATS.control_tlbis.bump();
             return;
         }
@@ -73,19 +202,21 @@ impl Effects for ControlFx<'_> {
                 TlbiOp::Vmalls12e1is | TlbiOp::Alle1is => TlbiOp::Vmalle1,
                 _ => vmsa::plan::local_form(op),
             };
-            self.hw.tlbi(local, operand);
+            self.issue(local, operand);
             return;
         }
-        self.hw.tlbi(op, operand);
+        self.issue(op, operand);
     }
     fn write_sysreg(&mut self, reg: SysReg, value: u64) {
         self.hw.write_sysreg(reg, value);
+        self.record(Effect::SysReg { reg, value });
     }
     fn cache(&mut self, op: CacheOp, addr: u64) {
         self.hw.cache(op, addr);
     }
     fn page_event(&mut self, event: PageEvent) {
         self.hw.page_event(event);
+        self.record(Effect::Page(event));
     }
 }
 
@@ -105,8 +236,8 @@ pub enum Handled {
 pub struct Vm {
     table: Table<Stage2, Pool>,
     cfg: Config,
-    /// Per-PE executors (each PE issues through its own).
-    hw: [Hw; MAX_PES],
+    /// Executors, control and recorders.
+    pub exec: Exec,
     /// Pages written since the last round (and their list).
     dirty: Vec<bool>,
     dirty_list: Vec<u32>,
@@ -167,7 +298,12 @@ fn poison(pa: u64, page: usize) {
     let p = pa as *mut u64;
     for i in 0..512u64 {
         // SAFETY: a frame the guest can no longer reach, identity mapped.
-        unsafe { core::ptr::write_volatile(p.add(i as usize), 0xdead_0000_0000_0000 | ((page as u64) << 16) | i) };
+        unsafe {
+            core::ptr::write_volatile(
+                p.add(i as usize),
+                0xdead_0000_0000_0000 | ((page as u64) << 16) | i,
+            )
+        };
     }
 }
 
@@ -178,40 +314,170 @@ impl Vm {
     /// # Errors
     /// What vmsa returns (out of table pages, ...).
     pub fn new(cfg: Config, pool: Pool) -> Result<Vm, Fatal> {
-        let mut hw = [const { Hw::new() }; MAX_PES];
-        let fx = &mut hw[0];
-        let geometry = Geometry::stage2(Granule::K4, 40).map_err(|e| Fatal("stage 2 geometry", e))?;
-        let mut table = Table::new(Stage2::new(Vmid(VMID)), geometry, pool, fx)
-            .map_err(|e| Fatal("stage 2 root", e))?;
-        let caps = vmsa_el2::cpu::capabilities();
-        table.set_invalidator(alloc::boxed::Box::new(vmsa::Planner::new(caps, vmsa::Profile::default())));
-        for (start, end) in GUEST_DEVICES {
-            table
-                .map(Ipa(start)..Ipa(end), Pa(start), Stage2Attrs::DEVICE, MapOptions::default(), fx)
-                .map_err(|e| Fatal("map guest devices", e))?;
+        let mut exec = Exec {
+            hw: [const { Hw::new() }; MAX_PES],
+            control: cfg.control,
+            trace: None,
+            oplog: None,
+            oplog_limit: cfg.oplog_mb << 20,
+        };
+        if let Some(path) = cfg.casemate.get() {
+            let file = BufferedHostFile::create(path, 1 << 20, 512 << 20)
+                .map_err(|_| Fatal("create the Casemate trace on the host", Error::OutOfMemory))?;
+            exec.trace = Some(Trace {
+                file,
+                next_id: 0,
+                until: counter() + vmsa_el2::sysreg::ms_to_ticks(cfg.casemate_s * 1000),
+                stopped: false,
+            });
+            vmsa_el2::println!(
+                "[hyp] casemate trace to {path} (the first {} s)",
+                cfg.casemate_s
+            );
         }
-        let opts = if cfg.blocks { MapOptions::default() } else { MapOptions { blocks: false, ..MapOptions::default() } };
-        table
-            .map(ram_range(), Pa(RAM_BASE), Stage2Attrs::RAM, opts, fx)
-            .map_err(|e| Fatal("map guest RAM", e))?;
-        let frames = (FRAMES_BASE..FRAMES_END).step_by(PAGE as usize).collect();
-        Ok(Vm {
+        if let Some(path) = cfg.oplog.get() {
+            // The hard bound leaves room past the soft one (checked at
+            // flushes) for the batch in flight and the End record.
+            let file = BufferedHostFile::create(path, 1 << 20, (cfg.oplog_mb + 16) << 20)
+                .map_err(|_| Fatal("create the operation log on the host", Error::OutOfMemory))?;
+            exec.oplog = Some(Encoder::new(file));
+            vmsa_el2::println!("[hyp] operation log to {path} (up to {} MiB)", cfg.oplog_mb);
+        }
+        let geometry =
+            Geometry::stage2(Granule::K4, 40).map_err(|e| Fatal("stage 2 geometry", e))?;
+        let mut table = Table::new(
+            Stage2::new(Vmid(VMID)),
+            geometry,
+            pool,
+            &mut exec.fx(0, Window::Other),
+        )
+        .map_err(|e| Fatal("stage 2 root", e))?;
+        let caps = vmsa_el2::cpu::capabilities();
+        table.set_invalidator(alloc::boxed::Box::new(vmsa::Planner::new(
+            caps,
+            vmsa::Profile::default(),
+        )));
+        let mut vm = Vm {
             table,
             cfg,
-            hw,
+            exec,
             dirty: vec![false; RAM_PAGES],
             dirty_list: Vec::new(),
-            snap: if cfg.verify { vec![0; RAM_PAGES] } else { Vec::new() },
+            snap: if cfg.verify {
+                vec![0; RAM_PAGES]
+            } else {
+                Vec::new()
+            },
             swapped: vec![NO_SLOT; RAM_PAGES],
             free_slots: (0..SWAP_SLOTS as u32).rev().collect(),
-            frames,
+            frames: (FRAMES_BASE..FRAMES_END).step_by(PAGE as usize).collect(),
             split: vec![false; RAM_PAGES / PAGES_PER_BLOCK],
             swap_cursor: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             last_round: 0,
             last_migrate: 0,
             migrate_from: counter() + vmsa_el2::sysreg::ms_to_ticks(cfg.migrate_after_s * 1000),
-        })
+        };
+        for (start, end) in GUEST_DEVICES {
+            vm.map(
+                0,
+                Ipa(start)..Ipa(end),
+                Pa(start),
+                Stage2Attrs::DEVICE,
+                true,
+                Window::Other,
+            )
+            .map_err(|e| Fatal("map guest devices", e))?;
+        }
+        vm.map(
+            0,
+            ram_range(),
+            Pa(RAM_BASE),
+            Stage2Attrs::RAM,
+            cfg.blocks,
+            Window::Other,
+        )
+        .map_err(|e| Fatal("map guest RAM", e))?;
+        Ok(vm)
+    }
+
+    /// `Table::map`, logged.
+    fn map(
+        &mut self,
+        pe: usize,
+        range: Range<Ipa>,
+        pa: Pa,
+        attrs: Stage2Attrs,
+        blocks: bool,
+        w: Window,
+    ) -> Result<(), Error> {
+        self.exec.log(Op::Map {
+            pe: pe as u8,
+            range: range.clone(),
+            pa,
+            attrs,
+            blocks,
+        });
+        self.table.set_issuer(pe);
+        let opts = MapOptions {
+            blocks,
+            ..MapOptions::default()
+        };
+        self.table
+            .map(range, pa, attrs, opts, &mut self.exec.fx(pe, w))
+            .map(|_| ())
+    }
+
+    /// `Table::unmap`, logged.
+    fn unmap(&mut self, pe: usize, range: Range<Ipa>, w: Window) -> Result<(), Error> {
+        self.exec.log(Op::Unmap {
+            pe: pe as u8,
+            range: range.clone(),
+        });
+        self.table.set_issuer(pe);
+        self.table
+            .unmap(range, &mut self.exec.fx(pe, w))
+            .map(|_| ())
+    }
+
+    /// `Table::protect`, logged.
+    fn protect(
+        &mut self,
+        pe: usize,
+        range: Range<Ipa>,
+        attrs: Stage2Attrs,
+        w: Window,
+    ) -> Result<(), Error> {
+        self.exec.log(Op::Protect {
+            pe: pe as u8,
+            range: range.clone(),
+            attrs,
+        });
+        self.table.set_issuer(pe);
+        self.table
+            .protect(range, attrs, &mut self.exec.fx(pe, w))
+            .map(|_| ())
+    }
+
+    /// `Table::split_block`, logged.
+    fn split_block(&mut self, pe: usize, addr: Ipa, w: Window) -> Result<(), Error> {
+        self.exec.log(Op::Split { pe: pe as u8, addr });
+        self.table.set_issuer(pe);
+        self.table
+            .split_block(addr, &mut self.exec.fx(pe, w))
+            .map(|_| ())
+    }
+
+    /// `Table::collapse`, logged; whether anything changed.
+    fn collapse(&mut self, pe: usize, range: Range<Ipa>, w: Window) -> Result<bool, Error> {
+        self.exec.log(Op::Collapse {
+            pe: pe as u8,
+            range: range.clone(),
+        });
+        self.table.set_issuer(pe);
+        self.table
+            .collapse(range, &mut self.exec.fx(pe, w))
+            .map(|r| !r.changes.is_empty())
     }
 
     /// VTCR_EL2 and VTTBR_EL2 of the stage 2.
@@ -223,28 +489,41 @@ impl Vm {
     /// The stage 2 goes live: from now on vCPUs may walk it; `pe` is the
     /// first to run it (its registers are written by [`crate::guest::setup_el2`]).
     pub fn activate(&mut self, pe: usize) {
+        self.exec.log(Op::Activate { pe: pe as u8 });
         self.table.set_issuer(pe);
-        self.table.activate(&mut self.hw[pe]);
+        self.table.activate(&mut self.exec.fx(pe, Window::Other));
     }
 
     /// A vCPU starts running on `pe` (the planner uses local TLBIs while
-    /// only one PE runs the VMID).
+    /// only one PE runs the VMID); `vttbr` is what `pe` loads, for the trace.
     pub fn vcpu_load(&mut self, pe: usize) {
+        self.exec.log(Op::VcpuLoad { pe: pe as u8 });
         self.table.set_issuer(pe);
-        self.table.vcpu_load(pe, &mut self.hw[pe]);
+        let mut fx = self.exec.fx(pe, Window::Other);
+        self.table.vcpu_load(pe, &mut fx);
+        // The trace shows which PE runs the VMID by its VTTBR_EL2 write
+        // (setup_el2 writes the register itself).
+        let [(_, vtcr), (_, vttbr)] = self.table.registers();
+        fx.record(Effect::SysReg {
+            reg: SysReg::VtcrEl2,
+            value: vtcr,
+        });
+        fx.record(Effect::SysReg {
+            reg: SysReg::VttbrEl2,
+            value: vttbr,
+        });
     }
 
     /// The totals of every PE's executor.
     pub fn executed(&self) -> Hw {
         let mut all = Hw::new();
-        for h in &self.hw {
+        for h in &self.exec.hw {
             all.add(h);
         }
         all
     }
 
-    /// Table pages in use and heap in use are reported by the caller; the
-    /// leaves the table maps.
+    /// The leaves the table maps.
     pub fn mapped_leaves(&self) -> u64 {
         self.table.mapped_leaves()
     }
@@ -257,7 +536,10 @@ impl Vm {
     /// Pages away from IPA == PA now.
     pub fn migrated_now(&self) -> usize {
         (0..RAM_PAGES)
-            .filter(|&p| self.pa_of(p).is_some_and(|pa| pa != RAM_BASE + p as u64 * PAGE))
+            .filter(|&p| {
+                self.pa_of(p)
+                    .is_some_and(|pa| pa != RAM_BASE + p as u64 * PAGE)
+            })
             .count()
     }
 
@@ -266,22 +548,28 @@ impl Vm {
         SWAP_SLOTS - self.free_slots.len()
     }
 
+    /// `Table::flush` (the policy's invalidation), logged.
     fn flush(&mut self, pe: usize, window: Window) {
-        let c = self.cfg.control;
-        let mut fx = ControlFx {
-            hw: &mut self.hw[pe],
-            drop_all: (c == Control::NoProtectTlbi && window == Window::Protect)
-                || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
-            local: c == Control::LocalOnly,
-            drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
-        };
+        self.exec.log(Op::Flush { pe: pe as u8 });
         self.table.set_issuer(pe);
-        self.table.flush(&mut fx);
+        self.table.flush(&mut self.exec.fx(pe, window));
         STATS.flushes.bump();
+        self.exec.after_flush();
+    }
+
+    /// A frame the guest no longer reaches goes back to the free list.
+    fn release_frame(&mut self, pe: usize, pa: u64) {
+        self.exec.log(Op::ReleaseFrame {
+            pe: pe as u8,
+            pa: Pa(pa),
+        });
+        self.frames.push_back(pa);
     }
 
     fn pa_of(&self, page: usize) -> Option<u64> {
-        self.table.translate(page_range(page).start).map(|t| t.output.0)
+        self.table
+            .translate(page_range(page).start)
+            .map(|t| t.output.0)
     }
 
     fn next_rand(&mut self) -> u64 {
@@ -300,8 +588,8 @@ impl Vm {
     fn ensure_page(&mut self, pe: usize, page: usize, window: Window) -> Result<(), Fatal> {
         let ipa = page_range(page).start;
         if self.table.translate(ipa).is_some_and(|t| t.level < 3) {
-            self.table.set_issuer(pe);
-            self.table.split_block(ipa, &mut self.hw[pe]).map_err(|e| Fatal("split a 2 MiB block", e))?;
+            self.split_block(pe, ipa, window)
+                .map_err(|e| Fatal("split a 2 MiB block", e))?;
             self.flush(pe, window);
             self.split[page / PAGES_PER_BLOCK] = true;
             STATS.splits.bump();
@@ -309,14 +597,30 @@ impl Vm {
         Ok(())
     }
 
-    /// A stage 2 abort on guest RAM page `page` (the lock is held).
-    /// `translation`: a translation fault (else permission or access
-    /// flag); `write`: the access was a write (or a stage 1 walk update).
+    /// A stage 2 abort on guest RAM page `page` (the lock is held) of
+    /// `kind`; `write`: the access was a write (or a stage 1 walk update);
+    /// `exec`: an instruction fetch; `s1ptw`: taken on the stage 1 walk.
     ///
     /// # Errors
     /// Running out of table pages or frames.
-    pub fn fault(&mut self, pe: usize, page: usize, translation: bool, write: bool, exec: bool) -> Result<Handled, Fatal> {
+    pub fn fault(
+        &mut self,
+        pe: usize,
+        page: usize,
+        kind: FaultKind,
+        write: bool,
+        exec: bool,
+        s1ptw: bool,
+    ) -> Result<Handled, Fatal> {
         let ipa = page_range(page).start;
+        let translation = kind == FaultKind::Translation;
+        self.exec.log(Op::Fault {
+            pe: pe as u8,
+            ipa,
+            kind,
+            write,
+            s1ptw,
+        });
         let mut access = if write { Grants::WRITE } else { Grants::READ };
         if exec {
             access = Grants::EXEC;
@@ -337,7 +641,11 @@ impl Vm {
             Some(_) => {}
         }
         self.table.set_issuer(pe);
-        if self.table.spurious_fault(ipa, access, &mut self.hw[pe]) {
+        if self
+            .table
+            .spurious_fault(ipa, access, &mut self.exec.fx(pe, Window::Fault))
+        {
+            self.exec.log(Op::Spurious { pe: pe as u8, ipa });
             STATS.spurious_faults.bump();
             return Ok(Handled::Retry);
         }
@@ -349,8 +657,7 @@ impl Vm {
         if self.cfg.blocks {
             self.ensure_page(pe, page, Window::Fault)?;
         }
-        self.table
-            .protect(page_range(page), Stage2Attrs::RAM, &mut self.hw[pe])
+        self.protect(pe, page_range(page), Stage2Attrs::RAM, Window::Fault)
             .map_err(|e| Fatal("relax a page", e))?;
         self.flush(pe, Window::Fault);
         if !self.dirty[page] {
@@ -362,13 +669,15 @@ impl Vm {
     }
 
     fn round_due(&self, now: u64) -> bool {
-        self.cfg.dirty && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms)
+        self.cfg.dirty
+            && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms)
     }
 
     fn migration_due(&self, now: u64) -> bool {
         self.cfg.migrate > 0
             && now >= self.migrate_from
-            && now.wrapping_sub(self.last_migrate) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms)
+            && now.wrapping_sub(self.last_migrate)
+                >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms)
     }
 
     /// Whether a round or a migration tick is due at `now`.
@@ -408,9 +717,7 @@ impl Vm {
     /// # Errors
     /// Running out of table pages.
     pub fn start_dirty_logging(&mut self, pe: usize) -> Result<(), Fatal> {
-        self.table.set_issuer(pe);
-        self.table
-            .protect(ram_range(), read_only(), &mut self.hw[pe])
+        self.protect(pe, ram_range(), read_only(), Window::Other)
             .map_err(|e| Fatal("write-protect guest RAM", e))?;
         self.flush(pe, Window::Other);
         if self.cfg.verify {
@@ -475,8 +782,7 @@ impl Vm {
             }
             let a = RAM_BASE + u64::from(sorted[i]) * PAGE;
             let b = RAM_BASE + (u64::from(sorted[j - 1]) + 1) * PAGE;
-            self.table
-                .protect(Ipa(a)..Ipa(b), read_only(), &mut self.hw[pe])
+            self.protect(pe, Ipa(a)..Ipa(b), read_only(), Window::Protect)
                 .map_err(|e| Fatal("write-protect dirty pages", e))?;
             i = j;
         }
@@ -528,11 +834,10 @@ impl Vm {
                 continue;
             }
             let a = RAM_BASE + r as u64 * BLOCK;
-            let rep = self
-                .table
-                .collapse(Ipa(a)..Ipa(a + BLOCK), &mut self.hw[pe])
+            let collapsed = self
+                .collapse(pe, Ipa(a)..Ipa(a + BLOCK), Window::Other)
                 .map_err(|e| Fatal("collapse a region", e))?;
-            if !rep.changes.is_empty() {
+            if collapsed {
                 self.split[r] = false;
                 STATS.collapses.bump();
                 any = true;
@@ -561,18 +866,24 @@ impl Vm {
             return Ok(());
         };
         let old = tr.output.0;
-        self.table.set_issuer(pe);
-        self.table.unmap(page_range(page), &mut self.hw[pe]).map_err(|e| Fatal("unmap for migration", e))?;
+        self.unmap(pe, page_range(page), Window::Other)
+            .map_err(|e| Fatal("unmap for migration", e))?;
         self.flush(pe, Window::MigrateBreak);
         copy_page(old, new);
         poison(old, page);
-        self.frames.push_back(old);
+        self.release_frame(pe, old);
         // The copy must be visible before a walker can reach the new frame
         // (the map's own barriers order the descriptor store after it).
         vmsa_el2::exec::barrier(Barrier::DsbIsh);
-        self.table
-            .map(page_range(page), Pa(new), tr.attrs, MapOptions { blocks: false, ..MapOptions::default() }, &mut self.hw[pe])
-            .map_err(|e| Fatal("map the new frame", e))?;
+        self.map(
+            pe,
+            page_range(page),
+            Pa(new),
+            tr.attrs,
+            false,
+            Window::Other,
+        )
+        .map_err(|e| Fatal("map the new frame", e))?;
         self.flush(pe, Window::Other);
         STATS.migrations.bump();
         Ok(())
@@ -603,16 +914,18 @@ impl Vm {
         if victims.is_empty() {
             return Ok(());
         }
-        self.table.set_issuer(pe);
         for &(page, _) in &victims {
-            self.table.unmap(page_range(page), &mut self.hw[pe]).map_err(|e| Fatal("unmap for swap-out", e))?;
+            self.unmap(pe, page_range(page), Window::Other)
+                .map_err(|e| Fatal("unmap for swap-out", e))?;
         }
         self.flush(pe, Window::Other);
         for (page, pa) in victims {
-            let Some(slot) = self.free_slots.pop() else { break };
+            let Some(slot) = self.free_slots.pop() else {
+                break;
+            };
             copy_page(pa, SWAP_BASE + u64::from(slot) * PAGE);
             poison(pa, page);
-            self.frames.push_back(pa);
+            self.release_frame(pe, pa);
             self.swapped[page] = slot;
             STATS.swap_outs.bump();
         }
@@ -628,10 +941,12 @@ impl Vm {
         };
         copy_page(SWAP_BASE + u64::from(slot) * PAGE, frame);
         vmsa_el2::exec::barrier(Barrier::DsbIsh);
-        let attrs = if self.cfg.dirty { read_only() } else { Stage2Attrs::RAM };
-        self.table.set_issuer(pe);
-        self.table
-            .map(page_range(page), Pa(frame), attrs, MapOptions { blocks: false, ..MapOptions::default() }, &mut self.hw[pe])
+        let attrs = if self.cfg.dirty {
+            read_only()
+        } else {
+            Stage2Attrs::RAM
+        };
+        self.map(pe, page_range(page), Pa(frame), attrs, false, Window::Fault)
             .map_err(|e| Fatal("map a swapped-in page", e))?;
         self.flush(pe, Window::Fault);
         if self.cfg.verify {
