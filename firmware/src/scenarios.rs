@@ -16,10 +16,10 @@ use vmsa::{
 };
 
 use crate::guest::{self, Abort, Outcome, EC_DABT_LOW};
-use vmsa_el2::exec::Hw;
-use vmsa_el2::mrs;
 use crate::pool::PoolAlloc;
 use crate::smp;
+use vmsa_el2::exec::Hw;
+use vmsa_el2::mrs;
 
 pub(crate) type S2 = Table<Stage2, PoolAlloc>;
 

@@ -10,10 +10,10 @@ use core::ops::Range;
 use vmsa::{Capabilities, TlbiOp};
 
 use crate::guest::{self, Outcome};
-use vmsa_el2::exec::Hw;
 use crate::pool::PoolAlloc;
 use crate::scenarios::{fill, Runner};
 use crate::seq::{self, Host, Seen};
+use vmsa_el2::exec::Hw;
 
 struct Cpu<'a> {
     hw: &'a mut Hw,

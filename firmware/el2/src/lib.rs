@@ -21,13 +21,13 @@
 
 extern crate alloc;
 
-pub mod sysreg;
-pub mod uart;
-pub mod semihost;
-pub mod psci;
+pub mod cpu;
+pub mod exec;
 pub mod heap;
 pub mod mmu;
-pub mod exec;
-pub mod cpu;
+pub mod psci;
+pub mod semihost;
+pub mod sysreg;
+pub mod uart;
 
 pub use spin;

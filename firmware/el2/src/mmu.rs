@@ -12,7 +12,7 @@ use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use vmsa::{
-    Ap, Effects, El2Stage1, Error, Geometry, Granule, MapOptions, PaSize, Pa, Shareability,
+    Ap, Effects, El2Stage1, Error, Geometry, Granule, MapOptions, Pa, PaSize, Shareability,
     Stage1Attrs, SysReg, Table, TableAllocator, Va,
 };
 
@@ -109,9 +109,7 @@ pub fn build<A: TableAllocator>(
     alloc: A,
     fx: &mut impl Effects,
 ) -> Result<Table<El2Stage1, A>, Error> {
-    let regime = El2Stage1 {
-        pa_size: pa_size(),
-    };
+    let regime = El2Stage1 { pa_size: pa_size() };
     let geometry = Geometry::stage1(Granule::K4, VA_BITS)?;
     let mut table = Table::new(regime, geometry, alloc, fx)?;
     for r in regions {
