@@ -18,6 +18,9 @@
 //! | `control` | `none`, `no-protect-tlbi`, `no-migrate-tlbi`, `local-only`, `ipas2-only` | `none` |
 //! | `guest_s` | the guest must power off within this many seconds | 120 |
 //! | `quiet` | 1: no per-round progress lines | 0 |
+//! | `policy` | the stage 2 invalidation policy: `vmsa` (the planner), or a baseline of `vmsa-baselines` (`kvm`, `xen`, `hafnium`, `freebsd`, `aarch64-paging`, `broadcast`, `none`) | `vmsa` |
+//! | `max_rounds` | no dirty-logging rounds after this many (0: no limit) | 0 |
+//! | `max_migrations` | no migrations after this many (0: no limit) | 0 |
 //! | `oplog` | write the operation log ([`vmsa::oplog`]) to this host path | none |
 //! | `oplog_mb` | end the operation log at the first flush past this size | 16 |
 //! | `casemate` | write a Casemate trace of the stage 2 to this host path | none |
@@ -105,6 +108,9 @@ pub struct Config {
     pub control: Control,
     pub guest_s: u64,
     pub quiet: bool,
+    pub policy: Text,
+    pub max_rounds: u64,
+    pub max_migrations: u64,
     pub oplog: Text,
     pub oplog_mb: u64,
     pub casemate: Text,
@@ -129,6 +135,9 @@ impl Config {
         control: Control::None,
         guest_s: 120,
         quiet: false,
+        policy: Text::EMPTY,
+        max_rounds: 0,
+        max_migrations: 0,
         oplog: Text::EMPTY,
         oplog_mb: 16,
         casemate: Text::EMPTY,
@@ -138,6 +147,11 @@ impl Config {
     /// The run's name.
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len]).unwrap_or("?")
+    }
+
+    /// The stage 2 invalidation policy's name.
+    pub fn policy(&self) -> &str {
+        self.policy.get().unwrap_or("vmsa")
     }
 
     /// The PE of the worker, if there is one.
@@ -192,6 +206,9 @@ impl Config {
                 "swap" => c.swap = num()?,
                 "guest_s" => c.guest_s = num()?.max(1),
                 "quiet" => c.quiet = flag()?,
+                "policy" => c.policy = Text::new(key, value)?,
+                "max_rounds" => c.max_rounds = num()?,
+                "max_migrations" => c.max_migrations = num()?,
                 "oplog" => c.oplog = Text::new(key, value)?,
                 "oplog_mb" => c.oplog_mb = num()?.clamp(1, 256),
                 "casemate" => c.casemate = Text::new(key, value)?,

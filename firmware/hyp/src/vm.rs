@@ -675,6 +675,7 @@ impl Vm {
 
     fn migration_due(&self, now: u64) -> bool {
         self.cfg.migrate > 0
+            && (self.cfg.max_migrations == 0 || STATS.migrations.get() < self.cfg.max_migrations)
             && now >= self.migrate_from
             && now.wrapping_sub(self.last_migrate)
                 >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.migrate_ms)
