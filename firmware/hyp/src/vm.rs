@@ -670,6 +670,7 @@ impl Vm {
 
     fn round_due(&self, now: u64) -> bool {
         self.cfg.dirty
+            && (self.cfg.max_rounds == 0 || STATS.rounds.get() < self.cfg.max_rounds)
             && now.wrapping_sub(self.last_round) >= vmsa_el2::sysreg::ms_to_ticks(self.cfg.round_ms)
     }
 
