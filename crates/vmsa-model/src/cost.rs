@@ -166,7 +166,7 @@ impl Costs {
                 TlbiClass::BroadcastByAddress => by_address = by_address.saturating_add(n),
                 TlbiClass::BroadcastWhole => whole = whole.saturating_add(n),
             }
-            if p.traps_el2_tlbi && el2_only(op) {
+            if p.prices.traps_el2_tlbi && el2_only(op) {
                 trapped = trapped.saturating_add(n);
                 if tears_down_stage2(op) {
                     shadow = shadow.saturating_add(n);
@@ -174,30 +174,33 @@ impl Costs {
             }
         }
         let parts = vec![
-            (PART_LOCAL_TLBI, local.saturating_mul(p.local_tlbi)),
+            (PART_LOCAL_TLBI, local.saturating_mul(p.prices.local_tlbi)),
             (
                 PART_BROADCAST_BY_ADDRESS,
-                by_address.saturating_mul(p.broadcast_tlbi_by_address),
+                by_address.saturating_mul(p.prices.broadcast_by_address),
             ),
             (
                 PART_BROADCAST_WHOLE,
-                whole.saturating_mul(p.broadcast_tlbi_whole),
+                whole.saturating_mul(p.prices.broadcast_whole),
             ),
-            (PART_DSB, self.dsb.saturating_mul(p.dsb)),
-            (PART_DSB_LIGHT, self.dsb_light.saturating_mul(p.dsb_light)),
-            (PART_ISB, self.isb.saturating_mul(p.isb)),
+            (PART_DSB, self.dsb.saturating_mul(p.prices.dsb)),
+            (
+                PART_DSB_LIGHT,
+                self.dsb_light.saturating_mul(p.prices.dsb_light),
+            ),
+            (PART_ISB, self.isb.saturating_mul(p.prices.isb)),
             (
                 PART_REFILL_WALKS,
-                self.refill_walks.saturating_mul(p.refill_walk),
+                self.refill_walks.saturating_mul(p.prices.refill_walk),
             ),
             (
                 PART_SPURIOUS_FAULTS,
                 self.spurious_faults.saturating_mul(p.spurious_fault()),
             ),
-            (PART_TRAPS, trapped.saturating_mul(p.trap_emulate)),
+            (PART_TRAPS, trapped.saturating_mul(p.prices.trap_emulate)),
             (
                 PART_SHADOW_STAGE2,
-                shadow.saturating_mul(p.shadow_stage2_teardown),
+                shadow.saturating_mul(p.prices.shadow_stage2_teardown),
             ),
         ];
         let cycles = parts
@@ -272,48 +275,49 @@ pub const fn tears_down_stage2(op: TlbiOp) -> bool {
     matches!(op, Vmalls12e1 | Vmalls12e1is | Alle1 | Alle1is)
 }
 
-/// Cycle prices for the counted items, with a name and a description.
+/// A named price list: the planner's [`vmsa::Profile`] (the library type
+/// that vmsa's planner prices its choices with), with the name and the
+/// description the model's reports use. The model's estimates and the
+/// planner read the same figures, so a policy priced under a profile is
+/// judged under the same one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Profile {
     /// Short name, as [`profile`] looks it up.
     pub name: &'static str,
     /// One line on what the profile stands for.
     pub description: &'static str,
-    /// A local (non-shareable) TLBI, any operand.
-    pub local_tlbi: u64,
-    /// Issuing a broadcast TLBI by VA, IPA or range. The wait for the other
-    /// PEs is in [`dsb`](Self::dsb).
-    pub broadcast_tlbi_by_address: u64,
-    /// Issuing a broadcast TLBI of a whole ASID, VMID or regime.
-    pub broadcast_tlbi_whole: u64,
-    /// A DSB that waits for outstanding broadcast TLBIs to complete.
-    pub dsb: u64,
-    /// A DSB that waits for stores only, or for the local PE only.
-    pub dsb_light: u64,
-    /// An ISB.
-    pub isb: u64,
-    /// One table walk refilling a removed entry: for a guest, stage 1 under
-    /// stage 2, a two-dimensional walk.
-    pub refill_walk: u64,
-    /// An exception from the guest to the hypervisor and back (the
-    /// hypervisor reached through the outer one, under nesting).
-    pub exception_round_trip: u64,
-    /// Whether the EL2-only TLBIs ([`el2_only`]) trap to an outer
-    /// hypervisor.
-    pub traps_el2_tlbi: bool,
-    /// Added to every trapped TLBI: the trap to the outer hypervisor, its
-    /// dispatch and the return.
-    pub trap_emulate: u64,
-    /// Added to every trapped TLBI that makes the outer hypervisor tear its
-    /// shadow stage 2 down ([`tears_down_stage2`]).
-    pub shadow_stage2_teardown: u64,
+    /// The cycle prices. In the planner's terms: `local_tlbi` a local
+    /// (non-shareable) TLBI, any operand; `broadcast_by_address` issuing
+    /// a broadcast TLBI by VA, IPA or range (the wait for the other PEs is
+    /// in `dsb`); `broadcast_whole` issuing one of a whole ASID, VMID or
+    /// regime; `dsb` a DSB that waits for broadcast maintenance;
+    /// `dsb_light` one that waits for stores only or for the local PE;
+    /// `isb`; `refill_walk` one table walk refilling a removed entry (for
+    /// a guest, a two-dimensional walk); `exception_round_trip` an
+    /// exception from the guest to the hypervisor and back (through the
+    /// outer one, under nesting); `traps_el2_tlbi` whether the EL2-only
+    /// TLBIs ([`el2_only`]) trap to an outer hypervisor, `trap_emulate`
+    /// added to each that does, `shadow_stage2_teardown` added to each
+    /// that makes the outer hypervisor tear its shadow stage 2 down
+    /// ([`tears_down_stage2`]). `pes` is the planner's guess of the PEs
+    /// holding a space's entries ([`planner`](Self::planner) sets it per
+    /// run); the model counts refills itself and ignores it.
+    pub prices: vmsa::Profile,
 }
 
 impl Profile {
     /// A spurious fault: an exception to the hypervisor and back, and the
     /// local TLBI that drops the stricter entry.
     pub const fn spurious_fault(&self) -> u64 {
-        self.exception_round_trip + self.local_tlbi
+        self.prices.exception_round_trip + self.prices.local_tlbi
+    }
+
+    /// The planner's profile for a run on `pes` PEs.
+    pub const fn planner(&self, pes: usize) -> vmsa::Profile {
+        vmsa::Profile {
+            pes: pes as u64,
+            ..self.prices
+        }
     }
 }
 
@@ -423,17 +427,20 @@ const SHADOW_STAGE2_TEARDOWN_CYCLES: u64 = 1_464_441 * GRAVITON4_MHZ;
 pub const NATIVE: Profile = Profile {
     name: "native",
     description: "server-class Arm core (Neoverse N1 class), hypervisor at EL2 on bare metal",
-    local_tlbi: PIPELINE_DRAIN_CYCLES,
-    broadcast_tlbi_by_address: PIPELINE_DRAIN_CYCLES,
-    broadcast_tlbi_whole: PIPELINE_DRAIN_CYCLES,
-    dsb: DSB_COMPLETION_CYCLES,
-    dsb_light: PIPELINE_DRAIN_CYCLES,
-    isb: ISB_CYCLES,
-    refill_walk: REFILL_WALK_2D_CYCLES,
-    exception_round_trip: EL2_ROUND_TRIP_CYCLES,
-    traps_el2_tlbi: false,
-    trap_emulate: 0,
-    shadow_stage2_teardown: 0,
+    prices: vmsa::Profile {
+        local_tlbi: PIPELINE_DRAIN_CYCLES,
+        broadcast_by_address: PIPELINE_DRAIN_CYCLES,
+        broadcast_whole: PIPELINE_DRAIN_CYCLES,
+        dsb: DSB_COMPLETION_CYCLES,
+        dsb_light: PIPELINE_DRAIN_CYCLES,
+        isb: ISB_CYCLES,
+        refill_walk: REFILL_WALK_2D_CYCLES,
+        exception_round_trip: EL2_ROUND_TRIP_CYCLES,
+        traps_el2_tlbi: false,
+        trap_emulate: 0,
+        shadow_stage2_teardown: 0,
+        pes: 4,
+    },
 };
 
 /// The same core, with the hypervisor a guest of an outer hypervisor that
@@ -443,11 +450,13 @@ pub const NESTED: Profile = Profile {
     name: "nested",
     description: "hypervisor as a guest of an outer hypervisor (FEAT_NV/NV2) that traps and \
                   emulates its EL2-only TLBIs",
-    exception_round_trip: NESTED_ROUND_TRIP_CYCLES,
-    traps_el2_tlbi: true,
-    trap_emulate: OUTER_TRAP_CYCLES,
-    shadow_stage2_teardown: SHADOW_STAGE2_TEARDOWN_CYCLES,
-    ..NATIVE
+    prices: vmsa::Profile {
+        exception_round_trip: NESTED_ROUND_TRIP_CYCLES,
+        traps_el2_tlbi: true,
+        trap_emulate: OUTER_TRAP_CYCLES,
+        shadow_stage2_teardown: SHADOW_STAGE2_TEARDOWN_CYCLES,
+        ..NATIVE.prices
+    },
 };
 
 /// Every named profile.
@@ -523,6 +532,22 @@ mod tests {
             ..run(&[(TlbiOp::Vaae1is, 1)], 1, 1)
         };
         assert_eq!(c.estimate(&NATIVE).cycles, BROADCAST_FLUSH_CYCLES);
+    }
+
+    #[test]
+    fn the_planners_native_profile_is_the_models() {
+        assert_eq!(NATIVE.prices, vmsa::Profile::NATIVE);
+        assert_eq!(NATIVE.planner(8).pes, 8);
+        assert_eq!(
+            vmsa::Profile {
+                pes: 0,
+                ..NESTED.planner(3)
+            },
+            vmsa::Profile {
+                pes: 0,
+                ..NESTED.prices
+            }
+        );
     }
 
     #[test]

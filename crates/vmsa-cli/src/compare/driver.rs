@@ -63,18 +63,19 @@ fn profile(name: &str) -> &'static Profile {
 
 fn simulate(workload: &str, policy: &str, p: &Profile, pes: usize) -> Outcome {
     let caps = capabilities();
-    let oracle = policy == "oracle";
+    let oracle = policy == policies::ORACLE.name;
+    let baseline = policies::policy(policy);
     let mut mk = |stage2: bool, place: workloads::Placement| {
         workloads::Env::new(
             stage2,
             pes,
             place,
-            policies::make(policy, caps, p, pes),
+            baseline.make(caps, p.planner(pes)),
             oracle,
-            policies::gathers(policy),
+            baseline.gathers,
         )
     };
-    let env = workloads::run(workload, &mut mk, policies::skips_dead(policy));
+    let env = workloads::run(workload, &mut mk, baseline.skips_dead);
     if std::env::var_os("VMSA_COMPARE_DEBUG").is_some() {
         for v in env.m.violations().iter().take(3) {
             eprintln!("{workload}/{policy}: {v}");

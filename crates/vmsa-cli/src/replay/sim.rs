@@ -178,7 +178,7 @@ impl<'a> Sim<'a> {
     fn new_env(&self) -> Env {
         let pes = self.opts.pes.max(2);
         let mut policy = policies::make(self.policy, driver::capabilities(), self.profile, pes);
-        if self.policy == "freebsd" {
+        if self.policy == vmsa_baselines::FREEBSD.name {
             policy = Box::new(CappedFreeBsd {
                 inner: policy,
                 capped: self.capped.clone(),
@@ -189,7 +189,7 @@ impl<'a> Sim<'a> {
             pes,
             Placement::On(vec![1]),
             policy,
-            self.policy == "oracle",
+            self.policy == policies::ORACLE.name,
             policies::gathers(self.policy),
         )
     }

@@ -124,9 +124,9 @@ impl Space {
 }
 
 /// What TLB maintenance costs, in cycles, as the planner prices it. The
-/// fields mirror the model's profiles (`vmsa_model::cost::Profile`, where
-/// each figure's source is cited); [`Profile::NATIVE`] holds the same
-/// numbers as the model's `native` profile.
+/// model's named profiles (`vmsa_model::cost::Profile`) are each one of
+/// these with a name, and cite each figure's source; [`Profile::NATIVE`]
+/// holds the model's `native` figures (a test there checks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
     /// A non-shareable TLBI.
