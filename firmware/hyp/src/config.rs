@@ -233,6 +233,13 @@ impl Config {
                 c.vcpus, c.worker as u8, MAX_PES
             ));
         }
+        if vmsa_baselines::stage2(c.policy()).is_none() {
+            return Err(format!(
+                "policy: '{}' is not one of {}",
+                c.policy(),
+                vmsa_baselines::STAGE2.join(", ")
+            ));
+        }
         if c.swap > 0 && !c.dirty {
             return Err("swap needs dirty=1 (pages not written since the last round)".into());
         }

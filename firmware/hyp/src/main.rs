@@ -97,8 +97,9 @@ fn primary() -> ! {
     };
     CONFIG.call_once(|| c);
     println!(
-        "[hyp] run {}: vcpus {} worker {} dirty {} verify {} migrate {} blocks {} swap {} control {} guest_s {}",
+        "[hyp] run {}: policy {} vcpus {} worker {} dirty {} verify {} migrate {} blocks {} swap {} control {} guest_s {}",
         c.name(),
+        c.policy(),
         c.vcpus,
         c.worker as u8,
         c.dirty as u8,
@@ -305,8 +306,9 @@ fn report() {
     let ms = ticks_to_ms(counter().wrapping_sub(BOOT_T0.load(Ordering::Relaxed)));
     let c = CONFIG.get();
     println!(
-        "[hyp] report: run {} after {} ms, vcpus {}, worker {}, control {}, PEs online {}",
+        "[hyp] report: run {} policy {} after {} ms, vcpus {}, worker {}, control {}, PEs online {}",
         c.map(|c| c.name()).unwrap_or("?"),
+        c.map(|c| c.policy()).unwrap_or("?"),
         ms,
         c.map(|c| c.vcpus).unwrap_or(0),
         c.map(|c| c.worker as u8).unwrap_or(0),

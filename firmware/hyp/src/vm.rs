@@ -236,6 +236,9 @@ pub enum Handled {
 pub struct Vm {
     table: Table<Stage2, Pool>,
     cfg: Config,
+    /// The policy flushes after every operation (it does not gather a
+    /// batch: Xen's p2m, Hafnium, aarch64-paging).
+    flush_each: bool,
     /// Executors, control and recorders.
     pub exec: Exec,
     /// Pages written since the last round (and their list).
@@ -353,13 +356,14 @@ impl Vm {
         )
         .map_err(|e| Fatal("stage 2 root", e))?;
         let caps = vmsa_el2::cpu::capabilities();
-        table.set_invalidator(alloc::boxed::Box::new(vmsa::Planner::new(
-            caps,
-            vmsa::Profile::default(),
-        )));
+        // Config::parse accepted only names of this registry.
+        let policy = vmsa_baselines::stage2(cfg.policy())
+            .ok_or(Fatal("unknown stage 2 policy", Error::InvalidAttributes))?;
+        table.set_invalidator(policy.make(caps, vmsa::Profile::NATIVE));
         let mut vm = Vm {
             table,
             cfg,
+            flush_each: !policy.gathers,
             exec,
             dirty: vec![false; RAM_PAGES],
             dirty_list: Vec::new(),
@@ -423,9 +427,11 @@ impl Vm {
             blocks,
             ..MapOptions::default()
         };
-        self.table
+        let r = self
+            .table
             .map(range, pa, attrs, opts, &mut self.exec.fx(pe, w))
-            .map(|_| ())
+            .map(|_| ());
+        self.after_op(pe, w, r)
     }
 
     /// `Table::unmap`, logged.
@@ -435,9 +441,11 @@ impl Vm {
             range: range.clone(),
         });
         self.table.set_issuer(pe);
-        self.table
+        let r = self
+            .table
             .unmap(range, &mut self.exec.fx(pe, w))
-            .map(|_| ())
+            .map(|_| ());
+        self.after_op(pe, w, r)
     }
 
     /// `Table::protect`, logged.
@@ -454,18 +462,22 @@ impl Vm {
             attrs,
         });
         self.table.set_issuer(pe);
-        self.table
+        let r = self
+            .table
             .protect(range, attrs, &mut self.exec.fx(pe, w))
-            .map(|_| ())
+            .map(|_| ());
+        self.after_op(pe, w, r)
     }
 
     /// `Table::split_block`, logged.
     fn split_block(&mut self, pe: usize, addr: Ipa, w: Window) -> Result<(), Error> {
         self.exec.log(Op::Split { pe: pe as u8, addr });
         self.table.set_issuer(pe);
-        self.table
+        let r = self
+            .table
             .split_block(addr, &mut self.exec.fx(pe, w))
-            .map(|_| ())
+            .map(|_| ());
+        self.after_op(pe, w, r)
     }
 
     /// `Table::collapse`, logged; whether anything changed.
@@ -475,9 +487,19 @@ impl Vm {
             range: range.clone(),
         });
         self.table.set_issuer(pe);
-        self.table
+        let r = self
+            .table
             .collapse(range, &mut self.exec.fx(pe, w))
-            .map(|r| !r.changes.is_empty())
+            .map(|r| !r.changes.is_empty());
+        self.after_op(pe, w, r)
+    }
+
+    /// A policy that does not gather flushes after every operation.
+    fn after_op<T>(&mut self, pe: usize, w: Window, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_ok() && self.flush_each && self.table.is_live() {
+            self.flush(pe, w);
+        }
+        r
     }
 
     /// VTCR_EL2 and VTTBR_EL2 of the stage 2.
