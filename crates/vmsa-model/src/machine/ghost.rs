@@ -69,6 +69,11 @@ pub struct Ghost {
     pub s2_gone: u64,
     /// Already reported as a stale translation.
     pub reported: bool,
+    /// The completion point (its number, 0 for none) at which this leaf
+    /// run was last found to grant nothing the tables do not: while no
+    /// descriptor of its range is written, later completion points need
+    /// not walk the tables again to know.
+    pub clean_at: u64,
 }
 
 impl Ghost {
@@ -273,11 +278,14 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
         }
     }
     small.sort_unstable();
-    let mut out = Vec::with_capacity(ghosts.len());
+    // Ghosts no scope reaches, and those left as one piece, stay in place;
+    // the vector is rebuilt (in order) only when some ghost went away or
+    // was split.
+    let mut changed: Vec<(usize, Vec<Ghost>)> = Vec::new();
     let mut cands: Vec<usize> = Vec::new();
     let mut pieces: Vec<Ghost> = Vec::new();
     let mut next: Vec<Ghost> = Vec::new();
-    for g in ghosts.drain(..) {
+    for (gi, g) in ghosts.iter_mut().enumerate() {
         cands.clear();
         cands.extend(big.iter().copied());
         // Small scopes start within SMALL below the ghost's start at most.
@@ -289,12 +297,11 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
             cands.push(i);
         }
         if cands.is_empty() {
-            out.push(g);
             continue;
         }
         cands.sort_unstable();
         pieces.clear();
-        pieces.push(g);
+        pieces.push(g.clone());
         for &i in &cands {
             next.clear();
             for p in pieces.drain(..) {
@@ -303,7 +310,10 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
             // Rejoin neighbours that ended up alike.
             for p in next.drain(..) {
                 match pieces.last_mut() {
-                    Some(last) if joinable(last, &p) => last.end = p.end,
+                    Some(last) if joinable(last, &p) => {
+                        last.end = p.end;
+                        last.clean_at = last.clean_at.min(p.clean_at);
+                    }
                     _ => pieces.push(p),
                 }
             }
@@ -311,9 +321,25 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
                 break;
             }
         }
-        out.append(&mut pieces);
+        if pieces.len() == 1 {
+            *g = pieces.pop().expect("one piece");
+        } else {
+            changed.push((gi, core::mem::take(&mut pieces)));
+        }
     }
-    *ghosts = out;
+    let Some(&(first, _)) = changed.first() else {
+        return;
+    };
+    // Rebuild from the first ghost that went away or was split (usually
+    // among the newest, at the end).
+    let tail: Vec<Ghost> = ghosts.drain(first..).collect();
+    let mut changed = changed.into_iter().peekable();
+    for (gi, g) in tail.into_iter().enumerate() {
+        match changed.next_if(|(i, _)| *i == first + gi) {
+            Some((_, ps)) => ghosts.extend(ps),
+            None => ghosts.push(g),
+        }
+    }
 }
 
 /// The kinds of cached entry a stage's descriptors produce: stage 2 leaves

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::desc::{decode, entry_size, Decoded, Leaf, Stage};
+use crate::desc::{decode, entry_size, Decoded, Leaf, Stage, OA_MASK};
 
 /// Bytes per table page (4 KiB granule).
 pub const PAGE: u64 = 4096;
@@ -328,6 +328,46 @@ impl Memory {
                 }
             }
         }
+    }
+
+    /// The first valid leaf reachable from `page` (at `level`, first input
+    /// address `base`) whose output overlaps `[pa, end)`, in the order
+    /// [`visit`](Self::visit) reaches descriptors: its slot and input
+    /// address. Faster than a visit: only overlapping leaves are decoded.
+    pub fn leaf_reaching(
+        &self,
+        stage: Stage,
+        page: u64,
+        level: u8,
+        base: u64,
+        pa: u64,
+        end: u64,
+    ) -> Option<(u64, u64)> {
+        let mut stack = vec![(page, level, base, 0u8)];
+        while let Some((tpa, level, base, depth)) = stack.pop() {
+            let Some(p) = self.page(tpa) else { continue };
+            let size = entry_size(level);
+            for (i, &w) in p.words.iter().enumerate() {
+                let ia = base + i as u64 * size;
+                if w & 1 == 0 {
+                    continue;
+                }
+                if w & 0b10 != 0 && level < 3 {
+                    // A table descriptor (as `decode` reads it); a loop in
+                    // the tables cannot be deeper than 4 levels.
+                    if depth < 4 {
+                        stack.push((w & OA_MASK, level + 1, ia, depth + 1));
+                    }
+                    continue;
+                }
+                let oa = w & OA_MASK & !(size - 1);
+                if oa < end && pa < oa + size && matches!(decode(stage, level, w), Decoded::Leaf(_))
+                {
+                    return Some((tpa + 8 * i as u64, ia));
+                }
+            }
+        }
+        None
     }
 
     /// Calls `f(start, end, leaf)` for the translation of every part of

@@ -28,7 +28,7 @@ mod effects;
 mod ghost;
 mod memory;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use vmsa::tlbi::TlbiOp;
 
@@ -127,7 +127,19 @@ pub struct Machine {
     /// Key -> PEs that have run with it (had it in their base registers):
     /// only they can have walked and cached its entries.
     ran_on: HashMap<Key, u64>,
+    /// (kind, location) of every violation reported (one report each).
+    reported: HashSet<(ViolationKind, u64)>,
+    /// Completion points so far (ghosts note the last one that found
+    /// them clean).
+    completions: u64,
+    /// Input ranges of the descriptors of linked tables written since the
+    /// last completion point, per tree (`None`: too many, or memory
+    /// changed under the tables otherwise: treat every range as written).
+    written: Option<Vec<(TreeId, u64, u64)>>,
 }
+
+/// At most this many written ranges are kept between completion points.
+const MAX_WRITTEN_RANGES: usize = 4096;
 
 /// Mask of the first `n` PEs.
 fn mask(n: usize) -> u64 {
@@ -194,6 +206,9 @@ impl Machine {
             current_pe: 0,
             flushed_at: HashMap::new(),
             ran_on: HashMap::new(),
+            reported: HashSet::new(),
+            completions: 0,
+            written: Some(Vec::new()),
         }
     }
 
@@ -228,11 +243,7 @@ impl Machine {
 
     fn report(&mut self, kind: ViolationKind, at: Origin, location: u64, pes: u64, why: String) {
         // One report per kind and location: the first is the one to fix.
-        if self
-            .violations
-            .iter()
-            .any(|v| v.kind == kind && v.location == location)
-        {
+        if !self.reported.insert((kind, location)) {
             return;
         }
         self.violations.push(Violation {
@@ -264,6 +275,13 @@ impl Machine {
                 }
             }
             self.pes.resize(pe + 1, Pe::default());
+        }
+        if matches!(
+            event,
+            Event::MemInit { .. } | Event::Release { .. } | Event::Hint(Hint::ReleaseTable { .. })
+        ) {
+            // Table memory may change without descriptor writes.
+            self.written = None;
         }
         match *event {
             Event::MemInit { pa, size } => {
@@ -353,6 +371,7 @@ impl Machine {
         self.costs.writes += 1;
         let Some(slot) = slot else { return };
         let tree = slot.tree;
+        self.note_written(tree, slot.ia, slot.ia + entry_size(slot.level));
         let live = self.mem.trees[tree].live();
         let oldd = self.mem.decode(tree, slot.level, old);
         let newd = self.mem.decode(tree, slot.level, value);
@@ -455,6 +474,7 @@ impl Machine {
             s2_clear: None,
             s2_gone: 0,
             reported: false,
+            clean_at: 0,
         };
         match *d {
             Decoded::Fault => {}
@@ -543,6 +563,7 @@ impl Machine {
                 && extends(last, &g)
             {
                 last.end = g.end;
+                last.clean_at = 0;
                 return;
             }
         }
@@ -563,20 +584,41 @@ impl Machine {
         let Some(cap) = self.config.capacity else {
             return;
         };
-        for pe in 0..self.pes.len() {
+        if self.ghosts.len() <= cap {
+            // No PE can hold more runs than there are.
+            return;
+        }
+        let mut held = vec![0usize; self.pes.len()];
+        for g in &self.ghosts {
+            let mut m = g.holder_mask();
+            while m != 0 {
+                let pe = m.trailing_zeros() as usize;
+                if let Some(n) = held.get_mut(pe) {
+                    *n += 1;
+                }
+                m &= m - 1;
+            }
+        }
+        let mut any = false;
+        for (pe, &n) in held.iter().enumerate() {
             let bit = 1u64 << pe;
-            let held: Vec<usize> = (0..self.ghosts.len())
-                .filter(|&i| self.ghosts[i].holder_mask() & bit != 0)
-                .collect();
-            if held.len() > cap {
-                for &i in &held[..held.len() - cap] {
-                    for m in self.ghosts[i].holders.iter_mut() {
+            let mut excess = n.saturating_sub(cap);
+            for g in self.ghosts.iter_mut() {
+                if excess == 0 {
+                    break;
+                }
+                if g.holder_mask() & bit != 0 {
+                    for m in g.holders.iter_mut() {
                         *m &= !bit;
                     }
+                    excess -= 1;
+                    any = true;
                 }
             }
         }
-        self.ghosts.retain(Ghost::held);
+        if any {
+            self.ghosts.retain(Ghost::held);
+        }
     }
 
     /// Break-before-make, second half: making a descriptor valid while a
@@ -1237,6 +1279,7 @@ impl Machine {
                         s2_clear: None,
                         s2_gone: 0,
                         reported: false,
+                        clean_at: 0,
                     };
                     self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, i * span);
                 }
@@ -1305,34 +1348,53 @@ impl Machine {
         }
     }
 
+    /// [`Event::ReleaseData`] issued by `pe` for data that the caller
+    /// knows no live table maps any more (a replay that tracks where each
+    /// frame was mapped): only the entries PEs may still hold are checked,
+    /// not every descriptor of every live tree. If the caller is wrong, a
+    /// use-after-free through the tables themselves goes unreported.
+    pub fn release_unmapped_data(&mut self, pe: usize, pa: u64, size: u64, origin: Origin) {
+        self.seq += 1;
+        self.costs.events += 1;
+        self.current_pe = pe.min(self.pes.len() - 1);
+        self.release_data_checked(pa, size, origin, false);
+    }
+
     /// A data page stops belonging to its mapper.
     fn release_data(&mut self, pa: u64, size: u64, at: Origin) {
+        self.release_data_checked(pa, size, at, true);
+    }
+
+    /// [`release_data`](Self::release_data), walking the live trees for
+    /// descriptors still mapping the page only with `tables`.
+    fn release_data_checked(&mut self, pa: u64, size: u64, at: Origin, tables: bool) {
+        if self.reported.contains(&(ViolationKind::UseAfterFree, pa)) {
+            // Both findings below would be reports at `pa`, one already is.
+            return;
+        }
         let end = pa.saturating_add(size);
         for id in 0..self.mem.trees.len() {
+            if !tables {
+                break;
+            }
             let t = &self.mem.trees[id];
             if !t.live() {
                 continue;
             }
             let span = 512 * entry_size(t.start_level) * t.root_pages as u64;
-            let mut hit = None;
             let stage = t.stage;
             let root_pages = t.root_pages;
             let (root, level) = (t.root, t.start_level);
-            for i in 0..root_pages as u64 {
-                self.mem.visit(
+            let hit = (0..root_pages as u64).find_map(|i| {
+                self.mem.leaf_reaching(
                     stage,
                     root + i * PAGE,
                     level,
                     i * span / root_pages as u64,
-                    &mut |s, lvl, ia, d| {
-                        if let Decoded::Leaf(l) = d {
-                            if l.oa < end && pa < l.oa + entry_size(lvl) && hit.is_none() {
-                                hit = Some((s, ia));
-                            }
-                        }
-                    },
-                );
-            }
+                    pa,
+                    end,
+                )
+            });
             if let Some((s, ia)) = hit {
                 let why = format!(
                     "data page {pa:#x} released while the descriptor at {s:#x} still maps it (at {} {ia:#x} of the tree at {root:#x})",
@@ -1478,23 +1540,77 @@ impl Machine {
 
     // ----- completion points -------------------------------------------
 
+    /// The descriptors of `tree` for `[start, end)` were written.
+    fn note_written(&mut self, tree: TreeId, start: u64, end: u64) {
+        let Some(w) = self.written.as_mut() else {
+            return;
+        };
+        if let Some(last) = w.last_mut() {
+            if last.0 == tree && last.1 <= end && start <= last.2 {
+                last.1 = last.1.min(start);
+                last.2 = last.2.max(end);
+                return;
+            }
+        }
+        if w.len() >= MAX_WRITTEN_RANGES {
+            self.written = None;
+        } else {
+            w.push((tree, start, end));
+        }
+    }
+
     /// Every operation so far claims to be complete: no PE may hold an
     /// entry granting more than the tables.
     pub fn completion_point(&mut self, at: Origin) {
+        let previous = self.completions;
+        self.completions += 1;
+        let now = self.completions;
+        let written = self.written.replace(Vec::new());
         let mut found = Vec::new();
+        let mut clean = Vec::new();
+        // Ghosts mostly share one tree and tag: its liveness and where it
+        // runs, looked up once per run of ghosts.
+        let mut last: Option<(TreeId, Key, bool, u64)> = None;
         for (i, g) in self.ghosts.iter().enumerate() {
-            if g.reported || !g.held() || !self.owner_live(g) {
+            if g.reported || !g.held() {
                 continue;
             }
+            let (live, running) = match last {
+                Some((t, k, live, running)) if t == g.tree && k == g.key => (live, running),
+                _ => {
+                    let (live, running) = (self.owner_live(g), self.running(g.key));
+                    last = Some((g.tree, g.key, live, running));
+                    (live, running)
+                }
+            };
             // Entries only a PE that does not run the tag now holds cannot
             // be used until it installs the tag again; the completion point
             // after that judges them.
-            if g.holder_mask() & self.running(g.key) == 0 {
+            if !live || g.holder_mask() & running == 0 {
                 continue;
             }
-            if let Some(why) = self.grants_more(g) {
-                found.push((i, why));
+            // A leaf run found clean at the last completion point is clean
+            // still if no descriptor of its range was written since.
+            let leaf = matches!(g.cached, Cached::Leaf(_));
+            if leaf
+                && g.clean_at == previous
+                && previous != 0
+                && written.as_ref().is_some_and(|w| {
+                    !w.iter()
+                        .any(|&(t, s, e)| t == g.tree && s < g.end && g.start < e)
+                })
+            {
+                clean.push(i);
+                continue;
             }
+            match self.grants_more(g) {
+                Some(why) => found.push((i, why)),
+                None if leaf => clean.push(i),
+                None => {}
+            }
+        }
+        for i in clean {
+            self.ghosts[i].clean_at = now;
         }
         for (i, why) in found {
             self.ghosts[i].reported = true;
