@@ -5,6 +5,7 @@ mod check;
 mod compare;
 mod example;
 mod replay;
+mod replay_ops;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,13 @@ enum Command {
     Check {
         /// The trace file.
         file: PathBuf,
+        /// Print one JSON object instead: file, records, violations (each
+        /// with kind, kind_name, line, event, pes, address, message), costs
+        /// (tlbi_ops, broadcast_ops, tlbi by mnemonic, dsb, dsb_light, isb,
+        /// writes, collateral, refill_walks, spurious_faults) and estimates
+        /// (profile, cycles, parts) for the native and nested profiles.
+        #[arg(long)]
+        json: bool,
         /// Number of PEs in the model (walkers that may cache entries); a
         /// higher `tid` in the trace adds PEs, up to 64.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
@@ -125,6 +133,42 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
     },
+    /// Replay a hypervisor's operation log (`vmsa::oplog`, recorded by
+    /// vmsa-hyp with `oplog=PATH`: stage 2 maps, unmaps, protections,
+    /// splits, collapses, flush points and the issuing PEs, vCPU loads,
+    /// guest stage 2 faults, released frames) through the model under
+    /// every stage 2 policy and cost profile, and print the log's counts
+    /// and the same table as `compare`. The operations are replayed as logged;
+    /// each flush point is the policy's invalidation; at each logged fault
+    /// (and at its retry once the handler is done) the faulting vCPU's PE
+    /// accesses the page, so spurious faults on stale stricter entries are
+    /// charged and accesses a stale entry lets through are violations;
+    /// each released frame is checked for translations that still reach
+    /// it. The log's own spurious-fault records (the recording policy's)
+    /// are counted, not priced. The model has as many PEs as the log
+    /// names. Exit status 0 when every faithful policy (all but `none` and
+    /// `aarch64-paging`) is violation-free, 1 when one is not, 2 for an
+    /// unknown name or a log that cannot be read or decoded (with the byte
+    /// offset).
+    ReplayOps {
+        /// The log (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Only this policy (repeatable, or comma-separated; by default the
+        /// stage 2 policies and the oracle; any of `compare`'s may be named).
+        #[arg(long = "policy", value_name = "NAME", value_delimiter = ',')]
+        policies: Vec<String>,
+        /// Only this cost profile (repeatable, or comma-separated; all by
+        /// default).
+        #[arg(long = "profile", value_name = "NAME", value_delimiter = ',')]
+        profiles: Vec<String>,
+        /// Print one JSON array of objects (workload, policy, profile,
+        /// tlbi_ops, broadcast_ops, dsb, collateral, spurious_faults,
+        /// cycles, violations) instead of the table; the log's counts go to
+        /// standard error.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a generated Casemate trace.
     TraceGen {
         #[command(subcommand)]
@@ -154,9 +198,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Example { all_stores } => example::run(all_stores, &mut std::io::stdout().lock()),
-        Command::Check { file, pes } => std::process::exit(check::run(
+        Command::Check { file, pes, json } => std::process::exit(check::run(
             &file,
             pes as usize,
+            json,
             &mut std::io::stdout().lock(),
         )),
         Command::Compare {
@@ -212,6 +257,26 @@ fn main() {
             };
             let out = &mut std::io::stdout().lock();
             replay::run(&args, json, svg.as_deref(), out)
+                .map(|code| {
+                    if code != 0 {
+                        std::process::exit(code)
+                    }
+                })
+                .map_err(Into::into)
+        }
+        Command::ReplayOps {
+            file,
+            policies,
+            profiles,
+            json,
+        } => {
+            let args = replay_ops::Args {
+                file,
+                policies,
+                profiles,
+            };
+            let out = &mut std::io::stdout().lock();
+            replay_ops::run(&args, json, out)
                 .map(|code| {
                     if code != 0 {
                         std::process::exit(code)

@@ -124,3 +124,86 @@ fn generated_trace_checks_clean() {
     assert_eq!(to_stdout.status.code(), Some(0));
     assert_eq!(text(&to_stdout.stdout).lines().count(), 534);
 }
+
+fn json(args: &[&str]) -> (Output, serde_json::Value) {
+    let out = vmsa(args);
+    let value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", text(&out.stdout), text(&out.stderr)));
+    (out, value)
+}
+
+/// The estimates of a `--json` report: one per profile, native and nested.
+fn assert_estimates(report: &serde_json::Value) {
+    let estimates = report["estimates"].as_array().unwrap();
+    let profiles: Vec<&str> = estimates
+        .iter()
+        .map(|e| e["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(profiles, ["native", "nested"]);
+    for e in estimates {
+        let parts: u64 = e["parts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(e["cycles"].as_u64(), Some(parts), "{e}");
+        assert!(e["parts"]["DSB (TLBI completion)"].as_u64().unwrap() > 0);
+    }
+}
+
+#[test]
+fn json_of_a_clean_trace_has_no_violations_and_both_estimates() {
+    let (out, report) = json(&["check", "--json", &sample("good_bbm.log")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(report["records"], 21);
+    assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+    assert!(report["file"].as_str().unwrap().ends_with("good_bbm.log"));
+    let costs = &report["costs"];
+    assert_eq!(costs["tlbi_ops"], 1);
+    assert_eq!(costs["broadcast_ops"], 1);
+    assert_eq!(costs["tlbi"]["alle1is"], 1);
+    assert_eq!(costs["dsb"], 2);
+    assert_eq!(costs["writes"], 3);
+    for field in [
+        "dsb_light",
+        "isb",
+        "collateral",
+        "refill_walks",
+        "spurious_faults",
+    ] {
+        assert!(costs[field].is_u64(), "{field}: {costs}");
+    }
+    assert_estimates(&report);
+}
+
+#[test]
+fn json_of_a_violating_trace_lists_each_violation_with_its_fields() {
+    let (out, report) = json(&["check", "--json", &sample("bad_bbm_missing_tlbi.log")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let violations = report["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "{report}");
+    let v = &violations[0];
+    assert_eq!(v["kind"], "bbm_unclean_to_valid");
+    assert_eq!(v["kind_name"], "BBM invalid unclean->valid");
+    assert_eq!(v["line"], 13);
+    assert_eq!(v["event"], 12);
+    assert_eq!(v["pes"], serde_json::json!([0]));
+    assert_eq!(v["address"], "0xaaaadccc5000");
+    assert!(
+        v["message"].as_str().unwrap().contains("TLBI IPAS2E1IS"),
+        "{v}"
+    );
+    // The same findings as the text report.
+    let plain = text(&vmsa(&["check", &sample("bad_bbm_missing_tlbi.log")]).stdout);
+    assert!(plain.contains(v["message"].as_str().unwrap()), "{plain}");
+    assert_estimates(&report);
+}
+
+#[test]
+fn json_errors_still_exit_2_with_a_message() {
+    let out = vmsa(&["check", "--json", temp_path("nope.log").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).starts_with("vmsa check: "));
+}

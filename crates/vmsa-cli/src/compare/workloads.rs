@@ -11,7 +11,7 @@ use vmsa::{
     Stage1Attrs, Stage2, Stage2Attrs, Table, Va, Vmid,
 };
 use vmsa_model::desc::grant;
-use vmsa_model::{Event, Key, Machine, ModelEffects, Origin, Reg};
+use vmsa_model::{Access, Event, Key, Machine, ModelEffects, Origin, Reg};
 
 const K: u64 = 4096;
 const M2: u64 = 2 << 20;
@@ -204,6 +204,203 @@ impl Env {
         }
         e.t = Some(t);
         e
+    }
+
+    /// A stage 2 table on a model of `pes` PEs that is not live yet (for
+    /// replaying a hypervisor's log, which builds the table first): every
+    /// PE has the VMID in VTTBR_EL2 with no table (so its TLBIs act on the
+    /// VM, but it caches nothing), no vCPU runs it, PE 0 issues. Then
+    /// [`activate`](Self::activate) and [`vcpu_load`](Self::vcpu_load) as
+    /// the log says.
+    /// `capacity`: at most this many stale runs per PE in the model (the
+    /// oldest evicted), or as many as the policy leaves.
+    pub fn stage2_inactive(
+        pes: usize,
+        policy: Box<dyn Invalidator>,
+        oracle: bool,
+        gather: bool,
+        capacity: Option<usize>,
+    ) -> Env {
+        let pes = pes.max(2);
+        let mut e = Env {
+            m: Machine::new(vmsa_model::Config { pes, capacity }),
+            t: None,
+            pes,
+            vcpus: Vec::new(),
+            issuer: 0,
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
+            oracle,
+            seq: 0,
+            gather,
+        };
+        for pe in 0..pes {
+            e.ev(
+                pe,
+                Event::SysReg {
+                    reg: Reg::VttbrEl2,
+                    value: (VMID as u64) << 48,
+                },
+            );
+        }
+        let mut fx = ModelEffects::new(&mut e.m, 0);
+        let mut t = Table::new(
+            Stage2::new(Vmid(VMID)),
+            Geometry::stage2(Granule::K4, 40).expect("40-bit IPA"),
+            Arena::new(Pa(0x8000_0000), 8192),
+            &mut fx,
+        )
+        .expect("root");
+        t.set_invalidator(policy);
+        t.set_issuer(0);
+        e.t = Some(AnyTable::S2(t));
+        e
+    }
+
+    /// The table goes live, first run on `pe` (which writes its registers
+    /// and issues from now on). A [`vcpu_load`](Self::vcpu_load) on `pe`
+    /// still follows (it makes the table track where it runs).
+    pub fn activate(&mut self, pe: usize) {
+        self.set_issuer(pe);
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => t.activate(fx),
+            AnyTable::S1(t) => t.activate(fx),
+        });
+    }
+
+    fn stage2_table<T>(
+        &mut self,
+        f: impl FnOnce(&mut Table<Stage2, Arena>, &mut ModelEffects<'_>) -> T,
+    ) -> T {
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => f(t, fx),
+            AnyTable::S1(_) => panic!("a stage 2 operation on a stage 1 table"),
+        })
+    }
+
+    /// Stage 2 only: `Table::map` of `[s, e)` to `out` with `attrs`.
+    ///
+    /// # Errors
+    /// What the table returns.
+    pub fn map_stage2(
+        &mut self,
+        range: core::ops::Range<u64>,
+        out: u64,
+        attrs: Stage2Attrs,
+        opts: MapOptions,
+    ) -> Result<(), vmsa::Error> {
+        self.stage2_table(|t, fx| {
+            t.map(Ipa(range.start)..Ipa(range.end), Pa(out), attrs, opts, fx)
+                .map(|_| ())
+        })
+    }
+
+    /// Stage 2 only: `Table::protect` of `[s, e)` to `attrs`.
+    ///
+    /// # Errors
+    /// What the table returns.
+    pub fn protect_stage2(
+        &mut self,
+        range: core::ops::Range<u64>,
+        attrs: Stage2Attrs,
+    ) -> Result<(), vmsa::Error> {
+        self.stage2_table(|t, fx| {
+            t.protect(Ipa(range.start)..Ipa(range.end), attrs, fx)
+                .map(|_| ())
+        })
+    }
+
+    /// `Table::unmap` of `[s, e)`, with the table's error.
+    ///
+    /// # Errors
+    /// What the table returns.
+    pub fn try_unmap(&mut self, s: u64, e: u64) -> Result<(), vmsa::Error> {
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => t.unmap(Ipa(s)..Ipa(e), fx).map(|_| ()),
+            AnyTable::S1(t) => t.unmap(Va(s)..Va(e), fx).map(|_| ()),
+        })
+    }
+
+    /// Splits the block mapping `addr` into a table one level down.
+    ///
+    /// # Errors
+    /// What the table returns ([`vmsa::Error::NotABlock`], ...).
+    pub fn split(&mut self, addr: u64) -> Result<(), vmsa::Error> {
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => t.split_block(Ipa(addr), fx).map(|_| ()),
+            AnyTable::S1(t) => t.split_block(Va(addr), fx).map(|_| ()),
+        })
+    }
+
+    /// Collapses the tables in `[s, e)` that map one uniform run into
+    /// blocks; returns whether anything changed.
+    ///
+    /// # Errors
+    /// What the table returns.
+    pub fn collapse(&mut self, s: u64, e: u64) -> Result<bool, vmsa::Error> {
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => t.collapse(Ipa(s)..Ipa(e), fx),
+            AnyTable::S1(t) => t.collapse(Va(s)..Va(e), fx),
+        })
+        .map(|r| !r.changes.is_empty())
+    }
+
+    /// The data page(s) `[pa, pa + size)` are given back by `pe` (after a
+    /// migration or a swap-out): the model reports any PE that may still
+    /// translate to them.
+    pub fn release_data(&mut self, pe: usize, pa: u64, size: u64) {
+        let pe = pe.min(self.pes - 1);
+        self.ev(pe, Event::ReleaseData { pa, size });
+    }
+
+    /// Invalidates what the operations left outstanding (the policy
+    /// decides) without claiming they are complete: a policy's own flush
+    /// inside a batch whose end is the completion point.
+    pub fn invalidate(&mut self) {
+        self.with(|t, fx| match t {
+            AnyTable::S2(t) => t.flush(fx),
+            AnyTable::S1(t) => t.flush(fx),
+        });
+    }
+
+    /// Like [`release_data`](Self::release_data) for pages the caller
+    /// knows the table no longer maps: the model checks only the stale
+    /// entries PEs may hold ([`Machine::release_unmapped_data`]).
+    pub fn release_unmapped_data(&mut self, pe: usize, pa: u64, size: u64) {
+        let pe = pe.min(self.pes - 1);
+        self.seq += 1;
+        let origin = Origin {
+            seq: self.seq,
+            line: 0,
+        };
+        self.m.release_unmapped_data(pe, pa, size, origin);
+    }
+
+    /// Whether the table itself translates `addr` into the page at `pa`.
+    pub fn maps_to(&self, addr: u64, pa: u64) -> bool {
+        let page = pa & !(K - 1);
+        match &self.t {
+            Some(AnyTable::S2(t)) => t
+                .translate(Ipa(addr))
+                .is_some_and(|tr| tr.output.0 & !(K - 1) == page),
+            Some(AnyTable::S1(t)) => t
+                .translate(Va(addr))
+                .is_some_and(|tr| tr.output.0 & !(K - 1) == page),
+            None => false,
+        }
+    }
+
+    /// An explicit completion point issued by `pe`.
+    pub fn complete(&mut self, pe: usize) {
+        let pe = pe.min(self.pes - 1);
+        self.ev(pe, Event::Complete);
+    }
+
+    /// The vCPU on PE `pe` accesses `addr` needing `need`
+    /// ([`grant`] bits): what the model lets happen (a spurious fault is
+    /// counted by the model and its local invalidation applied).
+    pub fn access_on(&mut self, pe: usize, addr: u64, need: u8) -> Access {
+        let key = self.key();
+        self.m.access(pe, key, addr, need)
     }
 
     fn ev(&mut self, pe: usize, event: Event) {
