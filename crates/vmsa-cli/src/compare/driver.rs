@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use vmsa::Capabilities;
-use vmsa_model::cost::{Costs, Profile, PROFILES};
+use vmsa_model::cost::{Costs, Profile};
 
 use super::{policies, workloads, Args, Row};
 
@@ -53,14 +53,6 @@ fn cache() -> &'static Cache {
     C.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn profile(name: &str) -> &'static Profile {
-    PROFILES
-        .iter()
-        .copied()
-        .find(|p| p.name == name)
-        .unwrap_or(PROFILES[0])
-}
-
 fn simulate(workload: &str, policy: &str, p: &Profile, pes: usize) -> Outcome {
     let caps = capabilities();
     let oracle = policy == policies::ORACLE.name;
@@ -89,7 +81,7 @@ fn simulate(workload: &str, policy: &str, p: &Profile, pes: usize) -> Outcome {
 
 /// Runs one job on `args.pes` PEs.
 pub fn run_job(job: &Job, args: &Args) -> Row {
-    let p = profile(&job.profile);
+    let p = super::profile(&job.profile);
     let pes = args.pes.clamp(1, 64);
     // Only vmsa's choices depend on the profile.
     let key_profile = if job.policy == "vmsa" {
@@ -109,17 +101,5 @@ pub fn run_job(job: &Job, args: &Args) -> Row {
             o
         }
     };
-    let c = &out.costs;
-    Row {
-        workload: job.workload.clone(),
-        policy: job.policy.clone(),
-        profile: job.profile.clone(),
-        tlbi_ops: c.tlbis(),
-        broadcast_ops: c.broadcast_tlbis(),
-        dsb: c.dsb + c.dsb_light,
-        collateral: c.collateral,
-        spurious_faults: c.spurious_faults,
-        cycles: c.estimate(p).cycles,
-        violations: out.violations,
-    }
+    Row::priced(&job.workload, &job.policy, p, &out.costs, out.violations)
 }

@@ -56,6 +56,38 @@ pub struct Row {
     pub violations: u64,
 }
 
+impl Row {
+    /// The row of one run: `costs` priced under `profile`, with the
+    /// checker's `violations` (compare, replay and replay-ops all report
+    /// their runs this way).
+    pub fn priced(
+        workload: &str,
+        policy: &str,
+        profile: &'static vmsa_model::cost::Profile,
+        costs: &vmsa_model::cost::Costs,
+        violations: u64,
+    ) -> Row {
+        Row {
+            workload: workload.to_string(),
+            policy: policy.to_string(),
+            profile: profile.name.to_string(),
+            tlbi_ops: costs.tlbis(),
+            broadcast_ops: costs.broadcast_tlbis(),
+            dsb: costs.dsb + costs.dsb_light,
+            collateral: costs.collateral,
+            spurious_faults: costs.spurious_faults,
+            cycles: costs.estimate(profile).cycles,
+            violations,
+        }
+    }
+}
+
+/// The cost profile called `name` (the native one for an unknown name:
+/// callers validated names already).
+pub fn profile(name: &str) -> &'static vmsa_model::cost::Profile {
+    vmsa_model::cost::profile(name).unwrap_or(vmsa_model::cost::PROFILES[0])
+}
+
 /// How many PEs `--pes` accepts at most (the model's limit).
 pub const MAX_PES: usize = 64;
 

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 
-use vmsa_model::cost::{Profile, PROFILES};
+use vmsa_model::cost::PROFILES;
 
 use crate::compare::{self, Names, Row, Selection, MAX_PES};
 use parse::{Event, Mix, ParseError, Parser};
@@ -204,29 +204,17 @@ pub fn options(args: &Args) -> Options {
     }
 }
 
-fn profile(name: &str) -> &'static Profile {
-    PROFILES
-        .iter()
-        .copied()
-        .find(|p| p.name == name)
-        .unwrap_or(PROFILES[0])
-}
+use compare::profile;
 
 /// The row of one replay.
 pub fn row(workload: &str, policy: &str, profile_name: &str, o: &Outcome) -> Row {
-    let c = &o.costs;
-    Row {
-        workload: workload.to_string(),
-        policy: policy.to_string(),
-        profile: profile_name.to_string(),
-        tlbi_ops: c.tlbis(),
-        broadcast_ops: c.broadcast_tlbis(),
-        dsb: c.dsb + c.dsb_light,
-        collateral: c.collateral,
-        spurious_faults: c.spurious_faults,
-        cycles: c.estimate(profile(profile_name)).cycles,
-        violations: o.violations,
-    }
+    Row::priced(
+        workload,
+        policy,
+        profile(profile_name),
+        &o.costs,
+        o.violations,
+    )
 }
 
 /// Replays every trace under every selected policy and profile and

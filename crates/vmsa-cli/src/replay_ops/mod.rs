@@ -37,7 +37,7 @@ use std::thread;
 use std::time::Instant;
 
 use vmsa::oplog::{DecodeError, Decoder, FaultKind, Op};
-use vmsa_model::cost::{Profile, PROFILES};
+use vmsa_model::cost::PROFILES;
 
 use crate::compare::{self, policies, Names, Row, Selection};
 use sim::Outcome;
@@ -207,29 +207,17 @@ pub fn workload_name(path: &Path) -> String {
         .map_or(name.clone(), str::to_string)
 }
 
-fn profile(name: &str) -> &'static Profile {
-    PROFILES
-        .iter()
-        .copied()
-        .find(|p| p.name == name)
-        .unwrap_or(PROFILES[0])
-}
+use compare::profile;
 
 /// The row of one replay.
 pub fn row(workload: &str, policy: &str, profile_name: &str, o: &Outcome) -> Row {
-    let c = &o.costs;
-    Row {
-        workload: workload.to_string(),
-        policy: policy.to_string(),
-        profile: profile_name.to_string(),
-        tlbi_ops: c.tlbis(),
-        broadcast_ops: c.broadcast_tlbis(),
-        dsb: c.dsb + c.dsb_light,
-        collateral: c.collateral,
-        spurious_faults: c.spurious_faults,
-        cycles: c.estimate(profile(profile_name)).cycles,
-        violations: o.violations(),
-    }
+    Row::priced(
+        workload,
+        policy,
+        profile(profile_name),
+        &o.costs,
+        o.violations(),
+    )
 }
 
 /// The rows of `bytes` (a log that [`count`] read) replayed under every
