@@ -101,13 +101,13 @@ unsafe impl TableAllocator for PoolAlloc {
         s.live -= pages;
     }
 
-    fn to_ptr(&self, pa: Pa) -> NonNull<u64> {
+    fn to_ptr(&self, pa: Pa) -> NonNull<vmsa::Slot> {
         let base = PoolAlloc::base();
         assert!(
             pa.0 >= base && pa.0 < base + (PAGES * PAGE) as u64,
             "{:#x} is not table memory",
             pa.0
         );
-        NonNull::new(pa.0 as *mut u64).expect("non-null")
+        NonNull::new(pa.0 as *mut vmsa::Slot).expect("non-null")
     }
 }

@@ -7,7 +7,9 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
+
+use crate::memory::Slot;
 
 use crate::addr::Pa;
 use crate::tlbi::{OperandKind, TlbiOp};
@@ -139,7 +141,25 @@ pub trait Effects {
     /// Stores descriptor `new` at `slot`, whose physical address is `at`.
     /// Implementations must perform the store (as a single-copy-atomic
     /// 64-bit write) before returning.
-    fn store_descriptor(&mut self, slot: &AtomicU64, at: Pa, new: u64);
+    fn store_descriptor(&mut self, slot: &Slot, at: Pa, new: u64);
+    /// Stores descriptor `new` at `slot` (physical address `at`) if it
+    /// holds `current`, as one atomic compare-and-swap (acquire-release):
+    /// `Ok(())` when the store happened, `Err(value)` with what the slot
+    /// held otherwise. The fault path's only way to write
+    /// ([`Table::map_shared`](crate::Table::map_shared)). Implementations
+    /// that record stores record only a store that happened.
+    #[inline(always)]
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &Slot,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        let _ = at;
+        slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+    }
     /// Executes a barrier.
     fn barrier(&mut self, barrier: Barrier);
     /// Executes `TLBI op, operand`.
@@ -155,8 +175,18 @@ pub trait Effects {
 
 impl<E: Effects + ?Sized> Effects for &mut E {
     #[inline(always)]
-    fn store_descriptor(&mut self, slot: &AtomicU64, at: Pa, new: u64) {
+    fn store_descriptor(&mut self, slot: &Slot, at: Pa, new: u64) {
         (**self).store_descriptor(slot, at, new)
+    }
+    #[inline(always)]
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &Slot,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        (**self).compare_exchange_descriptor(slot, at, current, new)
     }
     #[inline(always)]
     fn barrier(&mut self, barrier: Barrier) {
@@ -188,7 +218,7 @@ pub struct Direct;
 
 impl Effects for Direct {
     #[inline(always)]
-    fn store_descriptor(&mut self, slot: &AtomicU64, _at: Pa, new: u64) {
+    fn store_descriptor(&mut self, slot: &Slot, _at: Pa, new: u64) {
         slot.store(new, Ordering::Relaxed);
     }
     #[inline(always)]
@@ -297,9 +327,24 @@ impl Recorder {
 }
 
 impl Effects for Recorder {
-    fn store_descriptor(&mut self, slot: &AtomicU64, at: Pa, new: u64) {
+    fn store_descriptor(&mut self, slot: &Slot, at: Pa, new: u64) {
         let old = slot.swap(new, Ordering::Relaxed);
         self.log.push(Effect::Store { pa: at, old, new });
+    }
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &Slot,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)?;
+        self.log.push(Effect::Store {
+            pa: at,
+            old: current,
+            new,
+        });
+        Ok(())
     }
     fn barrier(&mut self, barrier: Barrier) {
         self.log.push(Effect::Barrier(barrier));

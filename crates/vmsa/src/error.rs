@@ -46,6 +46,19 @@ pub enum Error {
     UnsupportedGeometry,
     /// A VMID or ASID does not fit the configured width.
     TagOutOfRange,
+    /// A fault-path (`&self`) operation cannot make this change: only an
+    /// exclusive (`&mut self`) one may (the entry's earlier removal is not
+    /// invalidated yet, finer mappings exist below it, or permissions would
+    /// be removed).
+    NeedsExclusive {
+        /// The input address of the entry.
+        addr: u64,
+    },
+    /// Nothing maps the address (for the fault path's permission change).
+    NotMapped {
+        /// The input address asked for (its page).
+        addr: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -68,6 +81,11 @@ impl fmt::Display for Error {
             Error::OutOfMemory => write!(f, "out of table memory"),
             Error::UnsupportedGeometry => write!(f, "unsupported translation table geometry"),
             Error::TagOutOfRange => write!(f, "VMID or ASID does not fit the configured width"),
+            Error::NeedsExclusive { addr } => write!(
+                f,
+                "the entry for {addr:#x} can only be changed by an exclusive operation"
+            ),
+            Error::NotMapped { addr } => write!(f, "{addr:#x} is not mapped"),
         }
     }
 }

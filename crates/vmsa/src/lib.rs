@@ -53,13 +53,15 @@ pub use effects::{Barrier, CacheOp, Direct, Effect, Effects, PageEvent, Recorder
 pub use error::Error;
 pub use geometry::{Geometry, Granule};
 pub use invalidate::Basic;
-pub use memory::{Arena, PagePool, TableAllocator};
+#[cfg(not(loom))]
+pub use memory::{Arena, PagePool};
+pub use memory::{Slot, TableAllocator};
 pub use perms::Grants;
 pub use plan::{Invalidator, Planner, Profile, Purpose, Space, SpaceKind};
 pub use regime::{
     Asid, El1Stage1, El2Stage1, PaSize, Regime, Stage, Stage2, Stage2Config, VaRange, Vmid,
 };
 pub use report::{Change, ChangeFlags, ChangeReport, LevelSet};
-pub use table::{MapOptions, Mapping, Table, Translation};
+pub use table::{Installed, MapOptions, Mapping, PageCache, Relaxed, Table, Translation};
 pub use tlbi::{TlbiOp, Ttl};
 pub use vmid::{AllocError, Assigned, TagAllocator, TagKind, TagSlot};

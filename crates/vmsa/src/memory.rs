@@ -1,6 +1,7 @@
 //! Table memory: where table pages come from and how the library reaches
 //! them (KVM's `kvm_pgtable_mm_ops` in spirit).
 
+#[cfg(not(loom))]
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
@@ -8,9 +9,25 @@ use crate::addr::Pa;
 use crate::error::Error;
 use crate::geometry::Granule;
 
+#[cfg(not(loom))]
 mod pool;
 
+#[cfg(not(loom))]
 pub use pool::PagePool;
+
+/// One descriptor in table memory, the unit of every access the library
+/// makes to a table: an atomic 64-bit word, loaded, stored and
+/// compared-and-swapped single-copy atomically (the only accesses the
+/// architecture's table walkers tolerate while they walk).
+///
+/// This is `core::sync::atomic::AtomicU64`; built with `--cfg loom` it is
+/// loom's, so that host tests run the real walker with every descriptor
+/// access a scheduling point (`crates/vmsa/tests/loom.rs`).
+#[cfg(not(loom))]
+pub type Slot = core::sync::atomic::AtomicU64;
+/// One descriptor in table memory (loom's atomic: see the non-loom docs).
+#[cfg(loom)]
+pub type Slot = loom::sync::atomic::AtomicU64;
 
 /// A source of zeroed table pages.
 ///
@@ -22,9 +39,11 @@ pub use pool::PagePool;
 ///   their total size, filled with zeroes, and not handed out again until
 ///   they are deallocated;
 /// - [`to_ptr`](Self::to_ptr), for any address inside memory allocated and
-///   not yet deallocated, returns a pointer through which the library may
-///   read and write that memory (8-byte aligned, valid for the rest of the
-///   page), and that no other Rust reference aliases it.
+///   not yet deallocated, returns a pointer to the [`Slot`] holding the
+///   descriptor at that address, through which the library may read and
+///   write it and the [`Slot`]s after it to the end of the page (so
+///   `to_ptr(pa).add(i)` is the descriptor at `pa + 8 * i`), and that no
+///   other Rust reference aliases it mutably.
 pub unsafe trait TableAllocator {
     /// Allocates `pages` contiguous zeroed table pages.
     ///
@@ -40,12 +59,15 @@ pub unsafe trait TableAllocator {
     /// may use the memory any more.
     unsafe fn deallocate(&mut self, pa: Pa, granule: Granule, pages: usize);
 
-    /// The address through which software reaches the table memory at `pa`.
-    fn to_ptr(&self, pa: Pa) -> NonNull<u64>;
+    /// The descriptor through which software reaches the table memory at
+    /// `pa`.
+    fn to_ptr(&self, pa: Pa) -> NonNull<Slot>;
 }
 
+#[cfg(not(loom))]
 const UNIT: usize = 4096;
 
+#[cfg(not(loom))]
 #[repr(C, align(4096))]
 struct Unit([u64; UNIT / 8]);
 
@@ -55,6 +77,7 @@ struct Unit([u64; UNIT / 8]);
 /// be given the same physical layout, and tests can inject allocation
 /// failures ([`fail_after`](Self::fail_after)) and check for leaks
 /// ([`live_pages`](Self::live_pages)).
+#[cfg(not(loom))]
 pub struct Arena {
     mem: NonNull<Unit>,
     units: usize,
@@ -69,8 +92,15 @@ pub struct Arena {
 
 // SAFETY: the arena owns its memory exclusively; moving it to another thread
 // moves that ownership with it.
+#[cfg(not(loom))]
 unsafe impl Send for Arena {}
+// SAFETY: the only `&self` access to the memory is `to_ptr`, which computes
+// an address; what is done through it is done by tables with atomic
+// accesses (`Slot`). Bookkeeping changes only through `&mut self`.
+#[cfg(not(loom))]
+unsafe impl Sync for Arena {}
 
+#[cfg(not(loom))]
 impl Arena {
     /// An arena of `units` 4 KiB units whose first byte has physical
     /// address `base` (which must be 4 KiB aligned).
@@ -138,6 +168,7 @@ impl Arena {
     }
 }
 
+#[cfg(not(loom))]
 impl Drop for Arena {
     fn drop(&mut self) {
         let layout = core::alloc::Layout::array::<Unit>(self.units).expect("arena layout");
@@ -150,6 +181,7 @@ impl Drop for Arena {
 // allocation (fresh memory is zero from `alloc_zeroed`; reused units are
 // cleared), and multi-unit allocations are aligned to their size. `to_ptr`
 // maps addresses linearly into memory the arena owns.
+#[cfg(not(loom))]
 unsafe impl TableAllocator for Arena {
     fn allocate_zeroed(&mut self, granule: Granule, pages: usize) -> Result<Pa, Error> {
         if self.fail_after.is_some_and(|n| self.allocations >= n) {
@@ -206,13 +238,13 @@ unsafe impl TableAllocator for Arena {
         self.live -= count;
     }
 
-    fn to_ptr(&self, pa: Pa) -> NonNull<u64> {
+    fn to_ptr(&self, pa: Pa) -> NonNull<Slot> {
         let offset = (pa.0 - self.base.0) as usize;
         debug_assert!(offset < self.units * UNIT, "{pa:?} is outside the arena");
         // SAFETY: the offset is inside the arena's allocation (callers only
         // pass addresses the arena handed out), so the result is in bounds
         // and non-null.
-        unsafe { NonNull::new_unchecked(self.mem.as_ptr().cast::<u8>().add(offset).cast::<u64>()) }
+        unsafe { NonNull::new_unchecked(self.mem.as_ptr().cast::<u8>().add(offset).cast::<Slot>()) }
     }
 }
 
@@ -226,7 +258,7 @@ mod tests {
         let p = a.allocate_zeroed(Granule::K4, 1).unwrap();
         assert_eq!(p, Pa(0x8000_0000));
         // SAFETY: p was just allocated and is exclusively ours.
-        unsafe { a.to_ptr(p).as_ptr().write(0xdead) };
+        unsafe { a.to_ptr(p).as_ref() }.store(0xdead, core::sync::atomic::Ordering::Relaxed);
         let four = a.allocate_zeroed(Granule::K4, 4).unwrap();
         assert_eq!(
             four.0 % (4 * 4096),
@@ -239,7 +271,7 @@ mod tests {
         assert_eq!(again, p);
         // SAFETY: reading our own page.
         assert_eq!(
-            unsafe { a.to_ptr(again).as_ptr().read() },
+            unsafe { a.to_ptr(again).as_ref() }.load(core::sync::atomic::Ordering::Relaxed),
             0,
             "reused pages are zeroed"
         );

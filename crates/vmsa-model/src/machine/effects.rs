@@ -107,6 +107,22 @@ impl Effects for ModelEffects<'_> {
         });
     }
 
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &AtomicU64,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)?;
+        self.step(Event::Write {
+            pa: at.0,
+            value: new,
+            release: true,
+        });
+        Ok(())
+    }
+
     fn barrier(&mut self, barrier: Barrier) {
         self.step(Event::Barrier(barrier.into()));
         if self.oracle && matches!(barrier, Barrier::DsbIsh | Barrier::DsbNsh) {

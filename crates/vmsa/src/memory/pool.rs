@@ -451,12 +451,12 @@ unsafe impl TableAllocator for &PagePool {
         debug_assert!(freed, "bad free of table pages at {pa:?}");
     }
 
-    fn to_ptr(&self, pa: Pa) -> NonNull<u64> {
+    fn to_ptr(&self, pa: Pa) -> NonNull<super::Slot> {
         let off = pa.0.wrapping_sub(self.pa.0) as usize;
         debug_assert!(self.contains(pa), "{pa:?} is outside the page pool");
         // SAFETY: callers pass only addresses of pages the pool handed out,
         // which lie inside the region; the result is in bounds and non-null.
-        unsafe { self.virt.add(off).cast::<u64>() }
+        unsafe { self.virt.add(off).cast::<super::Slot>() }
     }
 }
 

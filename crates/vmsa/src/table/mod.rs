@@ -6,6 +6,7 @@ mod dump;
 mod map;
 mod protect;
 mod query;
+mod shared;
 mod split;
 mod unmap;
 pub(crate) mod walk;
@@ -26,6 +27,7 @@ use crate::report::{Change, ChangeReport};
 pub use dump::Dump;
 pub use map::MapOptions;
 pub use query::{Mapping, Mappings, Translation};
+pub use shared::{Installed, PageCache, Relaxed};
 
 use walk::{walk, Op, TableRef, Visitor};
 
@@ -111,6 +113,9 @@ pub struct Table<R: Regime, A: TableAllocator> {
     /// tables to count their leaves. Never `None` while the table is live:
     /// [`activate`](Self::activate) recounts.
     leaves: Option<u64>,
+    /// Leaves added by the fault path ([`map_shared`](Self::map_shared)),
+    /// folded into `leaves` by the next exclusive operation.
+    shared_leaves: core::sync::atomic::AtomicU64,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -154,6 +159,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             loaded_vttbr: None,
             empty_root: None,
             leaves: Some(0),
+            shared_leaves: core::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -292,7 +298,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// table on each call (without caching the result).
     pub fn mapped_leaves(&self) -> u64 {
         match self.leaves {
-            Some(n) => n,
+            Some(n) => n + self.shared_leaves.load(core::sync::atomic::Ordering::Relaxed),
             None => self.count_leaves(),
         }
     }
@@ -431,6 +437,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     pub fn activate(&mut self, fx: &mut impl Effects) {
         if self.leaves.is_none() {
             self.leaves = Some(self.count_leaves());
+            *self.shared_leaves.get_mut() = 0;
         }
         for (reg, value) in self.registers() {
             fx.write_sysreg(reg, value);
@@ -561,7 +568,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         let ptr = self.alloc.to_ptr(pa);
         (0..self.geometry.entries_at(level)).map(move |i| {
             // SAFETY: `pa` is a table page of this tree and `i` is within it.
-            unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr.as_ptr().add(i)) }
+            unsafe { &*ptr.as_ptr().add(i) }
                 .load(core::sync::atomic::Ordering::Relaxed)
         })
     }
@@ -590,6 +597,36 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             });
         }
         Ok(off_start..off_end)
+    }
+
+    /// Whether an outstanding change overlaps `range` (table offsets): an
+    /// entry there was made invalid (or its table removed) and the
+    /// invalidation is gathered for the next flush, so a new valid entry
+    /// written there now would coexist with the stale one.
+    fn unclean(&self, range: &Range<u64>) -> bool {
+        let base = self.base;
+        // A removed table leaves walk-cache entries for the descriptor
+        // that pointed at it, which may be at any level above: a new
+        // table linked there (for a range that does not overlap the
+        // removed leaves) would meet them. Widen such changes to the
+        // root entry they lie in.
+        let top = self.geometry.entry_size(self.geometry.start_level());
+        self.outstanding.iter().any(|c: &Change| {
+            let (mut s, mut e) = (
+                c.range.start.wrapping_sub(base),
+                c.range.end.wrapping_sub(base),
+            );
+            if c.flags.contains(crate::report::ChangeFlags::TABLE_REMOVED) {
+                s &= !(top - 1);
+                e = e.wrapping_add(top - 1) & !(top - 1);
+            }
+            let e = if e == 0 {
+                self.geometry.input_size()
+            } else {
+                e
+            };
+            s < range.end && range.start < e
+        })
     }
 
     /// Runs `visitor` over `range` (offsets): plan, allocate, commit.
@@ -638,30 +675,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         }
 
         if clean_first && self.live {
-            let base = self.base;
-            // A removed table leaves walk-cache entries for the descriptor
-            // that pointed at it, which may be at any level above: a new
-            // table linked there (for a range that does not overlap the
-            // removed leaves) would meet them. Widen such changes to the
-            // root entry they lie in.
-            let top = self.geometry.entry_size(self.geometry.start_level());
-            let overlaps = |c: &Change| {
-                let (mut s, mut e) = (
-                    c.range.start.wrapping_sub(base),
-                    c.range.end.wrapping_sub(base),
-                );
-                if c.flags.contains(crate::report::ChangeFlags::TABLE_REMOVED) {
-                    s &= !(top - 1);
-                    e = e.wrapping_add(top - 1) & !(top - 1);
-                }
-                let e = if e == 0 {
-                    self.geometry.input_size()
-                } else {
-                    e
-                };
-                s < range.end && range.start < e
-            };
-            if self.outstanding.iter().any(overlaps) {
+            if self.unclean(&range) {
                 self.flush(fx);
             }
         }
@@ -684,8 +698,17 @@ struct Watch<'a> {
 }
 
 impl Effects for Watch<'_> {
-    fn store_descriptor(&mut self, slot: &core::sync::atomic::AtomicU64, at: Pa, new: u64) {
+    fn store_descriptor(&mut self, slot: &crate::memory::Slot, at: Pa, new: u64) {
         self.inner.store_descriptor(slot, at, new)
+    }
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &crate::memory::Slot,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        self.inner.compare_exchange_descriptor(slot, at, current, new)
     }
     fn barrier(&mut self, barrier: Barrier) {
         self.inner.barrier(barrier)

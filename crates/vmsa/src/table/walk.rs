@@ -18,7 +18,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::ops::Range;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use super::Table;
 use crate::addr::Pa;
@@ -27,7 +27,7 @@ use crate::descriptor::{Descriptor, Kind};
 use crate::effects::{Barrier, Effects, PageEvent};
 use crate::error::Error;
 use crate::geometry::{Geometry, LAST_LEVEL};
-use crate::memory::TableAllocator;
+use crate::memory::{Slot, TableAllocator};
 use crate::perms::GrantChange;
 use crate::regime::Regime;
 use crate::report::{Change, ChangeFlags, ChangeReport, LevelSet};
@@ -147,6 +147,11 @@ pub(crate) struct Op<'a, R: Regime, A: TableAllocator, E: Effects> {
 
 impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     pub fn new(t: &'a mut Table<R, A>, fx: &'a mut E, plan: bool, reserve: Vec<Pa>) -> Self {
+        // Leaves the fault path added join the exclusive count.
+        let shared = core::mem::take(t.shared_leaves.get_mut());
+        if let Some(count) = &mut t.leaves {
+            *count += shared;
+        }
         Op {
             t,
             fx,
@@ -175,7 +180,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
 
     /// The descriptor at `slot`, as the operation will leave it.
     #[inline(always)]
-    fn load(&self, ptr: NonNull<u64>, idx: usize, slot: Pa) -> u64 {
+    fn load(&self, ptr: NonNull<Slot>, idx: usize, slot: Pa) -> u64 {
         if !self.makes.is_empty() {
             if let Some(v) = self.makes.get(&slot.0) {
                 return *v;
@@ -183,7 +188,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         }
         // SAFETY: `ptr` points at a table page owned by this table (the
         // allocator's contract) and `idx` is within the table.
-        unsafe { AtomicU64::from_ptr(ptr.as_ptr().add(idx)) }.load(Ordering::Relaxed)
+        unsafe { &*ptr.as_ptr().add(idx) }.load(Ordering::Relaxed)
     }
 
     /// Stores a descriptor through the effects interface.
@@ -191,7 +196,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     fn store(&mut self, slot: Pa, new: u64) {
         // SAFETY: `slot` is a descriptor in a table page owned by this table;
         // the allocator's contract makes the pointer valid and unaliased.
-        let cell = unsafe { AtomicU64::from_ptr(self.t.alloc.to_ptr(slot).as_ptr()) };
+        let cell = unsafe { self.t.alloc.to_ptr(slot).as_ref() };
         self.fx.store_descriptor(cell, slot, new);
         self.t.written = true;
     }
@@ -214,7 +219,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     pub fn peek_run(&self, run: &Run, i: usize) -> u64 {
         // SAFETY: `run.ptr` points at a table page of this tree and `i` is
         // one of its indices (the allocator's contract).
-        unsafe { AtomicU64::from_ptr(run.ptr.as_ptr().add(i)) }.load(Ordering::Relaxed)
+        unsafe { &*run.ptr.as_ptr().add(i) }.load(Ordering::Relaxed)
     }
 
     /// Stores `new` at index `i` of a run, through the effects interface.
@@ -222,7 +227,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     #[inline(always)]
     pub fn store_run(&mut self, run: &Run, i: usize, new: u64) {
         // SAFETY: as in `peek_run`.
-        let cell = unsafe { AtomicU64::from_ptr(run.ptr.as_ptr().add(i)) };
+        let cell = unsafe { &*run.ptr.as_ptr().add(i) };
         self.fx.store_descriptor(cell, run.slot(i), new);
     }
 
@@ -913,7 +918,7 @@ impl Pending {
 /// the walked range.
 pub(crate) struct Run {
     pub table: Pa,
-    pub ptr: NonNull<u64>,
+    pub ptr: NonNull<Slot>,
     pub level: u8,
     /// Entry indices.
     pub idx: Range<usize>,

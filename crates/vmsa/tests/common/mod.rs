@@ -150,7 +150,7 @@ pub fn snapshot<R: Regime, A: TableAllocator>(t: &Table<R, A>) -> Vec<(u64, Vec<
             let ptr = t.allocator().to_ptr(pa);
             // SAFETY: reading a page the table owns, single-threaded test.
             let words = (0..512)
-                .map(|i| unsafe { ptr.as_ptr().add(i).read_volatile() })
+                .map(|i| unsafe { (*ptr.as_ptr().add(i)).load(std::sync::atomic::Ordering::Relaxed) })
                 .collect();
             (pa.0, words)
         })
@@ -308,7 +308,7 @@ unsafe impl<A: TableAllocator> TableAllocator for CountingReads<A> {
         unsafe { self.inner.deallocate(pa, granule, pages) }
     }
 
-    fn to_ptr(&self, pa: vmsa::Pa) -> std::ptr::NonNull<u64> {
+    fn to_ptr(&self, pa: vmsa::Pa) -> std::ptr::NonNull<vmsa::Slot> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.to_ptr(pa)
