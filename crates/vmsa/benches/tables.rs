@@ -7,6 +7,16 @@
 //! printed once: the minimum for 1 GiB of 4 KiB pages under a level 1
 //! root is 1 + 1 + 512 = 514.
 //!
+//! A `floor` function in `map_1g_4k` and `protect_1g_4k` writes the same
+//! descriptors into a zeroed array with nothing else (no walk, no checks,
+//! no report): the physical limit, for the distance vmsa is from it.
+//!
+//! Group `parallel_faults`, functions `shared` and `global_lock`: two
+//! threads fault in disjoint halves (8192 pages each) of 64 MiB of one live
+//! stage 2 table, one `map_shared` per page with effects recorded per
+//! thread; `shared` takes the read side of a spinning reader-writer lock per
+//! fault, `global_lock` one spin mutex (the same operations, serialized).
+//!
 //! Group `relax_flush`, functions `64MiB`, `512MiB`, `4GiB`: a live stage 2
 //! table mapping that much RAM in 4 KiB pages (built outside the timed
 //! part); one iteration makes one page in the middle read-only and
@@ -24,7 +34,8 @@ use aarch64_paging::Mapping;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use vmsa::{
     Arena, Asid, Barrier, CacheOp, Direct, Effects, El1Stage1, Geometry, Granule, Ipa, MapOptions,
-    Pa, PageEvent, S2ap, Stage1Attrs, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Va, Vmid,
+    Pa, PageCache, PageEvent, Recorder, S2ap, Stage1Attrs, Stage2, Stage2Attrs, SysReg, Table,
+    TlbiOp, Va, Vmid,
 };
 
 const G1: u64 = 1 << 30;
@@ -120,6 +131,42 @@ fn ap_mapped() -> ApMapping {
     m
 }
 
+// ---- floor: the same descriptors, written into zeroed memory ----
+
+/// 514 zeroed table pages (root, one level 1 table, 512 last-level
+/// tables), as one array.
+fn floor_empty() -> Vec<u64> {
+    vec![0u64; 514 * 512]
+}
+
+/// The descriptors vmsa's `map` of 1 GiB of pages writes, in the order a
+/// walker would link them: no walking, no checks, no bookkeeping. The
+/// physical limit for producing that table.
+#[inline(never)]
+fn floor_map(mem: &mut [u64]) {
+    let base = mem.as_ptr() as u64;
+    let attrs = 0x0060_0000_0000_0743; // a stage 1 RW page's attribute bits
+    let (root, l2) = mem.split_at_mut(512);
+    let (l2, l3) = l2.split_at_mut(512);
+    root[0] = (base + 512 * 8) | 3;
+    for (i, d) in l2.iter_mut().enumerate() {
+        *d = (base + (1024 + i as u64 * 512) * 8) | 3;
+    }
+    for (i, d) in l3.iter_mut().enumerate() {
+        *d = (i as u64) << 12 | attrs;
+    }
+    black_box(mem);
+}
+
+/// The descriptors `protect` of the same 1 GiB rewrites (read-only: AP[2]).
+#[inline(never)]
+fn floor_protect(mem: &mut [u64]) {
+    for d in &mut mem[1024..] {
+        *d |= 1 << 7;
+    }
+    black_box(mem);
+}
+
 fn report_table_pages() {
     let t = vmsa_mapped();
     let vmsa_pages = t.table_pages().len();
@@ -148,6 +195,16 @@ fn bench(c: &mut Criterion) {
                 )
                 .unwrap();
                 t
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("floor", |b| {
+        b.iter_batched(
+            floor_empty,
+            |mut mem| {
+                floor_map(&mut mem);
+                mem
             },
             BatchSize::LargeInput,
         )
@@ -181,6 +238,20 @@ fn bench(c: &mut Criterion) {
                         .unwrap(),
                 );
                 t
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("floor", |b| {
+        b.iter_batched(
+            || {
+                let mut mem = floor_empty();
+                floor_map(&mut mem);
+                mem
+            },
+            |mut mem| {
+                floor_protect(&mut mem);
+                mem
             },
             BatchSize::LargeInput,
         )
@@ -327,5 +398,111 @@ fn relax_flush(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, relax_flush);
+// ---- parallel_faults ----
+
+/// Pages each of the two threads faults in (32 MiB each, disjoint halves of
+/// one 64 MiB region, so the threads share the upper tables).
+const FAULT_PAGES: u64 = 8192;
+
+/// A live stage 2 table with nothing mapped, and a page cache per thread
+/// holding what its faults will need.
+fn faulting_table() -> (Table<Stage2, Arena>, [PageCache; 2]) {
+    let mut fx = Counting::default();
+    let mut t = Table::new(
+        Stage2::new(Vmid(1)),
+        Geometry::stage2(Granule::K4, 40).unwrap(),
+        Arena::new(Pa(0x80_0000_0000), 64),
+        &mut fx,
+    )
+    .unwrap();
+    t.activate(&mut fx);
+    let mut caches = [PageCache::new(), PageCache::new()];
+    for c in &mut caches {
+        // 16 last-level tables and a level 2 table each, at worst.
+        t.topup(c, 18).unwrap();
+    }
+    (t, caches)
+}
+
+/// Thread `who`'s faults: one `map_shared` per page, the lock taken per
+/// fault as a hypervisor's fault handler takes it.
+#[inline(always)]
+fn fault_in(
+    who: u64,
+    cache: &mut PageCache,
+    fx: &mut Recorder,
+    mut with_table: impl FnMut(&mut dyn FnMut(&Table<Stage2, Arena>)),
+) {
+    for p in who * FAULT_PAGES..(who + 1) * FAULT_PAGES {
+        with_table(&mut |t| {
+            let got = t
+                .map_shared(
+                    Ipa(0x4000_0000 + p * 4096),
+                    Pa(0x1_0000_0000 + p * 4096),
+                    Stage2Attrs::RAM,
+                    3,
+                    cache,
+                    fx,
+                )
+                .unwrap();
+            debug_assert_eq!(got, vmsa::Installed::Mapped);
+        });
+    }
+}
+
+fn parallel_faults(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parallel_faults");
+    g.sample_size(20);
+    g.throughput(criterion::Throughput::Elements(2 * FAULT_PAGES));
+    // Read side of a spinning reader-writer lock per fault: both threads
+    // walk and swap at once.
+    g.bench_function("shared", |b| {
+        b.iter_batched(
+            || {
+                let (t, caches) = faulting_table();
+                (spin::RwLock::new(t), caches)
+            },
+            |(vm, mut caches)| {
+                std::thread::scope(|s| {
+                    for (who, cache) in caches.iter_mut().enumerate() {
+                        let vm = &vm;
+                        s.spawn(move || {
+                            let mut fx = Recorder::new();
+                            fault_in(who as u64, cache, &mut fx, |f| f(&vm.read()));
+                            black_box(fx.log().len());
+                        });
+                    }
+                });
+                (vm, caches)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // The same operations under one spinlock: the faults serialize.
+    g.bench_function("global_lock", |b| {
+        b.iter_batched(
+            || {
+                let (t, caches) = faulting_table();
+                (spin::Mutex::new(t), caches)
+            },
+            |(vm, mut caches)| {
+                std::thread::scope(|s| {
+                    for (who, cache) in caches.iter_mut().enumerate() {
+                        let vm = &vm;
+                        s.spawn(move || {
+                            let mut fx = Recorder::new();
+                            fault_in(who as u64, cache, &mut fx, |f| f(&vm.lock()));
+                            black_box(fx.log().len());
+                        });
+                    }
+                });
+                (vm, caches)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, relax_flush, parallel_faults);
 criterion_main!(benches);
