@@ -111,14 +111,12 @@ extern "C" fn rust_main(el: u64) -> ! {
         guest::runs(),
         pool::PoolAlloc::peak(),
         HEAP.peak() / 1024,
-        r.hw.stores,
-        r.hw.barriers
+        r.hw.counts().stores,
+        r.hw.counts().barriers()
     );
     print!("tlbi totals:");
-    for (i, op) in vmsa::TlbiOp::ALL.iter().enumerate() {
-        if r.hw.counts[i] > 0 {
-            print!(" {op}={}", r.hw.counts[i]);
-        }
+    for (op, n) in r.hw.counts().tlbis_issued() {
+        print!(" {op}={n}");
     }
     println!();
     println!(

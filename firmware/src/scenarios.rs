@@ -18,7 +18,7 @@ use vmsa::{
 use crate::guest::{self, Abort, Outcome, EC_DABT_LOW};
 use crate::pool::PoolAlloc;
 use crate::smp;
-use vmsa_el2::exec::Hw;
+use vmsa::arch::aarch64;
 use vmsa_el2::mrs;
 
 pub(crate) type S2 = Table<Stage2, PoolAlloc>;
@@ -118,7 +118,7 @@ impl Cpu {
 
 /// Totals and shared state.
 pub struct Runner {
-    pub hw: Hw,
+    pub hw: aarch64::Cpu,
     pub cpu: Cpu,
     pub passed: u32,
     pub failed: u32,
@@ -137,7 +137,13 @@ pub enum Control {
 impl Runner {
     pub fn new(cpu: Cpu) -> Runner {
         Runner {
-            hw: Hw::logging(),
+            // SAFETY: the harness runs at EL2 (`rust_main` stops
+            // otherwise) with HCR_EL2.E2H == 0 (never set); the planner
+            // issues range TLBIs only when `cpu.caps.tlbi_range` (read from
+            // ID_AA64ISAR0_EL1) says so; the tables activated through it
+            // are guest stage 2 and stage 1 tables, which leave EL2's own
+            // translation alone; no cache maintenance by address is issued.
+            hw: unsafe { aarch64::Cpu::with_tlbi_log() },
             cpu,
             passed: 0,
             failed: 0,
@@ -146,16 +152,13 @@ impl Runner {
         }
     }
 
-    fn counts_since(&self, before: &[u64; TlbiOp::ALL.len()]) -> String {
+    fn counts_since(&self, before: &aarch64::Counts) -> String {
         let mut s = String::new();
-        for (i, op) in TlbiOp::ALL.iter().enumerate() {
-            let n = self.hw.counts[i] - before[i];
-            if n > 0 {
-                if !s.is_empty() {
-                    s.push_str(", ");
-                }
-                s.push_str(&format!("{op} x{n}"));
+        for (op, n) in self.hw.counts().since(before).tlbis_issued() {
+            if !s.is_empty() {
+                s.push_str(", ");
             }
+            s.push_str(&format!("{op} x{n}"));
         }
         if s.is_empty() {
             s.push_str("none");
@@ -165,7 +168,7 @@ impl Runner {
 
     /// Runs one check and prints PASS / FAIL with the TLBIs it issued.
     pub fn check(&mut self, name: &str, f: impl FnOnce(&mut Runner) -> Result<String, String>) {
-        let before = self.hw.counts;
+        let before = *self.hw.counts();
         let live = PoolAlloc::live();
         let result = f(self);
         // Every scenario destroys its tables: the pool must be back where
@@ -196,7 +199,7 @@ impl Runner {
         self.hw.tlbi(TlbiOp::Alle1is, 0);
         self.hw.barrier(Barrier::DsbIsh);
         self.hw.barrier(Barrier::Isb);
-        self.hw.take_log();
+        self.hw.take_tlbi_log();
     }
 
     /// Runs one negative control and prints CAUGHT / NOT-CAUGHT (or FAIL
@@ -232,7 +235,7 @@ impl Runner {
         self.hw.tlbi(TlbiOp::Alle1is, 0);
         self.hw.barrier(Barrier::DsbIsh);
         self.hw.barrier(Barrier::Isb);
-        self.hw.take_log();
+        self.hw.take_tlbi_log();
     }
 
     /// A new VM: an empty stage 2 table for `vmid` (40-bit IPA space, 4 KiB
@@ -347,10 +350,10 @@ pub fn unmap_then_fault(r: &mut Runner) -> Result<String, String> {
     t.flush(&mut r.hw);
     expect_value(guest::read(ip), marker(pa), "read before unmap")?;
     expect_value(guest::read(ip + K4), marker(pa + K4), "read before unmap")?;
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     let report = ok(t.unmap(ipa(ip..ip + K4), &mut r.hw), "unmap")?;
     t.flush(&mut r.hw);
-    let log = r.hw.take_log();
+    let log = r.hw.take_tlbi_log();
     ensure!(
         !log.is_empty(),
         "the flush issued no TLBI after unmapping a cached page"
@@ -377,7 +380,7 @@ pub fn unmap_then_fault(r: &mut Runner) -> Result<String, String> {
     ))
 }
 
-pub(crate) fn describe(log: &[vmsa_el2::exec::Issued]) -> String {
+pub(crate) fn describe(log: &[aarch64::IssuedTlbi]) -> String {
     let mut s = String::new();
     for (i, e) in log.iter().enumerate() {
         if i > 0 {
@@ -481,13 +484,13 @@ pub fn protect_and_relax(r: &mut Runner) -> Result<String, String> {
     ensure!(peek(pa) == 1, "the refused write reached memory");
     expect_value(guest::read(ip), 1, "read of the read-only page")?;
     // The fault is real: spurious_fault says so and emits nothing.
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ensure!(
         !t.spurious_fault(Ipa(ip), Grants::WRITE, &mut r.hw),
         "spurious_fault called a real permission fault spurious"
     );
     ensure!(
-        r.hw.take_log().is_empty(),
+        r.hw.take_tlbi_log().is_empty(),
         "spurious_fault issued TLBIs for a real fault"
     );
 
@@ -505,7 +508,7 @@ pub fn protect_and_relax(r: &mut Runner) -> Result<String, String> {
         "relaxation reported as a restriction"
     );
     t.flush(&mut r.hw);
-    let relax_tlbis = r.hw.take_log().len();
+    let relax_tlbis = r.hw.take_tlbi_log().len();
     let mut spurious = 0;
     let mut o = guest::write(ip, 3);
     while let Outcome::Fault(a) = o {
@@ -529,7 +532,7 @@ pub fn protect_and_relax(r: &mut Runner) -> Result<String, String> {
         t.spurious_fault(Ipa(ip), Grants::WRITE, &mut r.hw),
         "spurious_fault refused an allowed write"
     );
-    let local = r.hw.take_log();
+    let local = r.hw.take_tlbi_log();
     ensure!(
         local.iter().all(|e| !e.op.is_broadcast()),
         "spurious_fault broadcast: {}",
@@ -751,7 +754,7 @@ pub fn invalidate_other_vmid(r: &mut Runner) -> Result<String, String> {
 
     // b is loaded; change a.
     a.set_loaded_vttbr(Some(vttbr_b));
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ok(
         a.map(
             ipa(ip..ip + K4),
@@ -766,7 +769,7 @@ pub fn invalidate_other_vmid(r: &mut Runner) -> Result<String, String> {
         "remap in a",
     )?;
     a.flush(&mut r.hw);
-    let log = r.hw.take_log();
+    let log = r.hw.take_tlbi_log();
     ensure!(!log.is_empty(), "no TLBI for a's remap");
     for e in &log {
         ensure!(
@@ -829,7 +832,7 @@ pub fn big_unmap(r: &mut Runner) -> Result<String, String> {
         .map(|i| marker(pa + i * K4))
         .fold(0u64, |a, b| a.wrapping_add(b));
     expect_value(guest::read_many(ip, pages, K4), sum, "all 2048 pages")?;
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     // Leave one page in each 2 MiB so that the leaf tables stay (a range
     // of live leaves to invalidate), then the rest.
     let mut changes = 0;
@@ -839,7 +842,7 @@ pub fn big_unmap(r: &mut Runner) -> Result<String, String> {
         changes += report.changes.len();
     }
     t.flush(&mut r.hw);
-    let log = r.hw.take_log();
+    let log = r.hw.take_tlbi_log();
     let ranged = log
         .iter()
         .filter(|e| matches!(e.op, TlbiOp::Ripas2e1is | TlbiOp::Ripas2le1is))
@@ -874,11 +877,11 @@ pub fn big_unmap(r: &mut Runner) -> Result<String, String> {
             "kept page",
         )?;
     }
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     // Then everything: the leaf tables go too.
     ok(t.unmap(ipa(ip..ip + len), &mut r.hw), "unmap all")?;
     t.flush(&mut r.hw);
-    let log2 = r.hw.take_log();
+    let log2 = r.hw.take_tlbi_log();
     for chunk in 0..(len / M2) {
         let at = ip + chunk * M2 + M2 - K4;
         expect_abort(
@@ -981,7 +984,7 @@ fn remap_control(
     t.flush(&mut r.hw);
     expect_value(guest::read(ip), marker(pa), "read before remap")?;
     t.set_invalidator(inv);
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ok(
         t.map(
             ipa(ip..ip + K4),
@@ -996,7 +999,7 @@ fn remap_control(
         "remap",
     )?;
     t.flush(&mut r.hw);
-    let log = describe(&r.hw.take_log());
+    let log = describe(&r.hw.take_tlbi_log());
     let seen = match guest::read(ip) {
         Outcome::Value(v) => v,
         o => return Err(format!("read after remap: {o}")),
@@ -1162,7 +1165,7 @@ pub fn two_pe(r: &mut Runner) -> Result<String, String> {
         marker(pa + 3 * K4),
         "PE 1 read, Basic",
     )?;
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ok(
         t.map(
             ipa(ip..ip + K4),
@@ -1174,7 +1177,7 @@ pub fn two_pe(r: &mut Runner) -> Result<String, String> {
         "remap, Basic",
     )?;
     t.flush(&mut r.hw);
-    let basic = describe(&r.hw.take_log());
+    let basic = describe(&r.hw.take_tlbi_log());
     expect_value(
         on_pe1([ip, 0, 0, 0]),
         marker(pa),
@@ -1269,7 +1272,7 @@ fn two_pe_local(r: &mut Runner, scenario: u64, whole: bool) -> Result<Control, S
         "PE 1 read",
     )?;
     t.set_invalidator(Box::new(LocalOnly { whole }));
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ok(
         t.map(
             ipa(ip..ip + K4),
@@ -1284,7 +1287,7 @@ fn two_pe_local(r: &mut Runner, scenario: u64, whole: bool) -> Result<Control, S
         "remap",
     )?;
     t.flush(&mut r.hw);
-    let log = describe(&r.hw.take_log());
+    let log = describe(&r.hw.take_tlbi_log());
     // The local invalidation did its job on PE 0.
     expect_value(
         guest::read(ip),
@@ -1359,7 +1362,7 @@ pub fn control_wrong_vmid(r: &mut Runner) -> Result<Control, String> {
     b.flush(&mut r.hw);
     expect_value(guest::read(ip), marker(pa + K4), "VM b")?;
     let vttbr_b = b.registers()[1].1;
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     ok(
         a.map(
             ipa(ip..ip + K4),
@@ -1374,7 +1377,7 @@ pub fn control_wrong_vmid(r: &mut Runner) -> Result<Control, String> {
         "remap in a",
     )?;
     a.flush(&mut r.hw);
-    let log = r.hw.take_log();
+    let log = r.hw.take_tlbi_log();
     ensure!(
         !log.is_empty() && log.iter().all(|e| e.vttbr == vttbr_b),
         "the control's TLBIs did not all run with b's VTTBR_EL2: {}",

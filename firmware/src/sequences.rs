@@ -13,10 +13,10 @@ use crate::guest::{self, Outcome};
 use crate::pool::PoolAlloc;
 use crate::scenarios::{fill, Runner};
 use crate::seq::{self, Host, Seen};
-use vmsa_el2::exec::Hw;
+use vmsa::arch::aarch64;
 
 struct Cpu<'a> {
-    hw: &'a mut Hw,
+    hw: &'a mut aarch64::Cpu,
     caps: Capabilities,
 }
 
@@ -31,10 +31,10 @@ fn caps(r: &Runner) -> Capabilities {
 }
 
 impl Host for Cpu<'_> {
-    type Fx = Hw;
+    type Fx = aarch64::Cpu;
     type Alloc = PoolAlloc;
 
-    fn fx(&mut self) -> &mut Hw {
+    fn fx(&mut self) -> &mut aarch64::Cpu {
         self.hw
     }
 
@@ -79,7 +79,7 @@ pub fn print_config(r: &Runner) {
 /// Runs sequence `name` (one of `seq::NAMES`) and prints the TLBIs it
 /// executed (`tlbi-log`, `tlbi counts`).
 pub fn run(r: &mut Runner, name: &str) -> Result<String, String> {
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     let caps = caps(r);
     let result = seq::run(
         name,
@@ -88,7 +88,11 @@ pub fn run(r: &mut Runner, name: &str) -> Result<String, String> {
             caps,
         },
     );
-    let ops: Vec<(TlbiOp, u64)> = r.hw.take_log().iter().map(|e| (e.op, e.operand)).collect();
+    let ops: Vec<(TlbiOp, u64)> =
+        r.hw.take_tlbi_log()
+            .iter()
+            .map(|e| (e.op, e.operand))
+            .collect();
     println!("tlbi-log {name}: {}", seq::format_log(&ops));
     println!("tlbi counts {name}: {}", seq::format_counts(&ops));
     result.map(|note| {

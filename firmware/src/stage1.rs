@@ -211,10 +211,10 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
             )?;
         }
         // Remap VA page 0 from IPA page 0 to IPA page 8.
-        r.hw.take_log();
+        r.hw.take_tlbi_log();
         g.map(r, 0, 1, 8, true)?;
         g.s1.flush(&mut r.hw);
-        let remap_log = r.hw.take_log();
+        let remap_log = r.hw.take_tlbi_log();
         ensure!(
             !remap_log.is_empty(),
             "no TLBI for a stage 1 remap of a page the guest read"
@@ -258,13 +258,13 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
         )?;
 
         // Unmap VA page 1: a stage 1 translation fault, taken to EL1.
-        r.hw.take_log();
+        r.hw.take_tlbi_log();
         ok(
             g.s1.unmap(Va(VA_DATA + K4)..Va(VA_DATA + 2 * K4), &mut r.hw),
             "stage 1 unmap",
         )?;
         g.s1.flush(&mut r.hw);
-        let unmap_log = r.hw.take_log();
+        let unmap_log = r.hw.take_tlbi_log();
         let fault = match guest::read(VA_DATA + K4) {
             // EC 0x25: data abort from the current EL; DFSC 0b0001LL:
             // translation fault at level LL.
@@ -279,7 +279,7 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
         // Stage 2 remaps IPA page 8 (under VA page 0) to PA page 9, with the
         // by-IPA sequence (IPAS2E1IS, DSB, VMALLE1IS).
         g.s2.set_invalidator(Box::new(vmsa::Basic));
-        r.hw.take_log();
+        r.hw.take_tlbi_log();
         ok(
             g.s2.map(
                 ipa(g.ip + 8 * K4..g.ip + 9 * K4),
@@ -294,7 +294,7 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
             "stage 2 remap",
         )?;
         g.s2.flush(&mut r.hw);
-        let s2_log = r.hw.take_log();
+        let s2_log = r.hw.take_tlbi_log();
         expect_value(
             guest::read(VA_DATA),
             marker(g.pa_of(9)),
@@ -365,7 +365,7 @@ fn host_managed_round(
     let mut failure: Option<String> = None;
     let mut regs = Regs::default();
     let mut host_tlbis = 0;
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     let o = guest::run_with_calls([va, 4, round.pages, K4], |_x| {
         // The host serves the call: unmap, then map to the new IPA pages
         // (the second operation writes into entries the first left invalid
@@ -396,7 +396,7 @@ fn host_managed_round(
             failure = Some(e);
             return None;
         }
-        host_tlbis = r.hw.take_log().len();
+        host_tlbis = r.hw.take_tlbi_log().len();
         regs = slot.take(&caps, g.asid);
         Some(if drop {
             [X8_NONE, 0, 0, 0]
@@ -410,7 +410,7 @@ fn host_managed_round(
     // Back in the host after the shim ran: what the table kept outstanding
     // is done (its invalidator emits nothing) and detached pages go.
     g.s1.flush(&mut r.hw);
-    let after = r.hw.take_log();
+    let after = r.hw.take_tlbi_log();
     ensure!(
         after.is_empty(),
         "the host's flush issued TLBIs: {}",

@@ -75,7 +75,7 @@ fn teardown(
     mut t: S2,
     park_register: bool,
 ) -> Result<usize, String> {
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     if park_register {
         park(r);
     }
@@ -90,7 +90,7 @@ fn teardown(
     );
     t.retire();
     t.destroy(&mut r.hw);
-    Ok(r.hw.take_log().len())
+    Ok(r.hw.take_tlbi_log().len())
 }
 
 /// Allocates VMIDs for VMs that never run until the allocator rolls over;
@@ -164,11 +164,11 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
             got.tag != tag,
             "VMID {tag} handed out again before the rollover"
         );
-        r.hw.take_log();
+        r.hw.take_tlbi_log();
         let mut f = vm8(r, got.tag, ip, filler)?;
         f.activate(&mut r.hw);
         f.flush(&mut r.hw);
-        filler_tlbis += r.hw.take_log().len();
+        filler_tlbis += r.hw.take_tlbi_log().len();
         expect_value(
             guest::read(ip),
             marker(filler),
@@ -185,9 +185,9 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
         tag_n == tag,
         "after the rollover the new VM got VMID {tag_n}, not the retired {tag}"
     );
-    r.hw.take_log();
+    r.hw.take_tlbi_log();
     vmids.rollover_flush(&mut r.hw);
-    let flush = r.hw.take_log();
+    let flush = r.hw.take_tlbi_log();
     ensure!(
         flush.len() == 1 && flush[0].op == TlbiOp::Alle1is,
         "the rollover flush was not one TLBI ALLE1IS"

@@ -11,8 +11,9 @@
 //!   changed, from which the invalidation can be planned.
 //! - Every hardware effect (descriptor store, barrier, TLBI, system
 //!   register write, cache maintenance) goes through the [`Effects`]
-//!   trait, so the same code runs on the CPU, into a [`Recorder`], or into
-//!   the vmsa model.
+//!   trait, so the same code runs on the CPU (on AArch64,
+//!   `arch::aarch64::Cpu`: the real instructions, counted), into a
+//!   [`Recorder`], or into the vmsa model.
 //! - Operations validate and allocate before they write: an `Err` means
 //!   nothing changed. Table pages are freed only after the invalidation
 //!   that makes them unreachable has completed.
@@ -25,6 +26,7 @@
 extern crate alloc;
 
 pub mod addr;
+pub mod arch;
 pub mod bbm;
 pub mod caps;
 pub mod casemate;

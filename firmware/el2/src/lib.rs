@@ -12,7 +12,9 @@
 //!   a reported verdict, not a panic;
 //! - [`mmu`]: the EL2 stage 1 (an `El2Stage1` table built by vmsa) and the
 //!   switch that turns the MMU and caches on;
-//! - [`exec`]: vmsa's [`Effects`](vmsa::Effects) as real instructions.
+//!
+//! vmsa's [`Effects`](vmsa::Effects) as real instructions is the crate's
+//! own executor, `vmsa::arch::aarch64::Cpu`: both programs use it.
 //!
 //! Everything here runs at EL2 on AArch64; it is built only for
 //! `aarch64-unknown-none-softfloat`.
@@ -22,7 +24,6 @@
 extern crate alloc;
 
 pub mod cpu;
-pub mod exec;
 pub mod heap;
 pub mod mmu;
 pub mod psci;

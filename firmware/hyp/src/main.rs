@@ -30,8 +30,7 @@ mod vm;
 use core::alloc::Layout;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use vmsa::TlbiOp;
-use vmsa_el2::exec::Hw;
+use vmsa::arch::aarch64;
 use vmsa_el2::heap::Heap;
 use vmsa_el2::mmu::{self, Memory, Region};
 use vmsa_el2::spin::Once;
@@ -144,7 +143,10 @@ fn primary() -> ! {
             memory: Memory::Data,
         },
     ];
-    let mut hw = Hw::new();
+    // SAFETY: at EL2 (QEMU enters the image there) with HCR_EL2.E2H == 0;
+    // the EL2 stage 1 built through it maps the image and RAM at their
+    // physical addresses (identity) and is only loaded by `mmu::enable`.
+    let mut hw = unsafe { aarch64::Cpu::new() };
     match mmu::build(&regions, pool::pool(), &mut hw) {
         Ok(el2) => {
             mmu::enable(&el2);
@@ -335,16 +337,14 @@ fn report() {
             hw.tlbis(),
             hw.broadcast_tlbis()
         );
-        for (i, op) in TlbiOp::ALL.iter().enumerate() {
-            if hw.counts[i] > 0 {
-                vmsa_el2::print!(" {}={}", op, hw.counts[i]);
-            }
+        for (op, n) in hw.tlbis_issued() {
+            vmsa_el2::print!(" {}={}", op, n);
         }
         vmsa_el2::print!("\n");
         println!(
             "[hyp] report: dsb {} barriers {} descriptor-stores {} flushes {} control-tlbis {}",
             hw.completing_dsbs,
-            hw.barriers,
+            hw.barriers(),
             hw.stores,
             s.flushes.get(),
             s.control_tlbis.get()

@@ -9,12 +9,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use vmsa::arch::aarch64;
 use vmsa::oplog::{Encoder, FaultKind, Op};
 use vmsa::{
     Barrier, CacheOp, Effect, Effects, Error, Geometry, Grants, Granule, Ipa, MapOptions, Pa,
     PageEvent, S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
 };
-use vmsa_el2::exec::Hw;
 use vmsa_el2::semihost::BufferedHostFile;
 use vmsa_el2::spin::Mutex;
 use vmsa_el2::sysreg::counter;
@@ -70,7 +70,7 @@ impl Trace {
 /// The executors of every PE, the negative control, and the recorders.
 pub struct Exec {
     /// Per-PE executors (each PE issues through its own).
-    hw: [Hw; MAX_PES],
+    hw: [aarch64::Cpu; MAX_PES],
     control: Control,
     trace: Option<Trace>,
     oplog: Option<Encoder<BufferedHostFile>>,
@@ -157,7 +157,7 @@ impl Exec {
 /// vmsa's effects on one PE: executed (with a negative control applied),
 /// counted, and traced while the trace runs.
 struct PeFx<'a> {
-    hw: &'a mut Hw,
+    hw: &'a mut aarch64::Cpu,
     trace: Option<&'a mut Trace>,
     pe: usize,
     drop_all: bool,
@@ -318,7 +318,13 @@ impl Vm {
     /// What vmsa returns (out of table pages, ...).
     pub fn new(cfg: Config, pool: Pool) -> Result<Vm, Fatal> {
         let mut exec = Exec {
-            hw: [const { Hw::new() }; MAX_PES],
+            // SAFETY: every PE runs vmsa-hyp at EL2 with HCR_EL2.E2H == 0;
+            // range TLBIs are issued only when the CPU reports
+            // FEAT_TLBIRANGE (the planner's capabilities come from
+            // ID_AA64ISAR0_EL1); the registers written through these are
+            // the guest's VTCR_EL2 / VTTBR_EL2, which leave EL2's own
+            // translation alone; cache maintenance names mapped addresses.
+            hw: [const { unsafe { aarch64::Cpu::new() } }; MAX_PES],
             control: cfg.control,
             trace: None,
             oplog: None,
@@ -537,10 +543,10 @@ impl Vm {
     }
 
     /// The totals of every PE's executor.
-    pub fn executed(&self) -> Hw {
-        let mut all = Hw::new();
+    pub fn executed(&self) -> aarch64::Counts {
+        let mut all = aarch64::Counts::ZERO;
         for h in &self.exec.hw {
-            all.add(h);
+            all += h.counts();
         }
         all
     }
@@ -898,7 +904,7 @@ impl Vm {
         self.release_frame(pe, old);
         // The copy must be visible before a walker can reach the new frame
         // (the map's own barriers order the descriptor store after it).
-        vmsa_el2::exec::barrier(Barrier::DsbIsh);
+        aarch64::barrier(Barrier::DsbIsh);
         self.map(
             pe,
             page_range(page),
@@ -964,7 +970,7 @@ impl Vm {
             return Err(Fatal("swap-in: no free frame", Error::OutOfMemory));
         };
         copy_page(SWAP_BASE + u64::from(slot) * PAGE, frame);
-        vmsa_el2::exec::barrier(Barrier::DsbIsh);
+        aarch64::barrier(Barrier::DsbIsh);
         let attrs = if self.cfg.dirty {
             read_only()
         } else {
