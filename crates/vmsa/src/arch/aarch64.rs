@@ -441,6 +441,20 @@ impl Effects for Cpu {
         self.counts.stores += 1;
     }
 
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &AtomicU64,
+        _at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        // CASAL (FEAT_LSE) or an LDAXR/STLXR loop: single-copy atomic, and
+        // a failed attempt writes nothing.
+        slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)?;
+        self.counts.stores += 1;
+        Ok(())
+    }
+
     fn barrier(&mut self, b: Barrier) {
         barrier(b);
         match b {
