@@ -48,12 +48,11 @@ extern "C" fn rust_main(el: u64) -> ! {
     }
     let cpu = Cpu::detect();
     println!(
-        "cpu: MIDR {:#x}, PARange {}, FEAT_TLBIRANGE {}, FEAT_TTL {}, BBM level {}, nTLBPA {}, VMID bits {}",
+        "cpu: MIDR {:#x}, PARange {}, FEAT_TLBIRANGE {}, FEAT_TTL {}, nTLBPA {}, VMID bits {}",
         cpu.midr,
         cpu.pa_range,
         cpu.caps.tlbi_range,
         cpu.caps.ttl,
-        cpu.caps.bbm_level,
         cpu.caps.ntlbpa,
         cpu.caps.vmid_bits
     );

@@ -1148,7 +1148,7 @@ pub fn two_pe(r: &mut Runner) -> Result<String, String> {
     // The by-IPA broadcast sequence (IPAS2E1IS / IPAS2LE1IS, DSB ISH,
     // VMALLE1IS), which the planner does not pick for so small a VM: with
     // vmsa's Basic invalidator.
-    t.set_invalidator(Box::new(vmsa::Basic));
+    t.set_invalidator(Box::new(vmsa::Basic::default()));
     ok(
         t.map(
             ipa(ip..ip + K4),

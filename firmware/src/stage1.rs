@@ -278,7 +278,7 @@ pub fn guest_stage1(r: &mut Runner) -> Result<String, String> {
 
         // Stage 2 remaps IPA page 8 (under VA page 0) to PA page 9, with the
         // by-IPA sequence (IPAS2E1IS, DSB, VMALLE1IS).
-        g.s2.set_invalidator(Box::new(vmsa::Basic));
+        g.s2.set_invalidator(Box::new(vmsa::Basic::default()));
         r.hw.take_tlbi_log();
         ok(
             g.s2.map(
@@ -422,7 +422,7 @@ fn host_managed_round(
     };
     // What the shim runs for these registers, as vmsa describes it.
     let mut rec = Recorder::new();
-    shim_execute(&regs, g.asid, &mut rec).map_err(|e| format!("shim_execute: {e}"))?;
+    shim_execute(&regs, &caps, g.asid, &mut rec).map_err(|e| format!("shim_execute: {e}"))?;
     let shim = rec
         .log()
         .iter()

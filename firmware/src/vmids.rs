@@ -186,7 +186,7 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
         "after the rollover the new VM got VMID {tag_n}, not the retired {tag}"
     );
     r.hw.take_tlbi_log();
-    vmids.rollover_flush(&mut r.hw);
+    vmids.rollover_flush(&r.cpu.caps, &mut r.hw);
     let flush = r.hw.take_tlbi_log();
     ensure!(
         flush.len() == 1 && flush[0].op == TlbiOp::Alle1is,
@@ -208,7 +208,7 @@ pub fn vmid_rollover_reuse(r: &mut Runner) -> Result<String, String> {
         tag_m == tag_n,
         "the second rollover gave VMID {tag_m}, not {tag_n}"
     );
-    vmids.rollover_flush(&mut r.hw);
+    vmids.rollover_flush(&r.cpu.caps, &mut r.hw);
     let page_m = pa + 3 * K4;
     let mut m = vm8(r, tag_m, ip, page_m)?;
     ensure!(

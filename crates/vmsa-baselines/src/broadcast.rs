@@ -3,7 +3,7 @@
 use vmsa::invalidate::emit;
 use vmsa::plan::{Invalidator, Purpose, Space};
 use vmsa::report::Change;
-use vmsa::Effects;
+use vmsa::{Capabilities, Effects};
 
 use crate::common::touched;
 
@@ -30,6 +30,6 @@ impl Invalidator for Broadcast {
         if !changes.iter().any(|c| touched(purpose, c)) {
             return false;
         }
-        emit(space, &[space.whole()], true, fx)
+        emit(space, &[space.whole()], true, &Capabilities::default(), fx)
     }
 }

@@ -71,14 +71,14 @@ impl Invalidator for Elfuse {
             let ops: Vec<_> = (0..pages)
                 .map(|i| space.by_addr(lo + i * PAGE, false, Ttl::NONE))
                 .collect();
-            return emit(space, &ops, true, fx);
+            return emit(space, &ops, true, &self.caps, fx);
         }
         if self.pr65 && self.caps.tlbi_range && !matches!(space.kind, SpaceKind::El2) {
             if let Some(op) = one_range(space, lo, hi) {
-                return emit(space, &[op], true, fx);
+                return emit(space, &[op], true, &self.caps, fx);
             }
         }
-        emit(space, &[space.whole()], true, fx)
+        emit(space, &[space.whole()], true, &self.caps, fx)
     }
 }
 

@@ -139,8 +139,10 @@ impl Sim {
     fn load(&mut self, pe: usize, vm: &mut Vm) -> bool {
         let got = self.vmids.activate(pe, &mut vm.slot).unwrap();
         if got.rollover && self.flush {
-            self.vmids
-                .rollover_flush(&mut ModelEffects::new(&mut self.m, pe));
+            self.vmids.rollover_flush(
+                &vmsa::Capabilities::default(),
+                &mut ModelEffects::new(&mut self.m, pe),
+            );
             self.seq += 2;
         }
         self.base(pe, got.tag, vm.root);

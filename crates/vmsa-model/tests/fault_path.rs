@@ -2,8 +2,8 @@
 //! checked in the model.
 
 use vmsa::{
-    Arena, Geometry, Grants, Granule, Ipa, MapOptions, Pa, Recorder, S2ap, Stage2, Stage2Attrs,
-    Table, Vmid,
+    Arena, Capabilities, Geometry, Grants, Granule, Ipa, MapOptions, Pa, Planner, Profile,
+    Recorder, S2ap, Stage2, Stage2Attrs, Table, Vmid,
 };
 use vmsa_model::desc::grant;
 use vmsa_model::{Access, Config, Event, Key, Machine, Origin};
@@ -80,42 +80,66 @@ fn a_relaxed_page_faults_once_then_the_local_invalidation_lets_it_through() {
 
 #[test]
 fn with_a_speculative_at_erratum_the_switch_uses_an_empty_root() {
-    let mut m = Machine::new(Config::default());
-    let mut a = vm(&mut m, 1, 0x8000_0000, true);
-    let b = vm(&mut m, 2, 0x9000_0000, false);
-    let vttbr_b = b.registers()[1].1;
-    m.step(
-        0,
-        &Event::SysReg {
-            reg: vmsa_model::Reg::VttbrEl2,
-            value: vttbr_b,
-        },
-        Origin::default(),
-    );
-    // A zeroed two-page root (40-bit IPA: two concatenated level 1 pages).
-    let empty = 0xa000_0000;
-    m.step(
-        0,
-        &Event::MemInit {
-            pa: empty,
-            size: 2 * 4096,
-        },
-        Origin::default(),
-    );
-    a.set_loaded_vttbr(Some(vttbr_b));
-    a.set_empty_root(Some(Pa(empty)));
-    let mut rec = Recorder::new();
-    a.unmap(Ipa(0x4000_0000)..Ipa(0x4000_0000 + K), &mut rec)
-        .unwrap();
-    a.flush(&mut rec);
-    let log = rec.take();
-    assert!(log.contains(&vmsa::Effect::SysReg {
-        reg: vmsa::SysReg::VttbrEl2,
-        value: 1 << 48 | empty
-    }));
-    m.replay(0, &log);
-    m.step(0, &Event::Complete, Origin::default());
-    assert!(m.violations().is_empty(), "{:?}", m.violations());
+    // The capability decides: with it the switch goes through the empty
+    // root, without it through the real one although an empty root is set.
+    for speculative_at in [true, false] {
+        let mut m = Machine::new(Config::default());
+        let mut a = vm(&mut m, 1, 0x8000_0000, true);
+        a.set_invalidator(Box::new(Planner::new(
+            Capabilities {
+                speculative_at,
+                ..Capabilities::default()
+            },
+            Profile::NATIVE,
+        )));
+        let b = vm(&mut m, 2, 0x9000_0000, false);
+        let vttbr_b = b.registers()[1].1;
+        m.step(
+            0,
+            &Event::SysReg {
+                reg: vmsa_model::Reg::VttbrEl2,
+                value: vttbr_b,
+            },
+            Origin::default(),
+        );
+        // A zeroed two-page root (40-bit IPA: two concatenated level 1
+        // pages).
+        let empty = 0xa000_0000;
+        m.step(
+            0,
+            &Event::MemInit {
+                pa: empty,
+                size: 2 * 4096,
+            },
+            Origin::default(),
+        );
+        a.set_loaded_vttbr(Some(vttbr_b));
+        a.set_empty_root(Some(Pa(empty)));
+        let mut rec = Recorder::new();
+        a.unmap(Ipa(0x4000_0000)..Ipa(0x4000_0000 + K), &mut rec)
+            .unwrap();
+        a.flush(&mut rec);
+        let log = rec.take();
+        let target = if speculative_at {
+            1 << 48 | empty
+        } else {
+            a.registers()[1].1
+        };
+        assert!(
+            log.contains(&vmsa::Effect::SysReg {
+                reg: vmsa::SysReg::VttbrEl2,
+                value: target
+            }),
+            "speculative_at {speculative_at}: {log:?}"
+        );
+        m.replay(0, &log);
+        m.step(0, &Event::Complete, Origin::default());
+        assert!(
+            m.violations().is_empty(),
+            "speculative_at {speculative_at}: {:?}",
+            m.violations()
+        );
+    }
 }
 
 #[test]

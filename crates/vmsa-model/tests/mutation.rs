@@ -341,7 +341,7 @@ const REGIMES: [&str; 3] = ["stage 2", "EL1 stage 1", "EL2"];
 
 #[test]
 fn basic_sequences_are_clean_and_every_tlbi_and_dsb_matters_or_is_a_known_finding() {
-    let findings = mutate(|| Box::new(Basic));
+    let findings = mutate(|| Box::new(Basic::default()));
     // The basic sequences carry all three redundancies, in every regime.
     for regime in REGIMES {
         for f in [

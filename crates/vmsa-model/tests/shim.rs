@@ -131,7 +131,7 @@ fn host_call(
 /// the shim runs on `pe`.
 fn vcpu_return(m: &mut Machine, pe: usize, slot: &mut RequestSlot, caps: &Capabilities) -> Regs {
     let regs = slot.take(caps, ASID);
-    shim_execute(&regs, ASID, &mut ModelEffects::new(m, pe)).unwrap();
+    shim_execute(&regs, caps, ASID, &mut ModelEffects::new(m, pe)).unwrap();
     regs
 }
 
@@ -261,7 +261,13 @@ fn shim_dropped_request_leaves_a_stale_translation() {
     );
     // The request is lost: X8 = 0, the shim does nothing.
     let _ = slot.take(&Capabilities::default(), ASID);
-    shim_execute(&Regs::default(), ASID, &mut ModelEffects::new(&mut m, 1)).unwrap();
+    shim_execute(
+        &Regs::default(),
+        &Capabilities::default(),
+        ASID,
+        &mut ModelEffects::new(&mut m, 1),
+    )
+    .unwrap();
     host_retire(&mut m, &mut t);
     assert!(matches!(
         m.access(1, KEY, DATA + 2 * K, grant::READ),
@@ -293,7 +299,7 @@ fn shim_local_tlbis_would_leave_the_host_pe_stale() {
     );
     let regs = slot.take(&Capabilities::default(), ASID);
     let mut rec = Recorder::new();
-    shim_execute(&regs, ASID, &mut rec).unwrap();
+    shim_execute(&regs, &Capabilities::default(), ASID, &mut rec).unwrap();
     let local: Vec<Effect> = rec
         .take()
         .into_iter()
@@ -374,7 +380,7 @@ fn shim_per_vcpu_slots_keep_requests_apart() {
     assert_eq!((regs_b.x8, regs_b.x9, regs_b.x10), (X8_SELECTIVE, x, 7));
     let regs_a = shared.take(&caps, ASID);
     assert_eq!(regs_a, Regs::default());
-    shim_execute(&regs_a, ASID, &mut ModelEffects::new(&mut global, 1)).unwrap();
+    shim_execute(&regs_a, &caps, ASID, &mut ModelEffects::new(&mut global, 1)).unwrap();
     assert!(matches!(
         global.access(1, KEY, x, grant::READ),
         Access::Stale { .. }

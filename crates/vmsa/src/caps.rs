@@ -1,5 +1,12 @@
 //! What the CPU offers and what it needs worked around, in one value the
 //! invalidation planner consults.
+//!
+//! A [`Table`](crate::Table) reads the capabilities from its invalidator
+//! ([`Invalidator::capabilities`](crate::Invalidator::capabilities)) for
+//! the maintenance it issues itself; the VMID / ASID rollover flush and the
+//! request shim take them as an argument. Every TLBI vmsa issues goes
+//! through [`tlbi::issue`](crate::tlbi::issue), which applies the errata
+//! workarounds.
 
 /// CPU features and quirks that change which TLB maintenance is possible
 /// or needed.
@@ -12,24 +19,30 @@ pub struct Capabilities {
     pub tlbi_range: bool,
     /// FEAT_TTL: level hints in TLBI operands are honoured (Armv8.4).
     pub ttl: bool,
-    /// FEAT_nTLBPA: the TLB holds no entries cached from intermediate
-    /// physical addresses, so stage 2 invalidation by IPA needs no
-    /// `VMALLE1IS` after it. Off by default: only set it when
-    /// `ID_AA64MMFR1_EL1.nTLBPA` says so.
+    /// FEAT_nTLBPA (`ID_AA64MMFR1_EL1.nTLBPA`), for reporting only: no
+    /// maintenance depends on it. The feature says that the intermediate
+    /// caching of translation table walks includes no non-coherent caches
+    /// keyed by physical address; it says nothing about combined stage 1+2
+    /// entries, so stage 2 invalidation by IPA is still followed by
+    /// `DSB ISH; TLBI VMALLE1IS` on a CPU that has it.
     pub ntlbpa: bool,
-    /// FEAT_BBM level (0, 1 or 2: `ID_AA64MMFR2_EL1.BBM`).
-    pub bbm_level: u8,
     /// VMID width in bits: 8, or 16 with FEAT_VMID16 and `VTCR_EL2.VS`.
     pub vmid_bits: u8,
     /// ASID width in bits: 8 or 16 (`TCR_EL1.AS`).
     pub asid_bits: u8,
-    /// Errata needing every TLBI followed by `DSB ISH` to be issued twice
-    /// (Linux's `ARM64_WORKAROUND_REPEAT_TLBI`, e.g. Cortex-A76 erratum
-    /// 1286807, Qualcomm Falkor E1009).
+    /// Errata needing a TLBI completed twice (Linux's
+    /// `ARM64_WORKAROUND_REPEAT_TLBI`, e.g. Cortex-A76 erratum 1286807,
+    /// Qualcomm Falkor E1009): after the TLBIs and the DSB that completes
+    /// them, the last TLBI is issued again and completed by the same DSB
+    /// ([`tlbi::issue`](crate::tlbi::issue), on every path that issues a
+    /// TLBI).
     pub repeat_tlbi: bool,
     /// Speculative AT errata (Cortex-A55 1530923, A76 1165522 and others):
-    /// while VTTBR_EL2 is switched to another VMID only to run TLBIs, point
-    /// it at an empty root, not at a real table.
+    /// while a [`Table`](crate::Table) switches VTTBR_EL2 to its VMID only
+    /// to run TLBIs, it points VTTBR_EL2 at the empty root given to
+    /// [`Table::set_empty_root`](crate::Table::set_empty_root), not at its
+    /// real root. Without the erratum the real root is used even if an
+    /// empty root was set.
     pub speculative_at: bool,
 }
 
@@ -39,7 +52,6 @@ impl Default for Capabilities {
             tlbi_range: false,
             ttl: false,
             ntlbpa: false,
-            bbm_level: 0,
             vmid_bits: 16,
             asid_bits: 16,
             repeat_tlbi: false,
@@ -55,7 +67,6 @@ impl Capabilities {
             tlbi_range: true,
             ttl: true,
             ntlbpa: false,
-            bbm_level: 0,
             vmid_bits: 16,
             asid_bits: 16,
             repeat_tlbi: false,

@@ -4,10 +4,13 @@
 //! [`MAX_BY_ADDR_OPS`]; for stage 2, `DSB ISH; TLBI VMALLE1IS` after the
 //! IPA-based operations. It prices nothing; [`Planner`](crate::Planner)
 //! is the cheap one. Tests that check the mechanics of tables use it for
-//! its predictable output.
+//! its predictable output. It applies the errata workarounds of the
+//! [`Capabilities`] it is built with ([`Basic::new`]; the default has
+//! none).
 
 use alloc::vec::Vec;
 
+use crate::caps::Capabilities;
 use crate::effects::{Barrier, Effects};
 use crate::plan::{Invalidator, Purpose, Space, SpaceKind};
 use crate::report::{Change, ChangeFlags};
@@ -21,7 +24,17 @@ pub const MAX_BY_ADDR_OPS: u64 = 512;
 
 /// The straightforward invalidator (see the [module](self) docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Basic;
+pub struct Basic {
+    /// The CPU's capabilities: only its errata change what `Basic` emits.
+    pub caps: Capabilities,
+}
+
+impl Basic {
+    /// `Basic` for a CPU with `caps`.
+    pub const fn new(caps: Capabilities) -> Self {
+        Basic { caps }
+    }
+}
 
 /// Number of descriptors a change covers (ranges may end at 0: the top of
 /// the 64-bit space).
@@ -38,17 +51,23 @@ fn count(space: &Space, change: &Change) -> u64 {
 /// (unless `combined` is false) then `TLBI VMALLE1IS; DSB ISH`, since
 /// IPA-based operations need not remove combined stage 1+2 entries (KVM's
 /// `__kvm_tlb_flush_vmid_ipa`, Hafnium, FreeBSD); `ISB` for the EL2
-/// regime. Returns whether anything was emitted. The sequence shape the
-/// baseline policies of `vmsa compare` share with [`Basic`].
-pub fn emit(space: &Space, ops: &[(TlbiOp, u64)], combined: bool, fx: &mut dyn Effects) -> bool {
+/// regime. Both batches of TLBIs go through
+/// [`tlbi::issue`](crate::tlbi::issue) with `caps` (the repeat-TLBI
+/// erratum repeats the last of each). Returns whether anything was
+/// emitted. The sequence shape the baseline policies of `vmsa compare`
+/// share with [`Basic`].
+pub fn emit(
+    space: &Space,
+    ops: &[(TlbiOp, u64)],
+    combined: bool,
+    caps: &Capabilities,
+    fx: &mut dyn Effects,
+) -> bool {
     if ops.is_empty() {
         return false;
     }
     fx.barrier(Barrier::DsbIsh);
-    for &(op, operand) in ops {
-        fx.tlbi(op, operand);
-    }
-    fx.barrier(Barrier::DsbIsh);
+    crate::tlbi::issue(fx, caps, ops.iter().copied(), Barrier::DsbIsh);
     let by_addr = ops.iter().any(|(op, _)| {
         !matches!(
             op,
@@ -56,8 +75,7 @@ pub fn emit(space: &Space, ops: &[(TlbiOp, u64)], combined: bool, fx: &mut dyn E
         )
     });
     if combined && by_addr && matches!(space.kind, SpaceKind::Stage2 { .. }) {
-        fx.tlbi(TlbiOp::Vmalle1is, 0);
-        fx.barrier(Barrier::DsbIsh);
+        crate::tlbi::issue(fx, caps, [(TlbiOp::Vmalle1is, 0)], Barrier::DsbIsh);
     }
     if matches!(space.kind, SpaceKind::El2) {
         fx.barrier(Barrier::Isb);
@@ -96,6 +114,10 @@ impl Invalidator for Basic {
                 }
             }
         }
-        emit(space, &ops, true, fx)
+        emit(space, &ops, true, &self.caps, fx)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
     }
 }

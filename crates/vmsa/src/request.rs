@@ -322,8 +322,8 @@ impl RequestSlot {
 }
 
 /// What the guest's EL1 shim runs after a call returns, issued through
-/// `fx` on the vCPU's PE; `asid` is the ASID the guest runs (its
-/// TTBR0_EL1.ASID), used for the selective operands.
+/// `fx` on the vCPU's PE, for a CPU with `caps`; `asid` is the ASID the
+/// guest runs (its TTBR0_EL1.ASID), used for the selective operands.
 ///
 /// - X8 = 0: nothing at all.
 /// - X8 = 3: `TLBI VAE1IS` for each of the X10 pages from X9 (no level
@@ -333,24 +333,39 @@ impl RequestSlot {
 /// - X8 = 4: `TLBI RVAE1IS, X9`.
 /// - X8 = 1: `TLBI VMALLE1IS`.
 ///
-/// Then `DSB ISH`, and when X11 says an executable mapping changed
-/// `IC IALLU; DSB ISH`, and finally `ISB`.
+/// Then `DSB ISH` (the TLBIs and it go through
+/// [`tlbi::issue`](crate::tlbi::issue): with the repeat-TLBI erratum the
+/// last TLBI and the `DSB ISH` again), and when X11 says an executable
+/// mapping changed `IC IALLU; DSB ISH`, and finally `ISB`.
 ///
 /// # Errors
 /// X8 = 2 or an undefined X8: nothing is run and the error says why.
-pub fn shim_execute(regs: &Regs, asid: u16, fx: &mut impl Effects) -> Result<(), ShimError> {
+pub fn shim_execute(
+    regs: &Regs,
+    caps: &Capabilities,
+    asid: u16,
+    fx: &mut impl Effects,
+) -> Result<(), ShimError> {
     match regs.decode()? {
         Request::None | Request::Pages { count: 0, .. } => return Ok(()),
         Request::Pages { va, count } if count <= MAX_SELECTIVE => {
-            for i in 0..count {
-                let page = va.wrapping_add(i * PAGE);
-                fx.tlbi(TlbiOp::Vae1is, va_operand(asid, page, Ttl::NONE));
-            }
+            crate::tlbi::issue(
+                fx,
+                caps,
+                (0..count).map(|i| {
+                    let page = va.wrapping_add(i * PAGE);
+                    (TlbiOp::Vae1is, va_operand(asid, page, Ttl::NONE))
+                }),
+                Barrier::DsbIsh,
+            );
         }
-        Request::Pages { .. } | Request::Broadcast => fx.tlbi(TlbiOp::Vmalle1is, 0),
-        Request::Range(_) => fx.tlbi(TlbiOp::Rvae1is, regs.x9),
+        Request::Pages { .. } | Request::Broadcast => {
+            crate::tlbi::issue(fx, caps, [(TlbiOp::Vmalle1is, 0)], Barrier::DsbIsh);
+        }
+        Request::Range(_) => {
+            crate::tlbi::issue(fx, caps, [(TlbiOp::Rvae1is, regs.x9)], Barrier::DsbIsh);
+        }
     }
-    fx.barrier(Barrier::DsbIsh);
     if regs.icache() {
         fx.cache(CacheOp::IcIallu, 0);
         fx.barrier(Barrier::DsbIsh);
@@ -375,7 +390,7 @@ mod tests {
 
     fn run(regs: &Regs, asid: u16) -> (Result<(), ShimError>, Vec<Effect>) {
         let mut rec = Recorder::new();
-        let r = shim_execute(regs, asid, &mut rec);
+        let r = shim_execute(regs, &plain(), asid, &mut rec);
         (r, rec.take())
     }
 
@@ -725,6 +740,88 @@ mod tests {
             0,
         );
         assert_eq!((r, log.len()), (Err(ShimError::Unknown(9)), 0));
+    }
+
+    #[test]
+    fn request_shim_repeats_the_last_tlbi_with_the_erratum() {
+        let caps = Capabilities {
+            repeat_tlbi: true,
+            ..plain()
+        };
+        let vae1is = |page: u64| Effect::Tlbi {
+            op: TlbiOp::Vae1is,
+            operand: 0x0002_0000_0000_0000 | page,
+        };
+        let dsb = Effect::Barrier(Barrier::DsbIsh);
+        let isb = Effect::Barrier(Barrier::Isb);
+        let vmalle1is = Effect::Tlbi {
+            op: TlbiOp::Vmalle1is,
+            operand: 0,
+        };
+        let rvae1is = Effect::Tlbi {
+            op: TlbiOp::Rvae1is,
+            operand: 0x0005_4080_0000_0001,
+        };
+        let ic = Effect::Cache {
+            op: CacheOp::IcIallu,
+            addr: 0,
+        };
+        let cases = [
+            // Selective, 3 pages from 0x1000, ASID 2, with the I-cache
+            // hint: the last page again, before the IC IALLU.
+            (
+                Regs {
+                    x8: X8_SELECTIVE,
+                    x9: 0x1000,
+                    x10: 3,
+                    x11: 1,
+                },
+                2,
+                vec![
+                    vae1is(1),
+                    vae1is(2),
+                    vae1is(3),
+                    dsb,
+                    vae1is(3),
+                    dsb,
+                    ic,
+                    dsb,
+                    isb,
+                ],
+            ),
+            (
+                Regs {
+                    x8: X8_BROADCAST,
+                    ..Regs::default()
+                },
+                0,
+                vec![vmalle1is, dsb, vmalle1is, dsb, isb],
+            ),
+            (
+                Regs {
+                    x8: X8_RANGE,
+                    x9: 0x0005_4080_0000_0001,
+                    ..Regs::default()
+                },
+                5,
+                vec![rvae1is, dsb, rvae1is, dsb, isb],
+            ),
+        ];
+        for (regs, asid, want) in cases {
+            let mut rec = Recorder::new();
+            assert_eq!(shim_execute(&regs, &caps, asid, &mut rec), Ok(()));
+            assert_eq!(rec.take(), want, "{regs:?}");
+        }
+        // Nothing to do is still nothing.
+        let mut rec = Recorder::new();
+        let nothing = Regs {
+            x8: X8_SELECTIVE,
+            x9: 0x1000,
+            x10: 0,
+            x11: 0,
+        };
+        assert_eq!(shim_execute(&nothing, &caps, 0, &mut rec), Ok(()));
+        assert!(rec.log().is_empty());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 
 use core::fmt;
 
+use crate::caps::Capabilities;
+use crate::effects::{Barrier, Effects};
+
 /// A TLBI operation (the `<op>` of `TLBI <op>{, <Xt>}`).
 ///
 /// Names follow the architecture: the `is` suffix is the Inner Shareable
@@ -305,6 +308,54 @@ impl RangeOperand {
     pub const fn pages(self) -> u64 {
         (self.num as u64 + 1) << (5 * self.scale as u32 + 1)
     }
+}
+
+/// Issues the TLBIs `ops`, in order, then `done`, the barrier that
+/// completes them (`DSB ISH` for broadcast operations, `DSB NSH` for local
+/// ones), honouring the errata in `caps`: with
+/// [`Capabilities::repeat_tlbi`] the last operation is issued again after
+/// `done`, and `done` again after it (Linux's
+/// `ARM64_WORKAROUND_REPEAT_TLBI`). Returns whether anything was issued:
+/// with no operations nothing is, not even `done`.
+///
+/// Every TLBI vmsa issues goes through here: the
+/// [`Planner`](crate::Planner)'s sequences (once per batch),
+/// [`Basic`](crate::Basic) and the baselines' shared
+/// [`invalidate::emit`](crate::invalidate::emit),
+/// [`Table::vcpu_load`](crate::Table::vcpu_load)'s local flush,
+/// [`Table::spurious_fault`](crate::Table::spurious_fault), the VMID /
+/// ASID rollover flush ([`TagKind::rollover_flush`](crate::TagKind::rollover_flush))
+/// and the request shim ([`request::shim_execute`](crate::request::shim_execute)).
+///
+/// ```
+/// use vmsa::{tlbi, Barrier, Capabilities, Effect, Recorder, TlbiOp};
+/// let caps = Capabilities { repeat_tlbi: true, ..Capabilities::default() };
+/// let mut fx = Recorder::new();
+/// tlbi::issue(&mut fx, &caps, [(TlbiOp::Vmalle1is, 0)], Barrier::DsbIsh);
+/// let op = Effect::Tlbi { op: TlbiOp::Vmalle1is, operand: 0 };
+/// let dsb = Effect::Barrier(Barrier::DsbIsh);
+/// assert_eq!(fx.log(), &[op, dsb, op, dsb]);
+/// ```
+pub fn issue<E: Effects + ?Sized>(
+    fx: &mut E,
+    caps: &Capabilities,
+    ops: impl IntoIterator<Item = (TlbiOp, u64)>,
+    done: Barrier,
+) -> bool {
+    let mut last = None;
+    for (op, operand) in ops {
+        fx.tlbi(op, operand);
+        last = Some((op, operand));
+    }
+    let Some((op, operand)) = last else {
+        return false;
+    };
+    fx.barrier(done);
+    if caps.repeat_tlbi {
+        fx.tlbi(op, operand);
+        fx.barrier(done);
+    }
+    true
 }
 
 #[cfg(test)]

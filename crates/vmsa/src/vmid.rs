@@ -49,17 +49,18 @@
 //!
 //! ```
 //! use vmsa::vmid::{TagAllocator, TagSlot};
-//! use vmsa::Recorder;
+//! use vmsa::{Capabilities, Recorder};
 //!
 //! // 8-bit VMIDs (VTCR_EL2.VS = 0), 4 PEs.
-//! let mut vmids = TagAllocator::vmids(8, 4)?;
+//! let caps = Capabilities { vmid_bits: 8, ..Capabilities::default() };
+//! let mut vmids = TagAllocator::vmids(caps.vmid_bits, 4)?;
 //! let mut fx = Recorder::new();
 //!
 //! // vcpu_load on PE 0: get a VMID of the current generation, run it.
 //! let mut vm = TagSlot::new();
 //! let got = vmids.activate(0, &mut vm)?;
 //! if got.rollover {
-//!     vmids.rollover_flush(&mut fx); // before any new tag is used
+//!     vmids.rollover_flush(&caps, &mut fx); // before any new tag is used
 //! }
 //! assert_eq!(got.tag, 1);
 //! // ... VTTBR_EL2 = got.tag << 48 | root ...
@@ -79,6 +80,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::caps::Capabilities;
 use crate::effects::{Barrier, Effects};
 use crate::tlbi::TlbiOp;
 
@@ -99,13 +101,16 @@ impl TagKind {
     /// generation is used: `TLBI ALLE1IS` (VMIDs) or `TLBI VMALLE1IS`
     /// (ASIDs, issued with the VMID they belong to in `VTTBR_EL2`), then
     /// `DSB ISH`, after which it has taken effect on every PE of the Inner
-    /// Shareable domain.
+    /// Shareable domain. Issued through [`tlbi::issue`](crate::tlbi::issue)
+    /// with `caps`: with the repeat-TLBI erratum
+    /// ([`Capabilities::repeat_tlbi`]) the TLBI and the DSB are issued
+    /// again.
     ///
     /// ```
     /// use vmsa::vmid::TagKind;
-    /// use vmsa::{Barrier, Effect, Recorder, TlbiOp};
+    /// use vmsa::{Barrier, Capabilities, Effect, Recorder, TlbiOp};
     /// let mut fx = Recorder::new();
-    /// TagKind::Vmid.rollover_flush(&mut fx);
+    /// TagKind::Vmid.rollover_flush(&Capabilities::default(), &mut fx);
     /// assert_eq!(
     ///     fx.log(),
     ///     &[
@@ -114,9 +119,8 @@ impl TagKind {
     ///     ]
     /// );
     /// ```
-    pub fn rollover_flush<E: Effects + ?Sized>(self, fx: &mut E) {
-        fx.tlbi(self.flush_op(), 0);
-        fx.barrier(Barrier::DsbIsh);
+    pub fn rollover_flush<E: Effects + ?Sized>(self, caps: &Capabilities, fx: &mut E) {
+        crate::tlbi::issue(fx, caps, [(self.flush_op(), 0)], Barrier::DsbIsh);
     }
 
     /// The TLBI of the rollover flush.
@@ -526,10 +530,11 @@ impl TagAllocator {
 
     /// Emits the rollover's invalidation (see [`TagKind::rollover_flush`]):
     /// `TLBI ALLE1IS; DSB ISH` for VMIDs, `TLBI VMALLE1IS; DSB ISH` for
-    /// ASIDs. Call it whenever [`alloc`](Self::alloc) reports a rollover,
-    /// before any tag of the new generation is installed.
-    pub fn rollover_flush<E: Effects + ?Sized>(&self, fx: &mut E) {
-        self.kind.rollover_flush(fx)
+    /// ASIDs, with the errata workarounds `caps` asks for. Call it whenever
+    /// [`alloc`](Self::alloc) reports a rollover, before any tag of the new
+    /// generation is installed.
+    pub fn rollover_flush<E: Effects + ?Sized>(&self, caps: &Capabilities, fx: &mut E) {
+        self.kind.rollover_flush(caps, fx)
     }
 
     fn check_pe(&self, pe: usize) -> Result<(), AllocError> {
@@ -891,8 +896,13 @@ mod tests {
     #[test]
     fn rollover_flushes() {
         let mut fx = Recorder::new();
-        TagAllocator::vmids(8, 1).unwrap().rollover_flush(&mut fx);
-        TagAllocator::asids(16, 1).unwrap().rollover_flush(&mut fx);
+        let caps = Capabilities::default();
+        TagAllocator::vmids(8, 1)
+            .unwrap()
+            .rollover_flush(&caps, &mut fx);
+        TagAllocator::asids(16, 1)
+            .unwrap()
+            .rollover_flush(&caps, &mut fx);
         assert_eq!(
             fx.log(),
             &[
@@ -908,5 +918,22 @@ mod tests {
                 Effect::Barrier(Barrier::DsbIsh),
             ]
         );
+    }
+    #[test]
+    fn rollover_flush_repeats_the_tlbi_with_the_erratum() {
+        let caps = Capabilities {
+            repeat_tlbi: true,
+            ..Capabilities::default()
+        };
+        for (a, op) in [
+            (TagAllocator::vmids(8, 1).unwrap(), TlbiOp::Alle1is),
+            (TagAllocator::asids(16, 1).unwrap(), TlbiOp::Vmalle1is),
+        ] {
+            let mut fx = Recorder::new();
+            a.rollover_flush(&caps, &mut fx);
+            let tlbi = Effect::Tlbi { op, operand: 0 };
+            let dsb = Effect::Barrier(Barrier::DsbIsh);
+            assert_eq!(fx.log(), &[tlbi, dsb, tlbi, dsb]);
+        }
     }
 }

@@ -25,7 +25,7 @@ fn stage2(ipa_bits: u8) -> (Table<Stage2, Arena>, Recorder) {
         &mut fx,
     )
     .unwrap();
-    t.set_invalidator(Box::new(vmsa::Basic));
+    t.set_invalidator(Box::new(vmsa::Basic::default()));
     (t, fx)
 }
 

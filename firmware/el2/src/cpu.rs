@@ -16,8 +16,6 @@ pub fn capabilities() -> Capabilities {
         ttl: (mmfr2 >> 48) & 0xf >= 1,
         // ID_AA64MMFR1_EL1.nTLBPA [51:48].
         ntlbpa: (mmfr1 >> 48) & 0xf >= 1,
-        // ID_AA64MMFR2_EL1.BBM [55:52].
-        bbm_level: ((mmfr2 >> 52) & 0xf) as u8,
         // ID_AA64MMFR1_EL1.VMIDBits [7:4]: 0b0010 = 16 bits.
         vmid_bits: if (mmfr1 >> 4) & 0xf == 2 { 16 } else { 8 },
         // ID_AA64MMFR0_EL1.ASIDBits [7:4].

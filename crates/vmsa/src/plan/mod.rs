@@ -272,6 +272,19 @@ pub trait Invalidator: Send + Sync {
         mapped: &mut dyn FnMut() -> u64,
         fx: &mut dyn Effects,
     ) -> bool;
+
+    /// The CPU capabilities the policy was built for. A
+    /// [`Table`](crate::Table) reads them from its invalidator for the
+    /// maintenance it issues itself: the errata workarounds of
+    /// [`vcpu_load`](crate::Table::vcpu_load)'s local flush and of
+    /// [`spurious_fault`](crate::Table::spurious_fault), and whether the
+    /// VTTBR_EL2 switch for another VMID's TLBIs goes through an empty root
+    /// ([`Capabilities::speculative_at`]). The default is the architecture's
+    /// baseline ([`Capabilities::default`]: no erratum); [`Planner`] and
+    /// [`Basic`](crate::Basic) return theirs.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 }
 
 /// Whether a change may leave an entry granting more than the tables: the
@@ -324,28 +337,19 @@ pub fn local_form(op: TlbiOp) -> TlbiOp {
 
 impl Sequence {
     /// Emits the sequence. `isb`: the issuing PE translates through the
-    /// space itself and needs an ISB. `repeat`: the repeat-TLBI erratum
-    /// workaround (the last TLBI of each batch again after its DSB).
-    pub fn emit(&self, fx: &mut dyn Effects, isb: bool, repeat: bool) {
+    /// space itself and needs an ISB. Each batch goes through
+    /// [`tlbi::issue`](crate::tlbi::issue), which applies the errata of
+    /// `caps` (with the repeat-TLBI erratum the last TLBI of each batch
+    /// again after its DSB).
+    pub fn emit(&self, fx: &mut dyn Effects, isb: bool, caps: &Capabilities) {
         fx.barrier(Barrier::DsbIshst);
+        let done = if self.local {
+            Barrier::DsbNsh
+        } else {
+            Barrier::DsbIsh
+        };
         for batch in [&self.ops, &self.after] {
-            if batch.is_empty() {
-                continue;
-            }
-            let done = if self.local {
-                Barrier::DsbNsh
-            } else {
-                Barrier::DsbIsh
-            };
-            for o in batch.iter() {
-                fx.tlbi(o.op, o.operand);
-            }
-            fx.barrier(done);
-            if repeat {
-                let last = batch[batch.len() - 1];
-                fx.tlbi(last.op, last.operand);
-                fx.barrier(done);
-            }
+            crate::tlbi::issue(fx, caps, batch.iter().map(|o| (o.op, o.operand)), done);
         }
         if isb {
             fx.barrier(Barrier::Isb);
@@ -493,9 +497,11 @@ impl Planner {
     }
 
     /// Stage 2 by-address forms leave combined stage 1+2 entries: a
-    /// `VMALLE1IS` of the VMID must follow (unless FEAT_nTLBPA).
+    /// `VMALLE1IS` of the VMID must follow, whatever the CPU (FEAT_nTLBPA
+    /// is about caches of walks keyed by physical address, not combined
+    /// entries: [`Capabilities::ntlbpa`] is for reporting only).
     fn combined_flush(&self, space: &Space) -> bool {
-        matches!(space.kind, SpaceKind::Stage2 { .. }) && !self.caps.ntlbpa
+        matches!(space.kind, SpaceKind::Stage2 { .. })
     }
 
     /// Per entry: one by-address operation per changed entry (one per
@@ -806,15 +812,15 @@ impl Invalidator for Planner {
     ) -> bool {
         match self.plan(space, purpose, changes, mapped) {
             Some(seq) => {
-                seq.emit(
-                    fx,
-                    matches!(space.kind, SpaceKind::El2),
-                    self.caps.repeat_tlbi,
-                );
+                seq.emit(fx, matches!(space.kind, SpaceKind::El2), &self.caps);
                 true
             }
             None => false,
         }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
     }
 }
 
@@ -900,6 +906,31 @@ mod tests {
                 )
         });
         assert!(dsb_before_vmalle1is, "{log:?}");
+    }
+
+    #[test]
+    fn ntlbpa_does_not_drop_the_vmalle1is_after_ipas2() {
+        // FEAT_nTLBPA says nothing about combined stage 1+2 entries: the
+        // by-IPA sequence is the same with it.
+        let s2 = Space::new(SpaceKind::Stage2 { vmid: 1 });
+        let changes = [change(0x1000, 0x2000, 3, UNMAPPED)];
+        let without = run(&Planner::default(), &s2, &changes, 100_000);
+        let p = Planner::new(
+            Capabilities {
+                ntlbpa: true,
+                ..Capabilities::default()
+            },
+            Profile::NATIVE,
+        );
+        let with = run(&p, &s2, &changes, 100_000);
+        assert_eq!(with, without);
+        assert_eq!(
+            tlbis(&with),
+            vec![
+                (TlbiOp::Ipas2le1is, ipa_operand(0x1000, Ttl::NONE)),
+                (TlbiOp::Vmalle1is, 0)
+            ]
+        );
     }
 
     #[test]

@@ -202,13 +202,22 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// makes the table track where it runs; until then it assumes any PE
     /// may, and never uses non-shareable invalidation. If `pe` missed local invalidations made
     /// while the space ran elsewhere, its TLB is flushed of the space here
-    /// (the flush KVM and Xen do when a vCPU moves).
+    /// (the flush KVM and Xen do when a vCPU moves): the local form of the
+    /// whole-space TLBI and `DSB NSH`, through
+    /// [`tlbi::issue`](crate::tlbi::issue) with the invalidator's
+    /// [`capabilities`](Invalidator::capabilities) (the repeat-TLBI
+    /// erratum issues both again).
     pub fn vcpu_load(&mut self, pe: usize, fx: &mut impl Effects) {
         let bit = 1u64 << pe.min(63);
         if self.stale_on & bit != 0 {
             let (op, operand) = self.space().whole();
-            fx.tlbi(crate::plan::local_form(op), operand);
-            fx.barrier(Barrier::DsbNsh);
+            let caps = self.invalidator.capabilities();
+            crate::tlbi::issue(
+                fx,
+                &caps,
+                [(crate::plan::local_form(op), operand)],
+                Barrier::DsbNsh,
+            );
             self.stale_on &= !bit;
         }
         self.running |= bit;
@@ -226,10 +235,18 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     }
 
     /// For CPUs with a speculative AT erratum
-    /// ([`Capabilities::speculative_at`](crate::Capabilities)): an empty,
-    /// zeroed root table (at least as large as this table's root) to put in
-    /// VTTBR_EL2, with this table's VMID, while switching VMIDs to issue
-    /// TLBIs, so that no speculative walk reaches a real table.
+    /// ([`Capabilities::speculative_at`](crate::Capabilities::speculative_at)
+    /// in the invalidator's [`capabilities`](Invalidator::capabilities)): an
+    /// empty, zeroed root table (at least as large as this table's root) to
+    /// put in VTTBR_EL2, with this table's VMID, while switching VMIDs to
+    /// issue TLBIs, so that no speculative walk reaches a real table.
+    ///
+    /// The capability decides: without `speculative_at` the switch uses this
+    /// table's real root even if an empty root was set. With it, an empty
+    /// root is required for the protection: until one is set the switch
+    /// falls back to the real root (the TLBIs still act on the right VMID;
+    /// only the erratum workaround is missing). Set it before
+    /// [`set_loaded_vttbr`](Self::set_loaded_vttbr) on such a CPU.
     pub fn set_empty_root(&mut self, root: Option<Pa>) {
         self.empty_root = root;
     }
@@ -238,9 +255,12 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// on `addr` needing `access`. If the tables already allow it (a stale,
     /// stricter entry caused the fault), the entries for that page are
     /// invalidated on the issuing PE only (non-shareable TLBI, `DSB NSH`,
-    /// and for stage 2 a local `VMALLE1` for combined entries; then `ISB`)
-    /// and `true` is returned: the guest retries. Otherwise nothing is
-    /// emitted and `false` says the fault is real. (KVM's
+    /// and for stage 2 a local `VMALLE1` for combined entries; then `ISB`;
+    /// each TLBI with its `DSB NSH` through
+    /// [`tlbi::issue`](crate::tlbi::issue) with the invalidator's
+    /// [`capabilities`](Invalidator::capabilities), so the repeat-TLBI
+    /// erratum repeats each) and `true` is returned: the guest retries.
+    /// Otherwise nothing is emitted and `false` says the fault is real. (KVM's
     /// `kvm_pgtable_stage2_relax_perms` with `__kvm_tlb_flush_vmid_ipa_nsh`;
     /// elfuse's stale-TLB retry.)
     pub fn spurious_fault(
@@ -261,11 +281,20 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         let space = self.space();
         let page = addr.get() & !(self.geometry.granule().size() - 1);
         let (op, operand) = space.by_addr(page, true, crate::tlbi::Ttl::NONE);
-        fx.tlbi(crate::plan::local_form(op), operand);
-        fx.barrier(Barrier::DsbNsh);
+        let caps = self.invalidator.capabilities();
+        crate::tlbi::issue(
+            fx,
+            &caps,
+            [(crate::plan::local_form(op), operand)],
+            Barrier::DsbNsh,
+        );
         if let crate::plan::SpaceKind::Stage2 { .. } = space.kind {
-            fx.tlbi(crate::tlbi::TlbiOp::Vmalle1, 0);
-            fx.barrier(Barrier::DsbNsh);
+            crate::tlbi::issue(
+                fx,
+                &caps,
+                [(crate::tlbi::TlbiOp::Vmalle1, 0)],
+                Barrier::DsbNsh,
+            );
         }
         fx.barrier(Barrier::Isb);
         true
@@ -350,10 +379,14 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 let own = self.registers()[1].1;
                 // With a speculative AT erratum the PE must not walk a real
                 // table of this VMID while at EL2: an empty root with the
-                // VMID serves the TLBIs as well.
+                // VMID serves the TLBIs as well. The capability decides;
+                // without an empty root set, the real one (documented at
+                // `set_empty_root`).
                 let target = match self.empty_root {
-                    Some(root) => (vmid as u64) << 48 | root.0,
-                    None => own,
+                    Some(root) if self.invalidator.capabilities().speculative_at => {
+                        (vmid as u64) << 48 | root.0
+                    }
+                    _ => own,
                 };
                 (loaded != own).then_some((target, loaded))
             }
