@@ -115,7 +115,7 @@ pub struct Table<R: Regime, A: TableAllocator> {
     leaves: Option<u64>,
     /// Leaves added by the fault path ([`map_shared`](Self::map_shared)),
     /// folded into `leaves` by the next exclusive operation.
-    shared_leaves: core::sync::atomic::AtomicU64,
+    shared_leaves: shared::SharedCount,
 }
 
 impl<R: Regime, A: TableAllocator> Table<R, A> {
@@ -159,7 +159,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             loaded_vttbr: None,
             empty_root: None,
             leaves: Some(0),
-            shared_leaves: core::sync::atomic::AtomicU64::new(0),
+            shared_leaves: shared::SharedCount::default(),
         })
     }
 
@@ -327,7 +327,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// table on each call (without caching the result).
     pub fn mapped_leaves(&self) -> u64 {
         match self.leaves {
-            Some(n) => n + self.shared_leaves.load(core::sync::atomic::Ordering::Relaxed),
+            Some(n) => n + self.shared_leaves.sum(),
             None => self.count_leaves(),
         }
     }
@@ -470,7 +470,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     pub fn activate(&mut self, fx: &mut impl Effects) {
         if self.leaves.is_none() {
             self.leaves = Some(self.count_leaves());
-            *self.shared_leaves.get_mut() = 0;
+            self.shared_leaves.take();
         }
         for (reg, value) in self.registers() {
             fx.write_sysreg(reg, value);

@@ -98,15 +98,29 @@ use crate::regime::Regime;
 /// the table's memory (a copy of the table's `&PagePool`). Give the pages
 /// back with [`Table::drain_cache`] or [`PageCache::drain`]; a cache dropped
 /// with pages in it leaks them (they stay allocated, never reused).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PageCache {
     pages: Vec<Pa>,
+    /// This caller's slot in the table's shared counters.
+    shard: usize,
 }
+
+impl Default for PageCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Hands each new cache the next counter slot.
+static NEXT_SHARD: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
 impl PageCache {
     /// An empty cache.
-    pub const fn new() -> Self {
-        PageCache { pages: Vec::new() }
+    pub fn new() -> Self {
+        PageCache {
+            pages: Vec::new(),
+            shard: NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS,
+        }
     }
 
     /// Pages in the cache.
@@ -152,6 +166,38 @@ impl PageCache {
             // linked and pushed back only when the link lost its race.
             unsafe { alloc.deallocate(pa, granule, 1) };
         }
+    }
+}
+
+const SHARDS: usize = 8;
+
+/// One counter slot, alone in its cache line(s).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(core::sync::atomic::AtomicU64);
+
+/// A count the fault path adds to from several PEs at once: one slot per
+/// caller (by its [`PageCache`]), each in its own cache line, so that PEs
+/// faulting in parallel do not bounce one line between them on every
+/// fault; readers sum the slots.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCount {
+    shards: [Shard; SHARDS],
+}
+
+impl SharedCount {
+    fn add(&self, shard: usize, n: u64) {
+        self.shards[shard % SHARDS].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The sum of every slot.
+    pub(crate) fn sum(&self) -> u64 {
+        self.shards.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Takes the sum, leaving zero (exclusive access: no adds race).
+    pub(crate) fn take(&mut self) -> u64 {
+        self.shards.iter_mut().map(|s| core::mem::take(s.0.get_mut())).sum()
     }
 }
 
@@ -217,14 +263,14 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// [`Error::Misaligned`], [`Error::InputOutOfRange`],
     /// [`Error::OutputOutOfRange`], [`Error::InvalidAttributes`],
     /// [`Error::UnsupportedGeometry`] for a level with no leaves;
-    /// [`Error::OutOfMemory`] when `cache` holds fewer than
-    /// [`fault_pages`](Self::fault_pages)`(level)` pages;
+    /// [`Error::OutOfMemory`] when `cache` holds fewer pages than the
+    /// tables missing above the entry (at most
+    /// [`fault_pages`](Self::fault_pages)`(level)`);
     /// [`Error::NeedsExclusive`] when only an exclusive operation can make
     /// the change: the entry was made invalid by an operation whose
     /// invalidation is still outstanding (writing it now would break
     /// break-before-make), or finer mappings exist below it. On error
-    /// nothing has changed, except that missing tables above the entry may
-    /// have been linked (empty, as KVM's shared walks leave them).
+    /// nothing has changed.
     pub fn map_shared(
         &self,
         addr: R::Input,
@@ -252,7 +298,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 addr: oa.max(out_size),
             });
         }
-        if cache.len() < self.fault_pages(level) {
+        // Count the tables missing on the way down now; other PEs can only
+        // link some of them meanwhile, never unlink (that is exclusive).
+        if cache.len() < self.missing_tables(off.start, level) {
             return Err(Error::OutOfMemory);
         }
         if self.live && self.unclean(&off) {
@@ -277,7 +325,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                     Kind::Invalid => {
                         match fx.compare_exchange_descriptor(slot, at, 0, leaf) {
                             Ok(()) => {
-                                self.shared_leaves.fetch_add(1, Ordering::Relaxed);
+                                self.shared_leaves.add(cache.shard, 1);
                                 self.publish(fx);
                                 return Ok(Installed::Mapped);
                             }
@@ -296,8 +344,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 Kind::Leaf => return self.raced(addr, start),
                 Kind::Invalid => {
                     let Some(page) = cache.pages.pop() else {
-                        // Only after losing races that consumed nothing: a
-                        // lost page goes back. Kept for robustness.
+                        // Not reached: the cache held every missing table
+                        // when the walk began, and a lost race gives its
+                        // page back.
                         return Err(Error::OutOfMemory);
                     };
                     fx.page_event(PageEvent::Init {
@@ -391,6 +440,29 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             // Another PE changed the leaf between the read and the swap:
             // judge its value.
         }
+    }
+
+    /// Tables missing between the root and the `level` entry for table
+    /// offset `off`.
+    fn missing_tables(&self, off: u64, level: u8) -> usize {
+        let g = self.geometry;
+        let mut table = self.root;
+        let mut lvl = g.start_level();
+        while lvl < level {
+            let at = Pa(table.0 + 8 * g.index(lvl, off) as u64);
+            // SAFETY: a descriptor of this tree (allocator contract).
+            let cur = unsafe { self.alloc.to_ptr(at).as_ref() }.load(Ordering::Acquire);
+            match Descriptor(cur).kind(lvl) {
+                Kind::Table => {
+                    table = Pa(Descriptor(cur).address(g.granule()));
+                    lvl += 1;
+                }
+                // A block: nothing will be linked (the fault is a race lost).
+                Kind::Leaf => return 0,
+                Kind::Invalid => return (level - lvl) as usize,
+            }
+        }
+        0
     }
 
     /// The leaf descriptor mapping `addr`: its slot, address, level and

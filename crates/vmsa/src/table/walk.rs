@@ -148,7 +148,7 @@ pub(crate) struct Op<'a, R: Regime, A: TableAllocator, E: Effects> {
 impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     pub fn new(t: &'a mut Table<R, A>, fx: &'a mut E, plan: bool, reserve: Vec<Pa>) -> Self {
         // Leaves the fault path added join the exclusive count.
-        let shared = core::mem::take(t.shared_leaves.get_mut());
+        let shared = t.shared_leaves.take();
         if let Some(count) = &mut t.leaves {
             *count += shared;
         }
