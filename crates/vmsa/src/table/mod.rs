@@ -79,6 +79,9 @@ pub struct Table<R: Regime, A: TableAllocator> {
     live: bool,
     /// Descriptors were written since the last flush.
     written: bool,
+    /// Descriptors were written since the last `DSB ISHST` the table
+    /// issued ([`publish`](Self::publish)).
+    unpublished: bool,
     /// Pages detached from the tree, released at the next flush.
     pending: Vec<Pa>,
     /// Changes that may have left stale entries, invalidated at the next
@@ -147,6 +150,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             alloc,
             live: false,
             written: false,
+            unpublished: false,
             pending: Vec::new(),
             outstanding: Vec::new(),
             invalidator: Box::new(Planner::default()),
@@ -494,6 +498,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         self.live = false;
         self.outstanding.clear();
         self.written = false;
+        self.unpublished = false;
         for p in core::mem::take(&mut self.pending) {
             self.release(p, fx);
         }
@@ -503,6 +508,22 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// entries.
     pub fn outstanding(&self) -> &[Change] {
         &self.outstanding
+    }
+
+    /// Completes this PE's descriptor writes for every other PE's table
+    /// walkers (`DSB ISHST`) if the table is live and written since the
+    /// last time. Call it before releasing the write side of the table's
+    /// lock with changes still outstanding (gathered for a later
+    /// [`flush`](Self::flush)): when another PE flushes them, its DSBs
+    /// complete only its own writes, and a walker could still fetch the
+    /// descriptors this PE replaced after the TLBIs (the model reports
+    /// `BbmUncleanToValid` or `StaleTranslation`). [`flush`](Self::flush)
+    /// on the writing PE makes this unnecessary.
+    pub fn publish(&mut self, fx: &mut impl Effects) {
+        if self.live && self.unpublished {
+            fx.barrier(Barrier::DsbIshst);
+        }
+        self.unpublished = false;
     }
 
     /// Table pages detached from the tree and waiting for the flush that
@@ -529,6 +550,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         }
         self.outstanding.clear();
         self.written = false;
+        self.unpublished = false;
         for p in core::mem::take(&mut self.pending) {
             self.release(p, fx);
         }

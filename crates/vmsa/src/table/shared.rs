@@ -25,7 +25,11 @@
 //! - Under the **write** side (`&mut self`), everything that breaks an
 //!   entry: [`unmap`](Table::unmap), [`protect`](Table::protect),
 //!   break-before-make in [`map`](Table::map), [`split_block`](Table::split_block),
-//!   [`collapse`](Table::collapse), [`flush`](Table::flush).
+//!   [`collapse`](Table::collapse), [`flush`](Table::flush). Changes
+//!   left outstanding for a later flush (gathered) are completed with
+//!   [`publish`](Table::publish) before the write side is released, since
+//!   the flush may run on another PE, whose barriers do not complete this
+//!   PE's writes.
 //!
 //! Table pages are detached only under the write side, so no software
 //! walker of the fault path can be inside one when it is detached: the
@@ -326,7 +330,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                         match fx.compare_exchange_descriptor(slot, at, 0, leaf) {
                             Ok(()) => {
                                 self.shared_leaves.add(cache.shard, 1);
-                                self.publish(fx);
+                                self.publish_new(fx);
                                 return Ok(Installed::Mapped);
                             }
                             // Lost: look at the winner's entry.
@@ -504,7 +508,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     }
 
     /// Makes a new descriptor visible to the walkers.
-    fn publish(&self, fx: &mut impl Effects) {
+    fn publish_new(&self, fx: &mut impl Effects) {
         if self.live {
             fx.barrier(Barrier::DsbIshst);
             if self.regime.needs_isb() {

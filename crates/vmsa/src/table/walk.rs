@@ -199,6 +199,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         let cell = unsafe { self.t.alloc.to_ptr(slot).as_ref() };
         self.fx.store_descriptor(cell, slot, new);
         self.t.written = true;
+        self.t.unpublished = true;
     }
 
     /// The descriptor at index `i` of a run, as the operation will leave it.
@@ -235,6 +236,7 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
     #[inline(always)]
     pub fn mark_written(&mut self) {
         self.t.written = true;
+        self.t.unpublished = true;
     }
 
     /// Notes that `n` valid leaf descriptors were added to the tree.
