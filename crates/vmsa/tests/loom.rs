@@ -2,17 +2,21 @@
 //! compare-and-swap is a scheduling point (`vmsa::Slot` is loom's atomic
 //! with `--cfg loom`), and loom runs every interleaving of two PEs.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test -p vmsa --test loom --release`.
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p vmsa --test loom --release`
+//! (`.ci/run` does, in its own target directory). Without `--cfg loom` (in
+//! `cargo test --workspace`) the same tests run on std threads and
+//! atomics, each body many times: a stress test, not an exhaustive one.
 //!
 //! Replacing the compare-and-swap with a plain store in `map_shared`
 //! (`Table::map_shared` linking a table with `store_descriptor`) makes
 //! `two_pes_fill_the_same_missing_tables` fail: one PE's table replaces
 //! the other's and that PE's page is lost.
-#![cfg(loom)]
-
 use std::ptr::NonNull;
 
-use loom::sync::Arc;
+#[cfg(loom)]
+use loom::{sync::Arc, thread};
+#[cfg(not(loom))]
+use std::{sync::Arc, thread};
 use vmsa::{
     Error, Geometry, Granule, Grants, Installed, Ipa, Pa, PageCache, Recorder, Relaxed, S2ap, Slot,
     Stage2, Stage2Attrs, Table, TableAllocator, Vmid,
@@ -24,10 +28,19 @@ const BASE: u64 = 0x8000_0000;
 
 /// Loom counts every atomic access as a branch, also those of one thread
 /// (reading back whole 512-entry tables at the end): allow for them.
+#[cfg(loom)]
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
     b.max_branches = 100_000;
     b.check(f);
+}
+
+/// Without loom: the body many times on real threads.
+#[cfg(not(loom))]
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    for _ in 0..300 {
+        f();
+    }
 }
 
 /// Table memory made of loom atomics: `pages` 4 KiB pages at `BASE`.
@@ -105,7 +118,7 @@ fn two_pes_fill_the_same_missing_tables() {
             .enumerate()
             .map(|(pe, mut cache)| {
                 let t = t.clone();
-                loom::thread::spawn(move || {
+                thread::spawn(move || {
                     let ipa = Ipa(0x4000_0000 + pe as u64 * K);
                     let pa = Pa(0x1_0000_0000 + pe as u64 * K);
                     let got = t
@@ -144,7 +157,7 @@ fn two_pes_race_for_one_page_and_the_loser_sees_the_winner() {
             .enumerate()
             .map(|(pe, mut cache)| {
                 let t = t.clone();
-                loom::thread::spawn(move || {
+                thread::spawn(move || {
                     let pa = Pa(0x1_0000_0000 + pe as u64 * K);
                     let got = t
                         .map_shared(Ipa(0x4000_0000), pa, Stage2Attrs::RAM, 3, &mut cache, &mut Recorder::new())
@@ -183,7 +196,7 @@ fn a_relaxation_and_a_map_in_one_table_both_hold() {
         let t = Arc::new(t);
         let relaxer = {
             let t = t.clone();
-            loom::thread::spawn(move || {
+            thread::spawn(move || {
                 // Two PEs take the same write fault.
                 t.relax_shared(Ipa(0x4000_0000), Stage2Attrs::RAM, Grants::WRITE, &mut Recorder::new())
                     .unwrap()
@@ -191,7 +204,7 @@ fn a_relaxation_and_a_map_in_one_table_both_hold() {
         };
         let second = {
             let t = t.clone();
-            loom::thread::spawn(move || {
+            thread::spawn(move || {
                 t.relax_shared(Ipa(0x4000_0000), Stage2Attrs::RAM, Grants::WRITE, &mut Recorder::new())
                     .unwrap()
             })
