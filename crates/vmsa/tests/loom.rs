@@ -18,7 +18,7 @@ use loom::{sync::Arc, thread};
 #[cfg(not(loom))]
 use std::{sync::Arc, thread};
 use vmsa::{
-    Error, Geometry, Granule, Grants, Installed, Ipa, Pa, PageCache, Recorder, Relaxed, S2ap, Slot,
+    Error, Geometry, Grants, Granule, Installed, Ipa, Pa, PageCache, Recorder, Relaxed, S2ap, Slot,
     Stage2, Stage2Attrs, Table, TableAllocator, Vmid,
 };
 
@@ -122,7 +122,14 @@ fn two_pes_fill_the_same_missing_tables() {
                     let ipa = Ipa(0x4000_0000 + pe as u64 * K);
                     let pa = Pa(0x1_0000_0000 + pe as u64 * K);
                     let got = t
-                        .map_shared(ipa, pa, Stage2Attrs::RAM, 3, &mut cache, &mut Recorder::new())
+                        .map_shared(
+                            ipa,
+                            pa,
+                            Stage2Attrs::RAM,
+                            3,
+                            &mut cache,
+                            &mut Recorder::new(),
+                        )
                         .unwrap();
                     assert_eq!(got, Installed::Mapped);
                     cache
@@ -132,7 +139,9 @@ fn two_pes_fill_the_same_missing_tables() {
         let caches: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let mut t = Arc::try_unwrap(t).ok().unwrap();
         for pe in 0..2u64 {
-            let tr = t.translate(Ipa(0x4000_0000 + pe * K)).expect("mapping lost");
+            let tr = t
+                .translate(Ipa(0x4000_0000 + pe * K))
+                .expect("mapping lost");
             assert_eq!(tr.output, Pa(0x1_0000_0000 + pe * K));
         }
         assert_eq!(t.mapped_leaves(), 2);
@@ -160,7 +169,14 @@ fn two_pes_race_for_one_page_and_the_loser_sees_the_winner() {
                 thread::spawn(move || {
                     let pa = Pa(0x1_0000_0000 + pe as u64 * K);
                     let got = t
-                        .map_shared(Ipa(0x4000_0000), pa, Stage2Attrs::RAM, 3, &mut cache, &mut Recorder::new())
+                        .map_shared(
+                            Ipa(0x4000_0000),
+                            pa,
+                            Stage2Attrs::RAM,
+                            3,
+                            &mut cache,
+                            &mut Recorder::new(),
+                        )
                         .unwrap();
                     (got, cache)
                 })
@@ -168,7 +184,9 @@ fn two_pes_race_for_one_page_and_the_loser_sees_the_winner() {
             .collect();
         let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         let mut t = Arc::try_unwrap(t).ok().unwrap();
-        let won: Vec<_> = (0..2).filter(|&pe| results[pe].0 == Installed::Mapped).collect();
+        let won: Vec<_> = (0..2)
+            .filter(|&pe| results[pe].0 == Installed::Mapped)
+            .collect();
         assert_eq!(won.len(), 1, "exactly one PE maps the page");
         let winner = Pa(0x1_0000_0000 + won[0] as u64 * K);
         match results[1 - won[0]].0 {
@@ -198,26 +216,49 @@ fn a_relaxation_and_a_map_in_one_table_both_hold() {
             let t = t.clone();
             thread::spawn(move || {
                 // Two PEs take the same write fault.
-                t.relax_shared(Ipa(0x4000_0000), Stage2Attrs::RAM, Grants::WRITE, &mut Recorder::new())
-                    .unwrap()
+                t.relax_shared(
+                    Ipa(0x4000_0000),
+                    Stage2Attrs::RAM,
+                    Grants::WRITE,
+                    &mut Recorder::new(),
+                )
+                .unwrap()
             })
         };
         let second = {
             let t = t.clone();
             thread::spawn(move || {
-                t.relax_shared(Ipa(0x4000_0000), Stage2Attrs::RAM, Grants::WRITE, &mut Recorder::new())
-                    .unwrap()
+                t.relax_shared(
+                    Ipa(0x4000_0000),
+                    Stage2Attrs::RAM,
+                    Grants::WRITE,
+                    &mut Recorder::new(),
+                )
+                .unwrap()
             })
         };
         let got = t
-            .map_shared(Ipa(0x4000_1000), Pa(0x1_0000_1000), ro, 3, &mut c, &mut Recorder::new())
+            .map_shared(
+                Ipa(0x4000_1000),
+                Pa(0x1_0000_1000),
+                ro,
+                3,
+                &mut c,
+                &mut Recorder::new(),
+            )
             .unwrap();
         assert_eq!(got, Installed::Mapped);
         let r = [relaxer.join().unwrap(), second.join().unwrap()];
         assert!(r.contains(&Relaxed::Relaxed), "{r:?}");
         let mut t = Arc::try_unwrap(t).ok().unwrap();
-        assert_eq!(t.translate(Ipa(0x4000_0000)).unwrap().attrs.s2ap, S2ap::ReadWrite);
-        assert_eq!(t.translate(Ipa(0x4000_1000)).unwrap().attrs.s2ap, S2ap::ReadOnly);
+        assert_eq!(
+            t.translate(Ipa(0x4000_0000)).unwrap().attrs.s2ap,
+            S2ap::ReadWrite
+        );
+        assert_eq!(
+            t.translate(Ipa(0x4000_1000)).unwrap().attrs.s2ap,
+            S2ap::ReadOnly
+        );
         t.drain_cache(&mut c);
     });
 }

@@ -86,7 +86,9 @@ fn two_threads_fill_one_region_and_nothing_is_lost_or_leaked() {
     let mut t = vm.into_inner().unwrap();
     assert_eq!(stores.iter().map(|s| s.0).sum::<u64>(), PAGES);
     for p in 0..PAGES {
-        let tr = t.translate(Ipa(RAM + p * K)).expect("every fault's page is mapped");
+        let tr = t
+            .translate(Ipa(RAM + p * K))
+            .expect("every fault's page is mapped");
         assert_eq!(tr.output, Pa(0x1_0000_0000 + p * K));
     }
     assert_eq!(t.mapped_leaves(), PAGES);
@@ -101,7 +103,8 @@ fn two_threads_fill_one_region_and_nothing_is_lost_or_leaked() {
     }
     assert_eq!(t.allocator().live_units(), tables);
     // The exclusive path still counts right after the shared one.
-    t.unmap(Ipa(RAM)..Ipa(RAM + 16 * K), &mut Recorder::new()).unwrap();
+    t.unmap(Ipa(RAM)..Ipa(RAM + 16 * K), &mut Recorder::new())
+        .unwrap();
     assert_eq!(t.mapped_leaves(), PAGES - 16);
 }
 
@@ -164,13 +167,27 @@ fn an_entry_whose_removal_is_not_yet_invalidated_needs_the_exclusive_path() {
     t.topup(&mut cache, 3).unwrap();
     let before = t.translate(Ipa(RAM + K));
     assert_eq!(
-        t.map_shared(Ipa(RAM + K), Pa(0x2_0000_0000), Stage2Attrs::RAM, 3, &mut cache, &mut fx),
+        t.map_shared(
+            Ipa(RAM + K),
+            Pa(0x2_0000_0000),
+            Stage2Attrs::RAM,
+            3,
+            &mut cache,
+            &mut fx
+        ),
         Err(Error::NeedsExclusive { addr: RAM + K })
     );
     assert_eq!(t.translate(Ipa(RAM + K)), before, "nothing changed");
     t.flush(&mut fx);
     assert_eq!(
-        t.map_shared(Ipa(RAM + K), Pa(0x2_0000_0000), Stage2Attrs::RAM, 3, &mut cache, &mut fx),
+        t.map_shared(
+            Ipa(RAM + K),
+            Pa(0x2_0000_0000),
+            Stage2Attrs::RAM,
+            3,
+            &mut cache,
+            &mut fx
+        ),
         Ok(Installed::Mapped)
     );
     // An already mapped page is a race lost, not an error.
@@ -255,7 +272,10 @@ fn relaxing_is_a_swap_and_a_local_invalidation_and_refuses_to_restrict() {
             _ => None,
         })
         .collect();
-    assert!(!tlbis.is_empty() && tlbis.iter().all(|op| !op.is_broadcast()), "{log:?}");
+    assert!(
+        !tlbis.is_empty() && tlbis.iter().all(|op| !op.is_broadcast()),
+        "{log:?}"
+    );
     assert_eq!(
         t.translate(Ipa(RAM + K)).unwrap().attrs.s2ap,
         S2ap::ReadWrite
@@ -277,14 +297,23 @@ fn relaxing_is_a_swap_and_a_local_invalidation_and_refuses_to_restrict() {
         Err(Error::NeedsExclusive { addr: RAM + 2 * K })
     );
     assert_eq!(
-        t.relax_shared(Ipa(RAM + 2 * K), Stage2Attrs::DEVICE, Grants::WRITE, &mut fx),
+        t.relax_shared(
+            Ipa(RAM + 2 * K),
+            Stage2Attrs::DEVICE,
+            Grants::WRITE,
+            &mut fx
+        ),
         Err(Error::NeedsExclusive { addr: RAM + 2 * K })
     );
     assert_eq!(
         t.relax_shared(Ipa(RAM + 64 * K), Stage2Attrs::RAM, Grants::WRITE, &mut fx),
         Err(Error::NotMapped { addr: RAM + 64 * K })
     );
-    assert!(fx.log().is_empty(), "refusals have no effect: {:?}", fx.log());
+    assert!(
+        fx.log().is_empty(),
+        "refusals have no effect: {:?}",
+        fx.log()
+    );
 }
 
 #[test]
@@ -329,7 +358,11 @@ fn threads_relax_and_map_side_by_side() {
     for p in 0..1024 {
         let tr = t.translate(Ipa(RAM + p * K)).unwrap();
         assert_eq!(tr.output, Pa(0x1_0000_0000 + p * K));
-        let want = if p < 512 { S2ap::ReadWrite } else { S2ap::ReadOnly };
+        let want = if p < 512 {
+            S2ap::ReadWrite
+        } else {
+            S2ap::ReadOnly
+        };
         assert_eq!(tr.attrs.s2ap, want, "page {p}");
     }
     assert_eq!(t.mapped_leaves(), 1024);

@@ -623,8 +623,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
         let ptr = self.alloc.to_ptr(pa);
         (0..self.geometry.entries_at(level)).map(move |i| {
             // SAFETY: `pa` is a table page of this tree and `i` is within it.
-            unsafe { &*ptr.as_ptr().add(i) }
-                .load(core::sync::atomic::Ordering::Relaxed)
+            unsafe { &*ptr.as_ptr().add(i) }.load(core::sync::atomic::Ordering::Relaxed)
         })
     }
 
@@ -763,7 +762,8 @@ impl Effects for Watch<'_> {
         current: u64,
         new: u64,
     ) -> Result<(), u64> {
-        self.inner.compare_exchange_descriptor(slot, at, current, new)
+        self.inner
+            .compare_exchange_descriptor(slot, at, current, new)
     }
     fn barrier(&mut self, barrier: Barrier) {
         self.inner.barrier(barrier)

@@ -101,8 +101,8 @@ impl<R: Regime, A: TableAllocator> Iterator for Mappings<'_, R, A> {
             self.stack[self.depth - 1].2 += 1;
             let ptr = t.alloc.to_ptr(pa);
             // SAFETY: `pa` is a table page of this tree; `idx` is in range.
-            let raw = unsafe { &*ptr.as_ptr().add(idx) }
-                .load(core::sync::atomic::Ordering::Relaxed);
+            let raw =
+                unsafe { &*ptr.as_ptr().add(idx) }.load(core::sync::atomic::Ordering::Relaxed);
             let d = Descriptor(raw);
             let off = base + idx as u64 * g.entry_size(level);
             match d.kind(level) {

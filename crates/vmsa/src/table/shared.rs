@@ -1,83 +1,6 @@
 //! The fault path: operations that take `&self` and may run on several PEs
-//! at once (KVM's `KVM_PGTABLE_WALK_SHARED` walks under the read side of
-//! its `mmu_lock`).
-//!
-//! # Locking model
-//!
-//! The caller keeps the [`Table`] behind a reader-writer lock of its choice
-//! (`spin::RwLock`, `std::sync::RwLock`, ...):
-//!
-//! - Under the **read** side, any number of PEs may run
-//!   [`map_shared`](Table::map_shared) (fill an invalid entry: the
-//!   translation fault of a page not yet mapped) and
-//!   [`relax_shared`](Table::relax_shared) (add permissions: the permission
-//!   fault of a write-protected page) at the same time. They only ever
-//!   change an entry from a value they read, by compare-and-swap: a caller
-//!   that loses a race sees the winner's entry ([`Installed::Raced`],
-//!   [`Relaxed::AlreadyAllowed`]) and lets the guest retry. Table pages
-//!   come from the caller's own [`PageCache`], filled beforehand, so nothing
-//!   is allocated while PEs contend; a page that lost its race goes back to
-//!   the cache, never seen by any walker. Neither keeps shared bookkeeping:
-//!   a new entry needs no invalidation (nothing can be cached for an
-//!   invalid entry), and a relaxation leaves stricter entries in other PEs'
-//!   TLBs, which at worst fault once more and are dropped there by
-//!   [`spurious_fault`](Table::spurious_fault) (a local TLBI).
-//! - Under the **write** side (`&mut self`), everything that breaks an
-//!   entry: [`unmap`](Table::unmap), [`protect`](Table::protect),
-//!   break-before-make in [`map`](Table::map), [`split_block`](Table::split_block),
-//!   [`collapse`](Table::collapse), [`flush`](Table::flush). Changes
-//!   left outstanding for a later flush (gathered) are completed with
-//!   [`publish`](Table::publish) before the write side is released, since
-//!   the flush may run on another PE, whose barriers do not complete this
-//!   PE's writes.
-//!
-//! Table pages are detached only under the write side, so no software
-//! walker of the fault path can be inside one when it is detached: the
-//! borrow rules make `&mut self` wait for every `&self` walker to finish.
-//! Hardware walkers may still hold the detached page through their walk
-//! caches; the page is released only after the invalidation that removes
-//! them has completed (the pending list, emptied by [`flush`](Table::flush)).
-//!
-//! # Example
-//!
-//! Two vCPUs fault on neighbouring pages at once; both fill the same
-//! missing tables, one of them wins each.
-//!
-//! ```
-//! use std::sync::RwLock;
-//! use vmsa::{Arena, Geometry, Granule, Installed, Ipa, Pa, PageCache, Recorder, Stage2, Stage2Attrs, Table, Vmid};
-//!
-//! let mut fx = Recorder::new();
-//! let g = Geometry::stage2(Granule::K4, 40)?;
-//! let mut s2 = Table::new(Stage2::new(Vmid(1)), g, Arena::new(Pa(0x8000_0000), 64), &mut fx)?;
-//! s2.activate(&mut fx);
-//! // Each vCPU's cache, filled while holding the write lock (or from an
-//! // allocator that shares the table's memory, such as a `&PagePool`).
-//! let mut caches = [PageCache::new(), PageCache::new()];
-//! for c in &mut caches {
-//!     s2.topup(c, s2.fault_pages(3))?;
-//! }
-//! let vm = RwLock::new(s2);
-//! std::thread::scope(|s| {
-//!     for (i, cache) in caches.iter_mut().enumerate() {
-//!         let vm = &vm;
-//!         s.spawn(move || {
-//!             let mut fx = Recorder::new();
-//!             let ipa = Ipa(0x4000_0000 + 0x1000 * i as u64);
-//!             let pa = Pa(0x1_0000_0000 + 0x1000 * i as u64);
-//!             let s2 = vm.read().unwrap();
-//!             let got = s2.map_shared(ipa, pa, Stage2Attrs::RAM, 3, cache, &mut fx).unwrap();
-//!             assert_eq!(got, Installed::Mapped);
-//!         });
-//!     }
-//! });
-//! let mut s2 = vm.into_inner().unwrap();
-//! assert!(s2.translate(Ipa(0x4000_1000)).is_some());
-//! for c in &mut caches {
-//!     s2.drain_cache(c);
-//! }
-//! # Ok::<(), vmsa::Error>(())
-//! ```
+//! at once. The locking model is in the crate documentation
+//! ([`crate`], "Concurrency").
 
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -191,17 +114,25 @@ pub(crate) struct SharedCount {
 
 impl SharedCount {
     fn add(&self, shard: usize, n: u64) {
-        self.shards[shard % SHARDS].0.fetch_add(n, Ordering::Relaxed);
+        self.shards[shard % SHARDS]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// The sum of every slot.
     pub(crate) fn sum(&self) -> u64 {
-        self.shards.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Takes the sum, leaving zero (exclusive access: no adds race).
     pub(crate) fn take(&mut self) -> u64 {
-        self.shards.iter_mut().map(|s| core::mem::take(s.0.get_mut())).sum()
+        self.shards
+            .iter_mut()
+            .map(|s| core::mem::take(s.0.get_mut()))
+            .sum()
     }
 }
 
@@ -254,7 +185,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// The fault path's map: makes the invalid entry for the `level` leaf
     /// containing `addr` map `output` (the leaf's first byte) with `attrs`,
     /// creating missing tables from `cache`. May run on several PEs at once
-    /// (see the [module docs](self) for the locking model): every write is
+    /// (see the [crate docs](crate) for the locking model): every write is
     /// a compare-and-swap from invalid, and a caller that finds the entry
     /// (or a block above it) already valid gets the tables' translation in
     /// [`Installed::Raced`] instead.
@@ -413,7 +344,11 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             let Some((slot, at, level, cur)) = self.leaf_slot(addr) else {
                 return Err(Error::NotMapped { addr: page });
             };
-            if self.regime.grants(Descriptor(cur).leaf_attr_bits()).contains(access) {
+            if self
+                .regime
+                .grants(Descriptor(cur).leaf_attr_bits())
+                .contains(access)
+            {
                 self.spurious_fault(addr, access, fx);
                 return Ok(Relaxed::AlreadyAllowed);
             }

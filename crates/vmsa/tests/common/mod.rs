@@ -150,7 +150,9 @@ pub fn snapshot<R: Regime, A: TableAllocator>(t: &Table<R, A>) -> Vec<(u64, Vec<
             let ptr = t.allocator().to_ptr(pa);
             // SAFETY: reading a page the table owns, single-threaded test.
             let words = (0..512)
-                .map(|i| unsafe { (*ptr.as_ptr().add(i)).load(std::sync::atomic::Ordering::Relaxed) })
+                .map(|i| unsafe {
+                    (*ptr.as_ptr().add(i)).load(std::sync::atomic::Ordering::Relaxed)
+                })
                 .collect();
             (pa.0, words)
         })
