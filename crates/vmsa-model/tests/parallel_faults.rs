@@ -240,8 +240,14 @@ fn setup() -> (Table<Stage2, Mem>, Machine) {
     )
     .unwrap();
     let pages = |r: std::ops::Range<u64>| ipa(r.start)..ipa(r.end);
-    t.map(pages(DIRTY), out(DIRTY.start), ro(), MapOptions::PAGES, &mut rec)
-        .unwrap();
+    t.map(
+        pages(DIRTY),
+        out(DIRTY.start),
+        ro(),
+        MapOptions::PAGES,
+        &mut rec,
+    )
+    .unwrap();
     t.map(
         pages(BUSY),
         out(BUSY.start),
@@ -290,10 +296,10 @@ fn vcpu(pe: usize, pages: &[u64], vm: &RwLock<Table<Stage2, Mem>>, m: &Mutex<Mac
     for &p in pages {
         loop {
             point();
-            let got = m
-                .lock()
-                .unwrap()
-                .access(pe, Key::Vmid(1), ipa(p).0, grant::READ | grant::WRITE);
+            let got =
+                m.lock()
+                    .unwrap()
+                    .access(pe, Key::Vmid(1), ipa(p).0, grant::READ | grant::WRITE);
             match got {
                 Access::Ok { pa } => {
                     let busy = BUSY.contains(&p);
@@ -452,7 +458,10 @@ fn run(seed: u64) -> (u64, u64) {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| panic!("seed {seed}: a PE panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("seed {seed}: a PE panicked"))
+            })
             .sum::<u64>()
     });
     let mut m = m.into_inner().unwrap();
@@ -516,13 +525,24 @@ fn a_flush_on_another_pe_needs_the_writers_publish() {
         if publish {
             t.publish(&mut fx0);
         }
-        t.map(ipa(p)..ipa(p + 1), alt(p), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx2)
-            .unwrap();
+        t.map(
+            ipa(p)..ipa(p + 1),
+            alt(p),
+            Stage2Attrs::RAM,
+            MapOptions::PAGES,
+            &mut fx2,
+        )
+        .unwrap();
         t.flush(&mut fx2);
         let mut m = m.into_inner().unwrap();
         for pe in 0..PES {
             m.step(pe, &Event::Complete, Origin::default());
         }
-        assert_eq!(m.violations().is_empty(), publish, "publish {publish}: {:#?}", m.violations());
+        assert_eq!(
+            m.violations().is_empty(),
+            publish,
+            "publish {publish}: {:#?}",
+            m.violations()
+        );
     }
 }
