@@ -728,10 +728,8 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             }
         }
 
-        if clean_first && self.live {
-            if self.unclean(&range) {
-                self.flush(fx);
-            }
+        if clean_first && self.live && self.unclean(&range) {
+            self.flush(fx);
         }
         let mut op = Op::new(self, fx, false, reserve);
         let result = walk(&mut op, visitor, &root, level, range);
