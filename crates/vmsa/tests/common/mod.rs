@@ -193,10 +193,15 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
     let mut offline: std::collections::HashSet<u64> = Default::default();
     // Links stored inside offline pages: they come online with their parent.
     let mut links: HashMap<u64, Vec<u64>> = HashMap::new();
+    // Every initialized allocation, so that a root (possibly several
+    // concatenated pages) comes online whole when a base register points
+    // at it.
+    let mut allocations: HashMap<u64, u64> = HashMap::new();
     let mut out = Vec::new();
     for (i, e) in log.iter().enumerate() {
         match *e {
             Effect::Page(PageEvent::Init { pa, bytes }) => {
+                allocations.insert(pa.0, bytes);
                 for a in (pa.0..pa.0 + bytes).step_by(8) {
                     slots.remove(&a);
                 }
@@ -246,13 +251,37 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
                     slots.insert(pa.0, Slot::Unclean(0));
                 }
             }
-            Effect::Barrier(vmsa::Barrier::DsbIsh) => {
+            // A DSB that completes stores (ISHST is enough) makes the
+            // invalid descriptor visible before the TLBI; only a full one
+            // completes the TLBI.
+            Effect::Barrier(b @ (vmsa::Barrier::DsbIsh | vmsa::Barrier::DsbSy | vmsa::Barrier::DsbIshst)) => {
+                let completes_tlbi = b != vmsa::Barrier::DsbIshst;
                 for s in slots.values_mut() {
                     *s = match *s {
                         Slot::Unclean(0) => Slot::Unclean(1),
-                        Slot::Unclean(2) => Slot::Unclean(3),
+                        Slot::Unclean(2) if completes_tlbi => Slot::Unclean(3),
                         other => other,
                     };
+                }
+            }
+            // A base register pointing at a root: the root and everything
+            // linked below it are now reachable by walkers.
+            Effect::SysReg { reg, value }
+                if matches!(
+                    reg,
+                    vmsa::SysReg::VttbrEl2
+                        | vmsa::SysReg::Ttbr0El1
+                        | vmsa::SysReg::Ttbr1El1
+                        | vmsa::SysReg::Ttbr0El2
+                ) =>
+            {
+                let root = value & 0x0000_ffff_ffff_f000;
+                let bytes = allocations.get(&root).copied().unwrap_or(4096);
+                let mut todo: Vec<u64> = (root..root + bytes).step_by(4096).collect();
+                while let Some(p) = todo.pop() {
+                    if offline.remove(&p) {
+                        todo.extend(links.remove(&p).unwrap_or_default());
+                    }
                 }
             }
             Effect::Tlbi { .. } => {
