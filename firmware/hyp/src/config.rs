@@ -25,6 +25,7 @@
 //! | `oplog_mb` | end the operation log at the first flush past this size | 16 |
 //! | `casemate` | write a Casemate trace of the stage 2 to this host path | none |
 //! | `casemate_s` | end the trace at the first flush after this many seconds | 2 |
+//! | `shared` | 1: spurious faults, and dirty logging's write faults on 4 KiB pages, are handled under the read side of the VM lock, on several vCPUs at once; 0: every fault takes the write side | 1 |
 //!
 //! An unknown key or a bad value is reported and the run fails before the
 //! guest starts.
@@ -115,6 +116,7 @@ pub struct Config {
     pub oplog_mb: u64,
     pub casemate: Text,
     pub casemate_s: u64,
+    pub shared: bool,
 }
 
 impl Config {
@@ -142,6 +144,7 @@ impl Config {
         oplog_mb: 16,
         casemate: Text::EMPTY,
         casemate_s: 2,
+        shared: true,
     };
 
     /// The run's name.
@@ -213,6 +216,7 @@ impl Config {
                 "oplog_mb" => c.oplog_mb = num()?.clamp(1, 256),
                 "casemate" => c.casemate = Text::new(key, value)?,
                 "casemate_s" => c.casemate_s = num()?.min(60),
+                "shared" => c.shared = flag()?,
                 "control" => {
                     c.control = match value {
                         "none" => Control::None,

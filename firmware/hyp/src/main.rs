@@ -40,7 +40,7 @@ use vmsa_el2::{mrs, println, psci, semihost};
 use config::Config;
 use layout::*;
 use stats::STATS;
-use vm::{Vm, VM};
+use vm::{vm_write, Vm, VM};
 
 #[global_allocator]
 static HEAP: Heap = Heap::empty();
@@ -96,7 +96,7 @@ fn primary() -> ! {
     };
     CONFIG.call_once(|| c);
     println!(
-        "[hyp] run {}: policy {} vcpus {} worker {} dirty {} verify {} migrate {} blocks {} swap {} control {} guest_s {}",
+        "[hyp] run {}: policy {} vcpus {} worker {} dirty {} verify {} migrate {} blocks {} swap {} control {} shared {} guest_s {}",
         c.name(),
         c.policy(),
         c.vcpus,
@@ -107,6 +107,7 @@ fn primary() -> ! {
         c.blocks as u8,
         c.swap,
         c.control.name(),
+        c.shared as u8,
         c.guest_s
     );
     // SAFETY: the DTB and Image addresses are guest RAM QEMU's loader filled.
@@ -185,7 +186,7 @@ fn primary() -> ! {
         vm.mapped_leaves(),
         pool::pool().live_pages()
     );
-    *VM.lock() = Some(vm);
+    *vm_write() = Some(vm);
     ONLINE.fetch_add(1, Ordering::AcqRel);
     if let Some(w) = c.worker_pe() {
         let mpidr = (w as u64 % 8) | ((w as u64 / 8) << 8);
@@ -210,7 +211,7 @@ fn secondary(pe: usize) -> ! {
         worker(pe)
     }
     let (vtcr, vttbr) = {
-        let mut g = VM.lock();
+        let mut g = vm_write();
         let Some(vm) = g.as_mut() else {
             fail("a vCPU started before the VM")
         };
@@ -226,10 +227,11 @@ fn secondary(pe: usize) -> ! {
 }
 
 /// The worker PE: never runs the guest; runs rounds and migrations on a
-/// clock, concurrently with the vCPUs (they meet at the VM lock).
+/// clock, concurrently with the vCPUs (they meet at the VM lock: the
+/// worker takes its write side when something is due).
 fn worker(pe: usize) -> ! {
     let (vtcr, vttbr) = VM
-        .lock()
+        .read()
         .as_ref()
         .map(|vm| vm.registers())
         .unwrap_or((0, 0));
@@ -244,9 +246,10 @@ fn worker(pe: usize) -> ! {
             park();
         }
         check_deadline();
-        let r = match VM.lock().as_mut() {
-            Some(vm) if vm.due(counter()) => vm.tick(pe),
-            _ => Ok(()),
+        let r = if trap::tick_due() {
+            trap::tick_exclusive(pe)
+        } else {
+            Ok(())
         };
         if let Err(e) = r {
             fail(&alloc::format!("{}: {:?}", e.0, e.1));
@@ -320,7 +323,7 @@ fn report() {
     // The worker may hold the lock in a long round: wait a while, no more.
     let mut guard = None;
     for _ in 0..2000 {
-        if let Some(g) = VM.try_lock() {
+        if let Some(g) = VM.try_write() {
             guard = Some(g);
             break;
         }
@@ -360,13 +363,16 @@ fn report() {
         println!("[hyp] report: the VM lock is held: no TLBI totals");
     }
     println!(
-        "[hyp] report: stage2-faults translation {} permission {} access-flag {} s1ptw {} spurious {} window-retries {}",
+        "[hyp] report: stage2-faults translation {} permission {} access-flag {} s1ptw {} spurious {} window-retries {} shared-faults {} exclusive-faults {} shared-overlaps {}",
         s.translation_faults.get(),
         s.permission_faults.get(),
         s.access_flag_faults.get(),
         s.s1ptw_faults.get(),
         s.spurious_faults.get(),
-        s.window_retries.get()
+        s.window_retries.get(),
+        s.shared_faults.get(),
+        s.exclusive_faults.get(),
+        s.shared_overlaps.get()
     );
     println!(
         "[hyp] report: injected-aborts {} injected-undefs {} not-supported-calls {} smcs {} wfi-traps {}",

@@ -42,6 +42,14 @@ pub struct Stats {
     /// Translation faults on a page mapped again by the time the lock was
     /// held (touched during a migration or swap-in window).
     pub window_retries: Counter,
+    /// Faults on guest RAM handled entirely under the read side of the VM
+    /// lock (`Vm::fault_shared`).
+    pub shared_faults: Counter,
+    /// Faults on guest RAM handled under the write side (`Vm::fault`).
+    pub exclusive_faults: Counter,
+    /// Faults whose read-side handling began while another PE's was
+    /// under way (both vCPUs in the fault path at once).
+    pub shared_overlaps: Counter,
     /// Accesses outside the guest's IPA map, answered with an external abort.
     pub injected_aborts: Counter,
     /// Traps the hypervisor does not handle, answered with UNDEF.
@@ -98,6 +106,9 @@ pub static STATS: Stats = Stats {
     s1ptw_faults: Counter::new(),
     spurious_faults: Counter::new(),
     window_retries: Counter::new(),
+    shared_faults: Counter::new(),
+    exclusive_faults: Counter::new(),
+    shared_overlaps: Counter::new(),
     injected_aborts: Counter::new(),
     injected_undefs: Counter::new(),
     not_supported_calls: Counter::new(),

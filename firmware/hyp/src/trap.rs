@@ -12,7 +12,7 @@ use crate::boot::Frame;
 use crate::guest::{inject_external_abort, inject_undef};
 use crate::layout::{is_ram, RAM_BASE};
 use crate::stats::STATS;
-use crate::vm::{Handled, VM};
+use crate::vm::{vm_write, Fatal, Handled, VM};
 use crate::{cfg, fail, finish, this_pe};
 
 /// Exception classes (ESR_EL2.EC).
@@ -30,6 +30,9 @@ pub static GUEST_CTX: [AtomicU64; crate::layout::MAX_PES] =
 
 /// Unexpected traps reported so far (only the first few are printed).
 static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+
+/// PEs in the read side of the fault path now.
+static IN_SHARED: AtomicU64 = AtomicU64::new(0);
 
 #[no_mangle]
 extern "C" fn handle_lower_sync(frame: &mut Frame) {
@@ -152,29 +155,15 @@ fn abort(esr: u64) {
         STATS.s1ptw_faults.bump();
     }
     let page = ((ipa - RAM_BASE) >> 12) as usize;
-    let outcome = {
-        let mut vm = VM.lock();
-        let Some(vm) = vm.as_mut() else {
-            return;
-        };
-        let kind = if translation {
-            vmsa::oplog::FaultKind::Translation
-        } else if permission {
-            vmsa::oplog::FaultKind::Permission
-        } else {
-            vmsa::oplog::FaultKind::AccessFlag
-        };
-        let r = vm.fault(pe, page, kind, write, fetch, s1ptw);
-        if matches!(r, Ok(Handled::Retry))
-            && cfg().worker_pe().is_none()
-            && vm.due(vmsa_el2::sysreg::counter())
-        {
-            // No worker PE: a busy guest rarely idles, but it keeps
-            // writing pages the last round protected: a fault is a tick.
-            vm.tick(pe).map(|()| Handled::Retry)
-        } else {
-            r
-        }
+    let kind = if translation {
+        vmsa::oplog::FaultKind::Translation
+    } else if permission {
+        vmsa::oplog::FaultKind::Permission
+    } else {
+        vmsa::oplog::FaultKind::AccessFlag
+    };
+    let Some(outcome) = stage2_fault(pe, page, kind, write, fetch, s1ptw) else {
+        return;
     };
     match outcome {
         Ok(Handled::Retry) => {}
@@ -186,14 +175,78 @@ fn abort(esr: u64) {
     crate::check_deadline();
 }
 
+/// A stage 2 fault on guest RAM `page`: first under the read side of the
+/// VM lock, concurrently with the other vCPUs' ([`Vm::fault_shared`]);
+/// what that declines under the write side ([`Vm::fault`], which looks
+/// again). `None`: there is no VM yet.
+///
+/// [`Vm::fault_shared`]: crate::vm::Vm::fault_shared
+/// [`Vm::fault`]: crate::vm::Vm::fault
+fn stage2_fault(
+    pe: usize,
+    page: usize,
+    kind: vmsa::oplog::FaultKind,
+    write: bool,
+    fetch: bool,
+    s1ptw: bool,
+) -> Option<Result<Handled, Fatal>> {
+    // No worker PE: a busy guest rarely idles, but it keeps writing pages
+    // the last round protected: a fault is a tick.
+    let ticks = cfg().worker_pe().is_none();
+    {
+        let guard = VM.read();
+        let vm = guard.as_ref()?;
+        if IN_SHARED.fetch_add(1, Ordering::Relaxed) > 0 {
+            STATS.shared_overlaps.bump();
+        }
+        let shared = vm.fault_shared(pe, page, kind, write, fetch, s1ptw);
+        IN_SHARED.fetch_sub(1, Ordering::Relaxed);
+        if let Some(h) = shared {
+            STATS.shared_faults.bump();
+            let due = ticks && vm.due(vmsa_el2::sysreg::counter());
+            drop(guard);
+            if due {
+                if let Err(e) = tick_exclusive(pe) {
+                    return Some(Err(e));
+                }
+            }
+            return Some(Ok(h));
+        }
+    }
+    let mut vm = vm_write();
+    let vm = vm.as_mut()?;
+    STATS.exclusive_faults.bump();
+    let r = vm.fault(pe, page, kind, write, fetch, s1ptw);
+    Some(
+        if matches!(r, Ok(Handled::Retry)) && ticks && vm.due(vmsa_el2::sysreg::counter()) {
+            vm.tick(pe).map(|()| Handled::Retry)
+        } else {
+            r
+        },
+    )
+}
+
+/// Runs what is due (rounds, migrations) under the write side, if it is
+/// still due once the lock is held.
+pub fn tick_exclusive(pe: usize) -> Result<(), Fatal> {
+    match vm_write().as_mut() {
+        Some(vm) if vm.due(vmsa_el2::sysreg::counter()) => vm.tick(pe),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a VM exists and has something due (the read side: the PEs that
+/// poll do not hold up the fault path).
+pub fn tick_due() -> bool {
+    VM.read()
+        .as_ref()
+        .is_some_and(|vm| vm.due(vmsa_el2::sysreg::counter()))
+}
+
 /// A tick from a vCPU (no worker PE): rounds and migrations when due.
 fn tick(pe: usize) {
-    if cfg().worker_pe().is_none() && cfg().live() {
-        let r = match VM.lock().as_mut() {
-            Some(vm) if vm.due(vmsa_el2::sysreg::counter()) => vm.tick(pe),
-            _ => Ok(()),
-        };
-        if let Err(e) = r {
+    if cfg().worker_pe().is_none() && cfg().live() && tick_due() {
+        if let Err(e) = tick_exclusive(pe) {
             fail(&alloc::format!("{}: {:?}", e.0, e.1));
         }
     }

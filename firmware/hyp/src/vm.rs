@@ -1,22 +1,41 @@
 //! The guest's stage 2 and everything that changes it while Linux runs:
 //! dirty-logging rounds, page migration, 2 MiB block split / collapse and
 //! swap. Built and changed only through vmsa (`Table<Stage2>`, the
-//! planner's `flush`, `spurious_fault`), by whichever PE needs it, under
-//! the one lock in [`VM`].
+//! planner's `flush`, `spurious_fault`, `relax_shared`), by whichever PE
+//! needs it, under the reader-writer lock [`VM`] (vmsa's locking model,
+//! `vmsa::table::shared`):
+//!
+//! - the **read** side ([`Vm::fault_shared`], several vCPUs at once): the
+//!   common stage 2 faults, which change no bookkeeping but the dirty log:
+//!   a spurious fault (`spurious_fault`: a local TLBI), a translation fault
+//!   on a page mapped again by now, and dirty logging's write fault on a
+//!   write-protected 4 KiB page (`relax_shared`: a compare-and-swap, then
+//!   the page marked in the atomic dirty bitmap and its list);
+//! - the **write** side ([`vm_write`]): everything else, which needs
+//!   `&mut Vm`: the rounds' write-protect, migration, split and collapse,
+//!   swap-out and swap-in, flushes, and every fault the read side declines
+//!   ([`Vm::fault`] looks at it again from the start).
+//!
+//! What the read side needs mutably has its own lock: each PE's executor
+//! (a PE locks only its own), the Casemate trace (per effect), the
+//! operation log (held across the fault's handling, so that the log's
+//! order is the order of the changes), the dirty list. Under the write
+//! side they are reached with `get_mut`, without locking.
 
 use alloc::collections::VecDeque;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use vmsa::arch::aarch64;
 use vmsa::oplog::{Encoder, FaultKind, Op};
 use vmsa::{
     Barrier, CacheOp, Effect, Effects, Error, Geometry, Grants, Granule, Ipa, MapOptions, Pa,
-    PageEvent, S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
+    PageEvent, Relaxed, S2ap, Stage2, Stage2Attrs, SysReg, Table, TlbiOp, Vmid,
 };
 use vmsa_el2::semihost::BufferedHostFile;
-use vmsa_el2::spin::Mutex;
+use vmsa_el2::spin::{Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use vmsa_el2::sysreg::counter;
 
 use crate::config::{Config, Control};
@@ -31,8 +50,18 @@ const NO_SLOT: u32 = u32::MAX;
 /// The guest's VMID.
 pub const VMID: u16 = 1;
 
-/// The VM, behind the lock every PE takes to change its stage 2.
-pub static VM: Mutex<Option<Vm>> = Mutex::new(None);
+/// The VM, behind the lock every PE takes to change its stage 2: the read
+/// side for the fault path ([`Vm::fault_shared`]), the write side
+/// ([`vm_write`]) for everything that needs `&mut Vm`.
+pub static VM: RwLock<Option<Vm>> = RwLock::new(None);
+
+/// The write side of [`VM`], preferred over new readers: once a PE asks
+/// for it, no new fault handler takes the read side (spin's upgradeable
+/// guard) and it waits only for the handlers inside, so that vCPUs
+/// faulting in turn cannot starve a round.
+pub fn vm_write() -> RwLockWriteGuard<'static, Option<Vm>> {
+    VM.upgradeable_read().upgrade()
+}
 
 /// Why a change window's TLBIs are issued (a negative control breaks one).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,44 +96,57 @@ impl Trace {
     }
 }
 
+/// The operation log.
+type OpLog = Encoder<BufferedHostFile>;
+
 /// The executors of every PE, the negative control, and the recorders.
+/// Each has its own lock for the fault path under the read side of
+/// [`VM`]; under the write side they are used through `get_mut`.
 pub struct Exec {
-    /// Per-PE executors (each PE issues through its own).
-    hw: [aarch64::Cpu; MAX_PES],
+    /// Per-PE executors (each PE issues through its own, and locks only
+    /// its own: never contended).
+    hw: [Mutex<aarch64::Cpu>; MAX_PES],
     control: Control,
-    trace: Option<Trace>,
-    oplog: Option<Encoder<BufferedHostFile>>,
+    /// Locked per effect (an effect's records stay together).
+    trace: Option<Mutex<Trace>>,
+    oplog: Mutex<Option<OpLog>>,
+    /// An operation log was opened (it may have ended since).
+    oplogging: bool,
     /// The operation log stops (with `End`) at the first flush past this size.
     oplog_limit: u64,
 }
 
 impl Exec {
-    /// The effects of `pe` in `window`.
+    /// The effects of `pe` in `window` (under the write side).
     fn fx(&mut self, pe: usize, window: Window) -> PeFx<'_> {
-        let c = self.control;
-        PeFx {
-            hw: &mut self.hw[pe],
-            trace: self.trace.as_mut(),
+        PeFx::new(
+            self.hw[pe].get_mut(),
+            self.trace.as_ref(),
             pe,
-            drop_all: (c == Control::NoProtectTlbi && window == Window::Protect)
-                || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
-            local: c == Control::LocalOnly,
-            drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
+            self.control,
+            window,
+        )
+    }
+
+    /// Appends `op` to the operation log, if one is kept (under the write
+    /// side).
+    fn log(&mut self, op: Op) {
+        if let Some(log) = self.oplog.get_mut().as_mut() {
+            log.push(&op);
         }
     }
 
-    /// Appends `op` to the operation log, if one is kept.
-    fn log(&mut self, op: Op) {
-        if let Some(log) = self.oplog.as_mut() {
-            log.push(&op);
-        }
+    /// The operation log, locked, if one was opened: the fault path holds
+    /// it across its handling (the log's order is the changes' order).
+    fn oplog_lock(&self) -> Option<MutexGuard<'_, Option<OpLog>>> {
+        self.oplogging.then(|| self.oplog.lock())
     }
 
     /// After a flush: ends the trace and the operation log when their time
     /// or size is up (at a flush, so that neither ends with changes not
     /// yet invalidated).
     fn after_flush(&mut self) {
-        if let Some(t) = self.trace.as_mut() {
+        if let Some(t) = self.trace.as_mut().map(Mutex::get_mut) {
             if !t.stopped && counter() >= t.until {
                 t.stopped = true;
                 t.file.flush();
@@ -122,6 +164,7 @@ impl Exec {
         }
         if self
             .oplog
+            .get_mut()
             .as_ref()
             .is_some_and(|l| l.sink().len() >= self.oplog_limit)
         {
@@ -131,7 +174,7 @@ impl Exec {
 
     /// Writes `End` and closes the operation log.
     pub fn end_oplog(&mut self) {
-        if let Some(mut log) = self.oplog.take() {
+        if let Some(mut log) = self.oplog.get_mut().take() {
             log.push(&Op::End);
             let records = log.records();
             let f = log.sink_mut();
@@ -147,9 +190,18 @@ impl Exec {
                 }
             );
         }
-        if let Some(t) = self.trace.as_mut() {
+        if let Some(t) = self.trace.as_mut().map(Mutex::get_mut) {
             t.stopped = true;
             t.file.flush();
+        }
+    }
+}
+
+/// Appends `ops` to a locked operation log (if it has not ended).
+fn log_ops(log: &mut Option<MutexGuard<'_, Option<OpLog>>>, ops: &[Op]) {
+    if let Some(Some(log)) = log.as_deref_mut() {
+        for op in ops {
+            log.push(op);
         }
     }
 }
@@ -158,17 +210,46 @@ impl Exec {
 /// counted, and traced while the trace runs.
 struct PeFx<'a> {
     hw: &'a mut aarch64::Cpu,
-    trace: Option<&'a mut Trace>,
+    trace: Option<&'a Mutex<Trace>>,
     pe: usize,
     drop_all: bool,
     local: bool,
     drop_vmalle1: bool,
+    /// Set around `relax_shared`: once its compare-and-swap has relaxed
+    /// the leaf, its local invalidation of this PE's own stricter entry
+    /// (the TLBIs, and the `DSB NSH` and `ISB` that complete them) is left
+    /// out; the `DSB ISHST` that publishes the leaf still runs. See
+    /// [`Vm::fault_shared`].
+    defer_relax_tlbi: bool,
+    /// A compare-and-swap of this PE happened.
+    swapped: bool,
 }
 
-impl PeFx<'_> {
+impl<'a> PeFx<'a> {
+    /// The effects of `pe` in `window`, executed by `hw` (`pe`'s own).
+    fn new(
+        hw: &'a mut aarch64::Cpu,
+        trace: Option<&'a Mutex<Trace>>,
+        pe: usize,
+        c: Control,
+        window: Window,
+    ) -> Self {
+        PeFx {
+            hw,
+            trace,
+            pe,
+            drop_all: (c == Control::NoProtectTlbi && window == Window::Protect)
+                || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
+            local: c == Control::LocalOnly,
+            drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
+            defer_relax_tlbi: false,
+            swapped: false,
+        }
+    }
+
     fn record(&mut self, effect: Effect) {
-        if let Some(t) = self.trace.as_mut() {
-            t.record(self.pe, &effect);
+        if let Some(t) = self.trace {
+            t.lock().record(self.pe, &effect);
         }
     }
 
@@ -179,16 +260,44 @@ impl PeFx<'_> {
 }
 
 impl Effects for PeFx<'_> {
-    fn store_descriptor(&mut self, slot: &core::sync::atomic::AtomicU64, at: Pa, new: u64) {
-        let old = slot.load(core::sync::atomic::Ordering::Relaxed);
+    fn store_descriptor(&mut self, slot: &AtomicU64, at: Pa, new: u64) {
+        let old = slot.load(Ordering::Relaxed);
         self.hw.store_descriptor(slot, at, new);
         self.record(Effect::Store { pa: at, old, new });
     }
+    fn compare_exchange_descriptor(
+        &mut self,
+        slot: &AtomicU64,
+        at: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<(), u64> {
+        // Traced like a store, and only when it happened (a lost race
+        // wrote nothing).
+        self.hw
+            .compare_exchange_descriptor(slot, at, current, new)?;
+        self.swapped = true;
+        self.record(Effect::Store {
+            pa: at,
+            old: current,
+            new,
+        });
+        Ok(())
+    }
     fn barrier(&mut self, barrier: Barrier) {
+        if self.defer_relax_tlbi
+            && self.swapped
+            && matches!(barrier, Barrier::DsbNsh | Barrier::Isb)
+        {
+            return;
+        }
         self.hw.barrier(barrier);
         self.record(Effect::Barrier(barrier));
     }
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {
+        if self.defer_relax_tlbi && self.swapped {
+            return;
+        }
         if self.drop_all || (self.drop_vmalle1 && matches!(op, TlbiOp::Vmalle1is | TlbiOp::Vmalle1))
         {
             STATS.control_tlbis.bump();
@@ -232,6 +341,48 @@ pub enum Handled {
     Lost,
 }
 
+/// The dirty log: a bitmap the fault path sets under the read side of
+/// [`VM`] (atomically: several vCPUs at once), and the list of the pages
+/// set, in the order they were; the rounds read and clear both under the
+/// write side.
+struct DirtyLog {
+    bits: Vec<AtomicU64>,
+    list: Mutex<Vec<u32>>,
+}
+
+impl DirtyLog {
+    fn new(pages: usize) -> Self {
+        DirtyLog {
+            bits: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Logs `page` dirty (any side of the lock).
+    fn mark(&self, page: usize) {
+        let bit = 1u64 << (page % 64);
+        // Relaxed: the rounds read the log under the write side, which
+        // every marking PE's read side released to.
+        if self.bits[page / 64].fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            self.list.lock().push(page as u32);
+        }
+    }
+
+    fn is_dirty(&self, page: usize) -> bool {
+        self.bits[page / 64].load(Ordering::Relaxed) & (1u64 << (page % 64)) != 0
+    }
+
+    /// Clears `page` (under the write side).
+    fn clear(&mut self, page: usize) {
+        *self.bits[page / 64].get_mut() &= !(1u64 << (page % 64));
+    }
+
+    /// The pages logged (under the write side).
+    fn list(&mut self) -> &mut Vec<u32> {
+        self.list.get_mut()
+    }
+}
+
 /// The guest: its stage 2 and the live-change state.
 pub struct Vm {
     table: Table<Stage2, Pool>,
@@ -241,9 +392,8 @@ pub struct Vm {
     flush_each: bool,
     /// Executors, control and recorders.
     pub exec: Exec,
-    /// Pages written since the last round (and their list).
-    dirty: Vec<bool>,
-    dirty_list: Vec<u32>,
+    /// Pages written since the last round.
+    dirty: DirtyLog,
     /// Checksum of each page when it was last write-protected.
     snap: Vec<u64>,
     /// Swap slot holding each page's contents, or NO_SLOT.
@@ -324,21 +474,22 @@ impl Vm {
             // ID_AA64ISAR0_EL1); the registers written through these are
             // the guest's VTCR_EL2 / VTTBR_EL2, which leave EL2's own
             // translation alone; cache maintenance names mapped addresses.
-            hw: [const { unsafe { aarch64::Cpu::new() } }; MAX_PES],
+            hw: [const { Mutex::new(unsafe { aarch64::Cpu::new() }) }; MAX_PES],
             control: cfg.control,
             trace: None,
-            oplog: None,
+            oplog: Mutex::new(None),
+            oplogging: false,
             oplog_limit: cfg.oplog_mb << 20,
         };
         if let Some(path) = cfg.casemate.get() {
             let file = BufferedHostFile::create(path, 1 << 20, 512 << 20)
                 .map_err(|_| Fatal("create the Casemate trace on the host", Error::OutOfMemory))?;
-            exec.trace = Some(Trace {
+            exec.trace = Some(Mutex::new(Trace {
                 file,
                 next_id: 0,
                 until: counter() + vmsa_el2::sysreg::ms_to_ticks(cfg.casemate_s * 1000),
                 stopped: false,
-            });
+            }));
             vmsa_el2::println!(
                 "[hyp] casemate trace to {path} (the first {} s)",
                 cfg.casemate_s
@@ -349,7 +500,8 @@ impl Vm {
             // flushes) for the batch in flight and the End record.
             let file = BufferedHostFile::create(path, 1 << 20, (cfg.oplog_mb + 16) << 20)
                 .map_err(|_| Fatal("create the operation log on the host", Error::OutOfMemory))?;
-            exec.oplog = Some(Encoder::new(file));
+            *exec.oplog.get_mut() = Some(Encoder::new(file));
+            exec.oplogging = true;
             vmsa_el2::println!("[hyp] operation log to {path} (up to {} MiB)", cfg.oplog_mb);
         }
         let geometry =
@@ -371,8 +523,7 @@ impl Vm {
             cfg,
             flush_each: !policy.gathers,
             exec,
-            dirty: vec![false; RAM_PAGES],
-            dirty_list: Vec::new(),
+            dirty: DirtyLog::new(RAM_PAGES),
             snap: if cfg.verify {
                 vec![0; RAM_PAGES]
             } else {
@@ -546,7 +697,7 @@ impl Vm {
     pub fn executed(&self) -> aarch64::Counts {
         let mut all = aarch64::Counts::ZERO;
         for h in &self.exec.hw {
-            all += h.counts();
+            all += h.lock().counts();
         }
         all
     }
@@ -625,9 +776,12 @@ impl Vm {
         Ok(())
     }
 
-    /// A stage 2 abort on guest RAM page `page` (the lock is held) of
-    /// `kind`; `write`: the access was a write (or a stage 1 walk update);
-    /// `exec`: an instruction fetch; `s1ptw`: taken on the stage 1 walk.
+    /// A stage 2 abort on guest RAM page `page` (the write side of [`VM`]
+    /// is held) of `kind`; `write`: the access was a write (or a stage 1
+    /// walk update); `exec`: an instruction fetch; `s1ptw`: taken on the
+    /// stage 1 walk. Handles every fault, and looks at it from the start:
+    /// [`fault_shared`](Self::fault_shared) may have declined it, and the
+    /// tables may have changed while this PE waited for the lock.
     ///
     /// # Errors
     /// Running out of table pages or frames.
@@ -688,12 +842,128 @@ impl Vm {
         self.protect(pe, page_range(page), Stage2Attrs::RAM, Window::Fault)
             .map_err(|e| Fatal("relax a page", e))?;
         self.flush(pe, Window::Fault);
-        if !self.dirty[page] {
-            self.dirty[page] = true;
-            self.dirty_list.push(page as u32);
-        }
+        self.dirty.mark(page);
         STATS.relaxed.bump();
         Ok(Handled::Retry)
+    }
+
+    /// The fault path under the read side of [`VM`], on several vCPUs at
+    /// once: the faults that need no `&mut Vm`. `Some(Handled::Retry)`:
+    /// handled, the guest retries; `None`: declined, nothing changed, and
+    /// [`fault`](Self::fault) (under the write side) must handle it. The
+    /// cases, in the order [`fault`](Self::fault) tries them:
+    ///
+    /// - a translation fault on a page mapped again by now (a migration or
+    ///   swap-in finished while this PE waited for the lock): retry;
+    /// - a spurious fault (the tables allow the access: a stale, stricter
+    ///   entry): `spurious_fault`'s local TLBI;
+    /// - dirty logging's write fault on a write-protected 4 KiB page:
+    ///   `relax_shared` to RAM attributes (a compare-and-swap), and the
+    ///   page logged dirty. A page of a 2 MiB block (a split), a page not
+    ///   mapped (a swap-in) and anything vmsa answers `NeedsExclusive` are
+    ///   declined.
+    ///
+    /// A relax issues no TLBI: `relax_shared` ends with a local
+    /// invalidation of the faulting PE's own stricter entry, which is
+    /// left out here ([`PeFx`] drops the TLBIs, `DSB NSH` and `ISB` that
+    /// follow its compare-and-swap; the `DSB ISHST` that publishes the
+    /// leaf still runs). That is what vmsa's planner
+    /// chooses for a relaxation on the write side (the exclusive path's
+    /// `protect` + `flush` issues nothing for it): an entry stricter than
+    /// the tables costs at most one more fault, on the PE that needs the
+    /// right, which `spurious_fault` then invalidates, as it does on the
+    /// other PEs. On QEMU, whose TLB keeps no entry that faulted, the
+    /// invalidation would only cost: its VMALLE1 empties the PE's whole
+    /// TLB at every relax, which also wipes the stale entries the
+    /// 1-vCPU negative controls leave behind before the guest can use
+    /// them (they would no longer be caught).
+    ///
+    /// Logged as the write side logs the same fault: `Fault` then
+    /// `Spurious`, or `Fault`, a `Protect` of the page to RAM attributes
+    /// and a `Flush` for a relax (the replay's semantics are the exclusive
+    /// path's), with the log held across the handling so that its order
+    /// is the order of the changes.
+    pub fn fault_shared(
+        &self,
+        pe: usize,
+        page: usize,
+        kind: FaultKind,
+        write: bool,
+        exec: bool,
+        s1ptw: bool,
+    ) -> Option<Handled> {
+        if !self.cfg.shared {
+            return None;
+        }
+        let ipa = page_range(page).start;
+        let fault = Op::Fault {
+            pe: pe as u8,
+            ipa,
+            kind,
+            write,
+            s1ptw,
+        };
+        let mut access = if write { Grants::WRITE } else { Grants::READ };
+        if exec {
+            access = Grants::EXEC;
+        }
+        let mut log = self.exec.oplog_lock();
+        // Not mapped: swapped out (a swap-in takes a frame and a slot) or
+        // lost; either is the write side's.
+        let tr = self.table.translate(ipa)?;
+        if kind == FaultKind::Translation {
+            log_ops(&mut log, &[fault]);
+            STATS.window_retries.bump();
+            return Some(Handled::Retry);
+        }
+        let mut hw = self.exec.hw[pe].lock();
+        let mut fx = PeFx::new(
+            &mut hw,
+            self.exec.trace.as_ref(),
+            pe,
+            self.exec.control,
+            Window::Fault,
+        );
+        if self.table.spurious_fault(ipa, access, &mut fx) {
+            log_ops(&mut log, &[fault, Op::Spurious { pe: pe as u8, ipa }]);
+            STATS.spurious_faults.bump();
+            return Some(Handled::Retry);
+        }
+        if !write || !self.cfg.dirty || tr.level != 3 {
+            return None;
+        }
+        fx.defer_relax_tlbi = true;
+        match self
+            .table
+            .relax_shared(ipa, Stage2Attrs::RAM, Grants::WRITE, &mut fx)
+        {
+            Ok(Relaxed::Relaxed) => {
+                // Before the read side is let go: the next round (the write
+                // side) sees it.
+                self.dirty.mark(page);
+                log_ops(
+                    &mut log,
+                    &[
+                        fault,
+                        Op::Protect {
+                            pe: pe as u8,
+                            range: page_range(page),
+                            attrs: Stage2Attrs::RAM,
+                        },
+                        Op::Flush { pe: pe as u8 },
+                    ],
+                );
+                STATS.relaxed.bump();
+                Some(Handled::Retry)
+            }
+            Ok(Relaxed::AlreadyAllowed) => {
+                // Another vCPU relaxed it (and logged it dirty) first.
+                log_ops(&mut log, &[fault, Op::Spurious { pe: pe as u8, ipa }]);
+                STATS.spurious_faults.bump();
+                Some(Handled::Retry)
+            }
+            Err(_) => None,
+        }
     }
 
     fn round_due(&self, now: u64) -> bool {
@@ -724,9 +994,9 @@ impl Vm {
         let t0 = now;
         if self.migration_due(now) {
             for k in 0..self.cfg.migrate {
-                let page = if k % 2 == 0 && !self.dirty_list.is_empty() {
-                    let i = self.next_rand() as usize % self.dirty_list.len();
-                    self.dirty_list[i] as usize
+                let page = if k % 2 == 0 && !self.dirty.list().is_empty() {
+                    let i = self.next_rand() as usize % self.dirty.list().len();
+                    self.dirty.list()[i] as usize
                 } else {
                     self.next_rand() as usize % RAM_PAGES
                 };
@@ -773,7 +1043,7 @@ impl Vm {
         if self.cfg.verify && round % self.cfg.verify_every == 0 {
             let mut missed = 0;
             for page in 0..RAM_PAGES {
-                if self.dirty[page] || self.swapped[page] != NO_SLOT {
+                if self.dirty.is_dirty(page) || self.swapped[page] != NO_SLOT {
                     continue;
                 }
                 if let Some(pa) = self.pa_of(page) {
@@ -798,7 +1068,7 @@ impl Vm {
         if self.cfg.blocks {
             self.collapse_clean(pe)?;
         }
-        let list = core::mem::take(&mut self.dirty_list);
+        let list = core::mem::take(self.dirty.list());
         STATS.max_dirty.max(list.len() as u64);
         // Protect runs of consecutive pages with one call each.
         let mut sorted = list.clone();
@@ -820,7 +1090,7 @@ impl Vm {
         // Their contents from now on, until they are logged dirty again.
         for &p in &list {
             let page = p as usize;
-            self.dirty[page] = false;
+            self.dirty.clear(page);
             if self.cfg.verify {
                 if let Some(pa) = self.pa_of(page) {
                     self.snap[page] = checksum(pa);
@@ -854,7 +1124,7 @@ impl Vm {
     /// contiguous, uniform run, e.g. after a migration).
     fn collapse_clean(&mut self, pe: usize) -> Result<(), Fatal> {
         let mut busy = vec![false; self.split.len()];
-        for &p in &self.dirty_list {
+        for &p in self.dirty.list().iter() {
             busy[p as usize / PAGES_PER_BLOCK] = true;
         }
         let mut any = false;
@@ -933,7 +1203,7 @@ impl Vm {
             let page = self.swap_cursor;
             self.swap_cursor = (self.swap_cursor + 1) % RAM_PAGES;
             scanned += 1;
-            if self.dirty[page] || self.swapped[page] != NO_SLOT {
+            if self.dirty.is_dirty(page) || self.swapped[page] != NO_SLOT {
                 continue;
             }
             match self.table.translate(page_range(page).start) {
