@@ -43,9 +43,10 @@
 //!   is allocated while PEs contend; a page that lost its race goes back to
 //!   the cache, never seen by any walker. Neither keeps shared bookkeeping:
 //!   a new entry needs no invalidation (nothing can be cached for an
-//!   invalid entry), and a relaxation leaves stricter entries in other PEs'
-//!   TLBs, which at worst fault once more and are dropped there by
-//!   [`spurious_fault`](crate::Table::spurious_fault) (a local TLBI).
+//!   invalid entry), and a relaxation leaves stricter entries in TLBs,
+//!   which at worst fault once more and are dropped by
+//!   [`spurious_fault`](crate::Table::spurious_fault) (a local TLBI) on the
+//!   PE that meets one.
 //! - Under the **write** side (`&mut self`), everything that breaks an
 //!   entry: [`unmap`](crate::Table::unmap), [`protect`](crate::Table::protect),
 //!   break-before-make in [`map`](crate::Table::map), [`split_block`](crate::Table::split_block),

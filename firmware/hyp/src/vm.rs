@@ -215,14 +215,6 @@ struct PeFx<'a> {
     drop_all: bool,
     local: bool,
     drop_vmalle1: bool,
-    /// Set around `relax_shared`: once its compare-and-swap has relaxed
-    /// the leaf, its local invalidation of this PE's own stricter entry
-    /// (the TLBIs, and the `DSB NSH` and `ISB` that complete them) is left
-    /// out; the `DSB ISHST` that publishes the leaf still runs. See
-    /// [`Vm::fault_shared`].
-    defer_relax_tlbi: bool,
-    /// A compare-and-swap of this PE happened.
-    swapped: bool,
 }
 
 impl<'a> PeFx<'a> {
@@ -242,8 +234,6 @@ impl<'a> PeFx<'a> {
                 || (c == Control::NoMigrateTlbi && window == Window::MigrateBreak),
             local: c == Control::LocalOnly,
             drop_vmalle1: c == Control::Ipas2Only && window == Window::MigrateBreak,
-            defer_relax_tlbi: false,
-            swapped: false,
         }
     }
 
@@ -276,7 +266,6 @@ impl Effects for PeFx<'_> {
         // wrote nothing).
         self.hw
             .compare_exchange_descriptor(slot, at, current, new)?;
-        self.swapped = true;
         self.record(Effect::Store {
             pa: at,
             old: current,
@@ -285,19 +274,10 @@ impl Effects for PeFx<'_> {
         Ok(())
     }
     fn barrier(&mut self, barrier: Barrier) {
-        if self.defer_relax_tlbi
-            && self.swapped
-            && matches!(barrier, Barrier::DsbNsh | Barrier::Isb)
-        {
-            return;
-        }
         self.hw.barrier(barrier);
         self.record(Effect::Barrier(barrier));
     }
     fn tlbi(&mut self, op: TlbiOp, operand: u64) {
-        if self.defer_relax_tlbi && self.swapped {
-            return;
-        }
         if self.drop_all || (self.drop_vmalle1 && matches!(op, TlbiOp::Vmalle1is | TlbiOp::Vmalle1))
         {
             STATS.control_tlbis.bump();
@@ -863,11 +843,9 @@ impl Vm {
     ///   mapped (a swap-in) and anything vmsa answers `NeedsExclusive` are
     ///   declined.
     ///
-    /// A relax issues no TLBI: `relax_shared` ends with a local
-    /// invalidation of the faulting PE's own stricter entry, which is
-    /// left out here ([`PeFx`] drops the TLBIs, `DSB NSH` and `ISB` that
-    /// follow its compare-and-swap; the `DSB ISHST` that publishes the
-    /// leaf still runs). That is what vmsa's planner
+    /// A relax issues no TLBI (`relax_shared` is a compare-and-swap and
+    /// the `DSB ISHST` that publishes it; this handler does not ask for
+    /// the optional local invalidation after it). That is what vmsa's planner
     /// chooses for a relaxation on the write side (the exclusive path's
     /// `protect` + `flush` issues nothing for it): an entry stricter than
     /// the tables costs at most one more fault, on the PE that needs the
@@ -932,7 +910,6 @@ impl Vm {
         if !write || !self.cfg.dirty || tr.level != 3 {
             return None;
         }
-        fx.defer_relax_tlbi = true;
         match self
             .table
             .relax_shared(ipa, Stage2Attrs::RAM, Grants::WRITE, &mut fx)

@@ -150,12 +150,10 @@ pub enum Installed<R: Regime> {
 /// What [`Table::relax_shared`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Relaxed {
-    /// This call added the permissions (and dropped the issuing PE's own
-    /// stale, stricter entry).
+    /// This call added the permissions.
     Relaxed,
     /// The tables already allow the access (another PE relaxed it first, or
-    /// a stale entry caused the fault): only the issuing PE's stale entry
-    /// was dropped.
+    /// a stale entry caused the fault): nothing was written.
     AlreadyAllowed,
 }
 
@@ -313,16 +311,22 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// The fault path's permission change: makes the leaf mapping `addr`
     /// grant what `attrs` grants, where that only adds permissions (same
     /// output address, memory type and size: for example write access to a
-    /// page write-protected for dirty logging), then drops the issuing PE's
-    /// own stale, stricter entry for the page with a local invalidation
-    /// (as [`spurious_fault`](Self::spurious_fault) does). May run on
-    /// several PEs at once: the leaf is changed by compare-and-swap from
-    /// the value read, and re-read when another PE changed it first. Other
-    /// PEs' stricter entries are left to fault once more (KVM's
+    /// page write-protected for dirty logging), and publishes it to the
+    /// table walkers (`DSB ISHST` on a live table). May run on several PEs
+    /// at once: the leaf is changed by compare-and-swap from the value
+    /// read, and re-read when another PE changed it first (KVM's
     /// `kvm_pgtable_stage2_relax_perms`).
     ///
+    /// No TLB maintenance: an entry stricter than the tables, on any PE
+    /// including the faulting one, costs at most one more fault, which
+    /// [`spurious_fault`](Self::spurious_fault) drops with a local
+    /// invalidation on the PE that takes it. A caller that wants the
+    /// faulting PE's own stale entry gone at once (as KVM's
+    /// `__kvm_tlb_flush_vmid_ipa_nsh` after a relax does) calls
+    /// `spurious_fault` on that PE right after.
+    ///
     /// `access` is what the faulting access needed: when the tables
-    /// already allow it, nothing is written.
+    /// already allow it, nothing is written ([`Relaxed::AlreadyAllowed`]).
     ///
     /// # Errors
     /// [`Error::InvalidAttributes`]; [`Error::NotMapped`] if nothing maps
@@ -349,7 +353,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 .grants(Descriptor(cur).leaf_attr_bits())
                 .contains(access)
             {
-                self.spurious_fault(addr, access, fx);
                 return Ok(Relaxed::AlreadyAllowed);
             }
             let d = Descriptor(cur);
@@ -368,12 +371,7 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             // `leaf_slot`); shared walkers access it only atomically.
             let cell = unsafe { slot.as_ref() };
             if fx.compare_exchange_descriptor(cell, at, cur, new).is_ok() {
-                if self.live {
-                    // The relaxed leaf must be what the walk after the
-                    // local TLBI reads.
-                    fx.barrier(Barrier::DsbIshst);
-                }
-                self.spurious_fault(addr, access, fx);
+                self.publish_new(fx);
                 return Ok(Relaxed::Relaxed);
             }
             // Another PE changed the leaf between the read and the swap:

@@ -254,7 +254,9 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
             // A DSB that completes stores (ISHST is enough) makes the
             // invalid descriptor visible before the TLBI; only a full one
             // completes the TLBI.
-            Effect::Barrier(b @ (vmsa::Barrier::DsbIsh | vmsa::Barrier::DsbSy | vmsa::Barrier::DsbIshst)) => {
+            Effect::Barrier(
+                b @ (vmsa::Barrier::DsbIsh | vmsa::Barrier::DsbSy | vmsa::Barrier::DsbIshst),
+            ) => {
                 let completes_tlbi = b != vmsa::Barrier::DsbIshst;
                 for s in slots.values_mut() {
                     *s = match *s {
