@@ -268,15 +268,14 @@ pub fn bbm_violations(log: &[Effect], mask: u64) -> Vec<String> {
             }
             // A base register pointing at a root: the root and everything
             // linked below it are now reachable by walkers.
-            Effect::SysReg { reg, value }
-                if matches!(
-                    reg,
+            Effect::SysReg {
+                reg:
                     vmsa::SysReg::VttbrEl2
-                        | vmsa::SysReg::Ttbr0El1
-                        | vmsa::SysReg::Ttbr1El1
-                        | vmsa::SysReg::Ttbr0El2
-                ) =>
-            {
+                    | vmsa::SysReg::Ttbr0El1
+                    | vmsa::SysReg::Ttbr1El1
+                    | vmsa::SysReg::Ttbr0El2,
+                value,
+            } => {
                 let root = value & 0x0000_ffff_ffff_f000;
                 let bytes = allocations.get(&root).copied().unwrap_or(4096);
                 let mut todo: Vec<u64> = (root..root + bytes).step_by(4096).collect();
