@@ -904,13 +904,18 @@ impl Machine {
                 stores_only,
             } => {
                 let shareable = domain != Domain::NonShareable || self.pes.len() == 1;
-                if shareable {
-                    // The writer's removals are now visible to every walker.
-                    let seq = self.seq;
-                    for g in self.ghosts.iter_mut() {
-                        if g.writer == pe && g.visible.is_none() {
-                            g.visible = Some(seq);
-                        }
+                // The writer's removals are now visible to every walker; a
+                // DSB NSH makes them visible to its own PE's walker, which
+                // is every walker that matters for an entry only this PE
+                // may hold (its tag ran nowhere else).
+                let seq = self.seq;
+                let own = 1u64 << pe;
+                for g in self.ghosts.iter_mut() {
+                    if g.writer == pe
+                        && g.visible.is_none()
+                        && (shareable || g.holder_mask() & !own == 0)
+                    {
+                        g.visible = Some(seq);
                     }
                 }
                 if stores_only || domain == Domain::NonShareable {
