@@ -31,6 +31,12 @@ struct Case {
 
 impl Case {
     fn new(regime: Regime, pes: usize) -> Case {
+        Case::run_on(regime, pes, pes)
+    }
+
+    /// A machine of `pes` PEs where only the first `runners` run the
+    /// regime.
+    fn run_on(regime: Regime, pes: usize, runners: usize) -> Case {
         let mut c = Case {
             m: Machine::new(Config {
                 pes,
@@ -52,8 +58,8 @@ impl Case {
             Regime::El2 => 0x4000_0000 | 0x703,
         };
         c.write(LEAF_SLOT, leaf);
-        // Every PE runs the regime (and so may cache its entries).
-        for pe in 0..pes {
+        // Every PE that runs the regime may cache its entries.
+        for pe in 0..runners {
             match regime {
                 Regime::Stage2 => {
                     // 48-bit IPA, start at level 0 (SL0 = 2).
@@ -575,4 +581,28 @@ fn capacity_eviction_forgets_stale_entries() {
     ev(&mut m, Event::Complete);
     assert!(m.violations().is_empty());
     assert_eq!(m.stale_runs(), 0);
+}
+
+/// A fully local flush (`DSB NSH`, non-shareable TLBIs, `DSB NSH`, as
+/// Linux's local flushes) of a stage 2 page whose VMID ran on the first
+/// `runners` of two PEs: whether a stale entry remains.
+fn local_unmap(runners: usize) -> bool {
+    let mut c = Case::run_on(Regime::Stage2, 2, runners);
+    c.write(LEAF_SLOT, 0);
+    c.ev(0, Event::Barrier(Barrier::DSB_NSH));
+    c.tlbi(Ipas2e1, ipa(Ttl::NONE));
+    c.ev(0, Event::Barrier(Barrier::DSB_NSH));
+    c.tlbi(Vmalle1, 0);
+    c.ev(0, Event::Barrier(Barrier::DSB_NSH));
+    c.stale()
+}
+
+#[test]
+fn a_local_flush_of_a_tag_only_the_issuer_ran_is_clean() {
+    assert!(!local_unmap(1));
+}
+
+#[test]
+fn a_local_flush_of_a_tag_another_pe_ran_is_stale() {
+    assert!(local_unmap(2));
 }
