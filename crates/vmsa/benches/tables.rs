@@ -450,6 +450,32 @@ fn fault_in(
     }
 }
 
+/// A faulting table (and the caches) with the table behind `lock`.
+fn faulting_table_behind<L>(lock: impl FnOnce(Table<Stage2, Arena>) -> L) -> (L, [PageCache; 2]) {
+    let (t, caches) = faulting_table();
+    (lock(t), caches)
+}
+
+/// Two threads fault in their halves, each reaching the table through
+/// `with` (which takes the lock).
+fn two_vcpus_fault<L: Sync>(
+    vm: L,
+    mut caches: [PageCache; 2],
+    with: impl Fn(&L, &mut dyn FnMut(&Table<Stage2, Arena>)) + Sync,
+) -> (L, [PageCache; 2]) {
+    std::thread::scope(|s| {
+        for (who, cache) in caches.iter_mut().enumerate() {
+            let (vm, with) = (&vm, &with);
+            s.spawn(move || {
+                let mut fx = Recorder::new();
+                fault_in(who as u64, cache, &mut fx, |f| with(vm, f));
+                black_box(fx.log().len());
+            });
+        }
+    });
+    (vm, caches)
+}
+
 fn parallel_faults(c: &mut Criterion) {
     let mut g = c.benchmark_group("parallel_faults");
     g.sample_size(20);
@@ -458,46 +484,16 @@ fn parallel_faults(c: &mut Criterion) {
     // walk and swap at once.
     g.bench_function("shared", |b| {
         b.iter_batched(
-            || {
-                let (t, caches) = faulting_table();
-                (spin::RwLock::new(t), caches)
-            },
-            |(vm, mut caches)| {
-                std::thread::scope(|s| {
-                    for (who, cache) in caches.iter_mut().enumerate() {
-                        let vm = &vm;
-                        s.spawn(move || {
-                            let mut fx = Recorder::new();
-                            fault_in(who as u64, cache, &mut fx, |f| f(&vm.read()));
-                            black_box(fx.log().len());
-                        });
-                    }
-                });
-                (vm, caches)
-            },
+            || faulting_table_behind(spin::RwLock::new),
+            |(vm, caches)| two_vcpus_fault(vm, caches, |vm, f| f(&vm.read())),
             BatchSize::LargeInput,
         )
     });
     // The same operations under one spinlock: the faults serialize.
     g.bench_function("global_lock", |b| {
         b.iter_batched(
-            || {
-                let (t, caches) = faulting_table();
-                (spin::Mutex::new(t), caches)
-            },
-            |(vm, mut caches)| {
-                std::thread::scope(|s| {
-                    for (who, cache) in caches.iter_mut().enumerate() {
-                        let vm = &vm;
-                        s.spawn(move || {
-                            let mut fx = Recorder::new();
-                            fault_in(who as u64, cache, &mut fx, |f| f(&vm.lock()));
-                            black_box(fx.log().len());
-                        });
-                    }
-                });
-                (vm, caches)
-            },
+            || faulting_table_behind(spin::Mutex::new),
+            |(vm, caches)| two_vcpus_fault(vm, caches, |vm, f| f(&vm.lock())),
             BatchSize::LargeInput,
         )
     });

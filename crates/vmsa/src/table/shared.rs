@@ -231,11 +231,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 addr: oa.max(out_size),
             });
         }
-        // Count the tables missing on the way down now; other PEs can only
-        // link some of them meanwhile, never unlink (that is exclusive).
-        if cache.len() < self.missing_tables(off.start, level) {
-            return Err(Error::OutOfMemory);
-        }
         if self.live && self.unclean(&off) {
             return Err(Error::NeedsExclusive { addr: start });
         }
@@ -276,10 +271,15 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
                 }
                 Kind::Leaf => return self.raced(addr, start),
                 Kind::Invalid => {
+                    // The tables missing from here down, checked at the
+                    // first missing one, before anything is written: each
+                    // link then uses one of them, and a lost race gives its
+                    // page back. Other PEs can only link some of them
+                    // meanwhile, never unlink (that is exclusive).
+                    if cache.len() < (level - lvl) as usize {
+                        return Err(Error::OutOfMemory);
+                    }
                     let Some(page) = cache.pages.pop() else {
-                        // Not reached: the cache held every missing table
-                        // when the walk began, and a lost race gives its
-                        // page back.
                         return Err(Error::OutOfMemory);
                     };
                     fx.page_event(PageEvent::Init {
@@ -377,29 +377,6 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
             // Another PE changed the leaf between the read and the swap:
             // judge its value.
         }
-    }
-
-    /// Tables missing between the root and the `level` entry for table
-    /// offset `off`.
-    fn missing_tables(&self, off: u64, level: u8) -> usize {
-        let g = self.geometry;
-        let mut table = self.root;
-        let mut lvl = g.start_level();
-        while lvl < level {
-            let at = Pa(table.0 + 8 * g.index(lvl, off) as u64);
-            // SAFETY: a descriptor of this tree (allocator contract).
-            let cur = unsafe { self.alloc.to_ptr(at).as_ref() }.load(Ordering::Acquire);
-            match Descriptor(cur).kind(lvl) {
-                Kind::Table => {
-                    table = Pa(Descriptor(cur).address(g.granule()));
-                    lvl += 1;
-                }
-                // A block: nothing will be linked (the fault is a race lost).
-                Kind::Leaf => return 0,
-                Kind::Invalid => return (level - lvl) as usize,
-            }
-        }
-        0
     }
 
     /// The leaf descriptor mapping `addr`: its slot, address, level and
