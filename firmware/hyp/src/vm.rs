@@ -50,6 +50,16 @@ const NO_SLOT: u32 = u32::MAX;
 /// The guest's VMID.
 pub const VMID: u16 = 1;
 
+/// The right a faulting access needed: execute for an instruction fetch,
+/// else write or read.
+fn needed(write: bool, exec: bool) -> Grants {
+    match (exec, write) {
+        (true, _) => Grants::EXEC,
+        (false, true) => Grants::WRITE,
+        (false, false) => Grants::READ,
+    }
+}
+
 /// The VM, behind the lock every PE takes to change its stage 2: the read
 /// side for the fault path ([`Vm::fault_shared`]), the write side
 /// ([`vm_write`]) for everything that needs `&mut Vm`.
@@ -783,10 +793,7 @@ impl Vm {
             write,
             s1ptw,
         });
-        let mut access = if write { Grants::WRITE } else { Grants::READ };
-        if exec {
-            access = Grants::EXEC;
-        }
+        let access = needed(write, exec);
         match self.table.translate(ipa) {
             None if self.swapped[page] != NO_SLOT => {
                 self.swap_in(pe, page)?;
@@ -881,10 +888,7 @@ impl Vm {
             write,
             s1ptw,
         };
-        let mut access = if write { Grants::WRITE } else { Grants::READ };
-        if exec {
-            access = Grants::EXEC;
-        }
+        let access = needed(write, exec);
         let mut log = self.exec.oplog_lock();
         // Not mapped: swapped out (a swap-in takes a frame and a slot) or
         // lost; either is the write side's.
