@@ -11,11 +11,19 @@
 //! descriptors into a zeroed array with nothing else (no walk, no checks,
 //! no report): the physical limit, for the distance vmsa is from it.
 //!
-//! Group `parallel_faults`, functions `shared` and `global_lock`: two
-//! threads fault in disjoint halves (8192 pages each) of 64 MiB of one live
-//! stage 2 table, one `map_shared` per page with effects recorded per
-//! thread; `shared` takes the read side of a spinning reader-writer lock per
-//! fault, `global_lock` one spin mutex (the same operations, serialized).
+//! Group `parallel_faults`: two threads fault in disjoint halves (8192
+//! pages each) of 64 MiB of one live stage 2 table, one `map_shared` per
+//! page with effects recorded per thread, the lock taken per fault:
+//! - `shared`: the read side of a sharded reader-writer lock
+//!   (`crossbeam_utils::sync::ShardedLock`: a reader touches only its own
+//!   shard's line; the exclusive side takes every shard);
+//! - `shared_rwlock`: the read side of one spinning reader-writer lock
+//!   (`spin::RwLock`, the shape of KVM's `mmu_lock`): the faults run at
+//!   once but both readers add to one counter, whose line then bounces
+//!   twice per fault;
+//! - `global_lock`: the same operations under one spin mutex, serialized;
+//! - `serial`: one thread makes both halves' faults with no lock at all,
+//!   the cost of the faults alone.
 //!
 //! Group `relax_flush`, functions `64MiB`, `512MiB`, `4GiB`: a live stage 2
 //! table mapping that much RAM in 4 KiB pages (built outside the timed
@@ -480,9 +488,23 @@ fn parallel_faults(c: &mut Criterion) {
     let mut g = c.benchmark_group("parallel_faults");
     g.sample_size(20);
     g.throughput(criterion::Throughput::Elements(2 * FAULT_PAGES));
-    // Read side of a spinning reader-writer lock per fault: both threads
-    // walk and swap at once.
+    // Read side of a sharded reader-writer lock per fault: both threads
+    // walk and swap at once, and neither writes a line the other reads.
     g.bench_function("shared", |b| {
+        b.iter_batched(
+            || faulting_table_behind(crossbeam_utils::sync::ShardedLock::new),
+            |(vm, caches)| {
+                two_vcpus_fault(vm, caches, |vm, f| {
+                    f(&vm.read().expect("no writer panicked"))
+                })
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    // Read side of one reader-writer lock: the faults still run at once,
+    // but every acquire and release is a read-modify-write of the one
+    // reader count.
+    g.bench_function("shared_rwlock", |b| {
         b.iter_batched(
             || faulting_table_behind(spin::RwLock::new),
             |(vm, caches)| two_vcpus_fault(vm, caches, |vm, f| f(&vm.read())),
@@ -494,6 +516,26 @@ fn parallel_faults(c: &mut Criterion) {
         b.iter_batched(
             || faulting_table_behind(spin::Mutex::new),
             |(vm, caches)| two_vcpus_fault(vm, caches, |vm, f| f(&vm.lock())),
+            BatchSize::LargeInput,
+        )
+    });
+    // Both halves' faults on one thread, no lock: what the faults cost
+    // with nothing shared (the thread is spawned as the others are).
+    g.bench_function("serial", |b| {
+        b.iter_batched(
+            faulting_table,
+            |(vm, mut caches)| {
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        for (who, cache) in caches.iter_mut().enumerate() {
+                            let mut fx = Recorder::new();
+                            fault_in(who as u64, cache, &mut fx, |f| f(&vm));
+                            black_box(fx.log().len());
+                        }
+                    });
+                });
+                (vm, caches)
+            },
             BatchSize::LargeInput,
         )
     });

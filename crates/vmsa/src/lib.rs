@@ -29,7 +29,13 @@
 //! ### Locking model
 //!
 //! The caller keeps the [`Table`] behind a reader-writer lock of its choice
-//! (`spin::RwLock`, `std::sync::RwLock`, ...):
+//! (`spin::RwLock`, `std::sync::RwLock`, a per-CPU sharded lock such as
+//! `crossbeam_utils::sync::ShardedLock`, ...). Besides the entries it fills,
+//! a fault writes only its [`PageCache`]'s own slot of the table's leaf
+//! count (a cache line of its own), so how well faults scale is the lock's:
+//! a lock with one reader count makes every fault a read-modify-write of
+//! that count's line, which costs more than a fault of a few tens of
+//! nanoseconds (the `parallel_faults` benchmark shows both).
 //!
 //! - Under the **read** side, any number of PEs may run
 //!   [`map_shared`](crate::Table::map_shared) (fill an invalid entry: the
