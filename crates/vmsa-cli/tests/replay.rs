@@ -153,7 +153,7 @@ fn the_table_comes_with_the_mix_of_calls() {
         "policy",
         "broadcast",
         "spurious faults",
-        "vs vmsa",
+        "vs best",
         "violations",
     ] {
         assert!(s.contains(want), "no `{want}` in\n{s}");

@@ -551,7 +551,7 @@ fn table_has_both_profiles_and_the_log_counts() {
         "live: ".to_string(),
         format!("{name} (native profile, 2 PEs)"),
         format!("{name} (nested profile, 2 PEs)"),
-        "vs vmsa".to_string(),
+        "vs best".to_string(),
     ] {
         assert!(stdout.contains(&want), "no {want:?} in\n{stdout}");
     }

@@ -9,9 +9,6 @@ use serde::Serialize;
 
 use super::Row;
 
-/// The policy the others are measured against in the "vs vmsa" column.
-const REFERENCE: &str = "vmsa";
-
 /// One row as `--json` prints it: exactly these fields, in this order.
 #[derive(Serialize)]
 struct JsonRow<'a> {
@@ -71,6 +68,12 @@ fn relative(cycles: u64, reference: u64) -> String {
     }
 }
 
+/// The policy listed first in each table.
+const FIRST: &str = "vmsa";
+
+/// The model's oracle: exactly the stale entries removed, not realizable.
+const FLOOR: &str = super::policies::ORACLE.name;
+
 /// The rows grouped by (workload, profile), groups in order of first
 /// appearance, the `vmsa` row first in each group and the others in the
 /// order given.
@@ -87,9 +90,74 @@ fn groups(rows: &[Row]) -> Vec<Vec<&Row>> {
     }
     for g in &mut groups {
         // Stable: the baselines keep their order.
-        g.sort_by_key(|r| r.policy != REFERENCE);
+        g.sort_by_key(|r| r.policy != FIRST);
     }
     groups
+}
+
+/// The cheapest row of `group` with no violations (the first of equals),
+/// the one every other is measured against. Rows with violations are
+/// never it: a policy that is wrong is not cheap.
+/// The oracle is not a policy anyone can run (it is the floor), so it is
+/// never the best either.
+fn best<'a>(group: &[&'a Row]) -> Option<&'a Row> {
+    group
+        .iter()
+        .copied()
+        .filter(|r| r.violations == 0 && r.policy != FLOOR)
+        .min_by_key(|r| r.cycles)
+}
+
+/// What the "vs best" cell says for `row`.
+fn versus(row: &Row, best: Option<&Row>) -> String {
+    match best {
+        _ if row.violations > 0 => "INCORRECT".into(),
+        Some(b) => relative(row.cycles, b.cycles),
+        None => "-".into(),
+    }
+}
+
+/// The line under a table: who wins, and by how much.
+fn verdict(group: &[&Row]) -> String {
+    let incorrect: Vec<&str> = group
+        .iter()
+        .filter(|r| r.violations > 0)
+        .map(|r| r.policy.as_str())
+        .collect();
+    let mut line = match best(group) {
+        None => "no policy is correct here (every one has violations)".to_string(),
+        Some(b) => {
+            let mut others: Vec<&&Row> = group
+                .iter()
+                .filter(|r| r.violations == 0 && r.policy != b.policy && r.policy != FLOOR)
+                .collect();
+            others.sort_by_key(|r| r.cycles);
+            let mut line = format!("cheapest correct: {}", b.policy);
+            if !others.is_empty() {
+                let far: Vec<String> = others
+                    .iter()
+                    .map(|r| format!("{} {}", r.policy, relative(r.cycles, b.cycles)))
+                    .collect();
+                line.push_str(&format!("; then {}", far.join(", ")));
+            }
+            if let Some(floor) = group.iter().find(|r| r.policy == FLOOR) {
+                line.push_str(&format!(
+                    "; {} is {} the floor ({FLOOR}: exactly the stale entries removed, not \
+                     realizable)",
+                    b.policy,
+                    relative(b.cycles, floor.cycles)
+                ));
+            }
+            line
+        }
+    };
+    if !incorrect.is_empty() {
+        line.push_str(&format!(
+            "; incorrect, not ranked: {}",
+            incorrect.join(", ")
+        ));
+    }
+    line
 }
 
 const HEADER: [&str; 9] = [
@@ -100,27 +168,33 @@ const HEADER: [&str; 9] = [
     "collateral",
     "spurious faults",
     "cycles",
-    "vs vmsa",
+    "vs best",
     "violations",
 ];
 
-/// The legend printed under the table.
-pub(crate) const LEGEND: &str =
-    "broadcast: Inner Shareable TLBIs; collateral: correct TLB entries \
-removed; vs vmsa: cycles relative to vmsa; violations: checker findings (expected for baselines)";
+/// The legend, printed before the tables.
+pub(crate) const LEGEND: &str = "Per workload and cost profile, one row per policy. \
+TLBI: TLB invalidations issued; broadcast: of them Inner Shareable; DSB: barriers; \
+collateral: correct TLB entries removed with the stale ones; spurious faults: faults \
+taken on entries stricter than the tables; cycles: estimated cost under the profile; \
+vs best: cycles relative to the cheapest policy with no violations, the oracle \
+(the floor) aside (INCORRECT: the policy has violations and is not ranked); violations: checker findings (the \
+`none` control is meant to have them). Under each table: who wins, and by how much.";
 
-/// Writes `rows` as a table per workload and profile, `vmsa` first, then a
-/// legend line.
+/// Writes the legend, then `rows` as a table per workload and profile,
+/// `vmsa` first, each followed by its verdict line.
 pub(crate) fn write_table(rows: &[Row], pes: usize, out: &mut impl Write) -> io::Result<()> {
     if rows.is_empty() {
         writeln!(out, "nothing to compare")?;
         return Ok(());
     }
+    writeln!(out, "{LEGEND}")?;
+    writeln!(out)?;
     let groups = groups(rows);
     let cells: Vec<Vec<[String; 9]>> = groups
         .iter()
         .map(|g| {
-            let reference = g.iter().find(|r| r.policy == REFERENCE).map(|r| r.cycles);
+            let best = best(g);
             g.iter()
                 .map(|r| {
                     [
@@ -131,7 +205,7 @@ pub(crate) fn write_table(rows: &[Row], pes: usize, out: &mut impl Write) -> io:
                         r.collateral.to_string(),
                         r.spurious_faults.to_string(),
                         r.cycles.to_string(),
-                        reference.map_or_else(|| "-".into(), |c| relative(r.cycles, c)),
+                        versus(r, best),
                         r.violations.to_string(),
                     ]
                 })
@@ -172,9 +246,9 @@ pub(crate) fn write_table(rows: &[Row], pes: usize, out: &mut impl Write) -> io:
         for line in lines {
             write_line(out, &line.each_ref().map(String::as_str))?;
         }
+        writeln!(out, "  {}", verdict(g))?;
     }
-    writeln!(out)?;
-    writeln!(out, "{LEGEND}")
+    Ok(())
 }
 
 /// Bar colours, one per policy in order (repeating after the last).
@@ -224,7 +298,7 @@ fn draw_chart(
     let rows: Vec<&Row> = rows.iter().filter(|r| r.profile == profile).collect();
     let workloads = distinct(&rows, |r| &r.workload);
     let mut policies = distinct(&rows, |r| &r.policy);
-    policies.sort_by_key(|p| *p != REFERENCE);
+    policies.sort_by_key(|p| *p != FIRST);
 
     // Whole powers of ten strictly around the data, so that every bar
     // (rising from the bottom) has some height and none touches the top.
@@ -374,34 +448,71 @@ mod tests {
         let text = table(&sample());
         let lines: Vec<&str> = text.lines().collect();
         let expected = [
+            LEGEND,
+            "",
             "map (native profile, 4 PEs)",
-            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
-            "   vmsa      12          3    7          40                1    1000    1.00x           0",
-            "   linux     12          3    7          40                1   37200    37.2x           0",
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles    vs best  violations",
+            "   vmsa      12          3    7          40                1    1000      1.00x           0",
+            "   linux     12          3    7          40                1   37200      37.2x           0",
+            "  cheapest correct: vmsa; then linux 37.2x",
             "",
             "map (nested profile, 4 PEs)",
-            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
-            "   vmsa      12          3    7          40                1    2000    1.00x           0",
-            "   linux     12          3    7          40                1  250000     125x           0",
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles    vs best  violations",
+            "   vmsa      12          3    7          40                1    2000      1.00x           0",
+            "   linux     12          3    7          40                1  250000       125x           0",
+            "  cheapest correct: vmsa; then linux 125x",
             "",
             "remap (native profile, 4 PEs)",
-            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles  vs vmsa  violations",
-            "   vmsa      12          3    7          40                1    1000    1.00x           0",
-            "   lazy      12          3    7          40                1    1500    1.50x           2",
-            "",
-            LEGEND,
+            "   policy  TLBI  broadcast  DSB  collateral  spurious faults  cycles    vs best  violations",
+            "   vmsa      12          3    7          40                1    1000      1.00x           0",
+            "   lazy      12          3    7          40                1    1500  INCORRECT           2",
+            "  cheapest correct: vmsa; incorrect, not ranked: lazy",
         ];
         assert_eq!(lines, expected, "\n{text}");
     }
 
     #[test]
-    fn table_without_vmsa_has_no_ratio() {
-        let text = table(&[row("map", "linux", "native", 10, 0)]);
-        let line = text.lines().nth(2).unwrap();
-        assert!(line.starts_with("   linux"), "{text}");
+    fn a_cheaper_policy_with_violations_is_never_the_best() {
+        let text = table(&[
+            row("map", "vmsa", "native", 1000, 0),
+            row("map", "kvm", "native", 800, 0),
+            row("map", "none", "native", 10, 5),
+            row("map", "oracle", "native", 100, 0),
+        ]);
+        let cell = |policy: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(policy))
+                .unwrap();
+            line.split_whitespace().nth(7).unwrap().to_string()
+        };
+        assert_eq!(cell("kvm"), "1.00x", "{text}");
+        assert_eq!(cell("vmsa"), "1.25x", "{text}");
+        assert_eq!(cell("none"), "INCORRECT", "{text}");
+        // The oracle is measured, but never wins: it is the floor.
+        assert_eq!(cell("oracle"), "0.12x", "{text}");
+        let last = text.lines().last().unwrap();
+        assert_eq!(
+            last,
+            "  cheapest correct: kvm; then vmsa 1.25x; kvm is 8.00x the floor (oracle: exactly \
+             the stale entries removed, not realizable); incorrect, not ranked: none",
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_table_where_nothing_is_correct_says_so() {
+        let text = table(&[row("map", "none", "native", 10, 5)]);
+        let line = text.lines().nth(4).unwrap();
         let cells: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cells[7], "-", "{text}");
-        assert!(text.contains("(native profile, 4 PEs)"));
+        assert_eq!(cells[7], "INCORRECT", "{text}");
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .contains("no policy is correct"),
+            "{text}"
+        );
     }
 
     #[test]
