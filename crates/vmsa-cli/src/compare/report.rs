@@ -251,20 +251,111 @@ pub(crate) fn write_table(rows: &[Row], pes: usize, out: &mut impl Write) -> io:
     Ok(())
 }
 
-/// Bar colours, one per policy in order (repeating after the last).
+/// Bar colours: the Okabe-Ito palette (Okabe and Ito, "Color Universal
+/// Design", 2002), told apart with the common forms of colour blindness.
+/// Eight colours for up to twelve policies, so each policy also has its
+/// own marker ([`Marker`]): no two policies share both.
 const COLOURS: [RGBColor; 8] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0xe3, 0x77, 0xc2),
-    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0x00, 0x72, 0xb2), // blue
+    RGBColor(0xe6, 0x9f, 0x00), // orange
+    RGBColor(0x00, 0x9e, 0x73), // bluish green
+    RGBColor(0xd5, 0x5e, 0x00), // vermillion
+    RGBColor(0xcc, 0x79, 0xa7), // reddish purple
+    RGBColor(0x56, 0xb4, 0xe9), // sky blue
+    RGBColor(0xf0, 0xe4, 0x42), // yellow
+    RGBColor(0x00, 0x00, 0x00), // black
 ];
 
+/// The marker drawn on top of each bar and in the legend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marker {
+    Circle,
+    Triangle,
+    Square,
+    Cross,
+    Diamond,
+    Ring,
+}
+
+const MARKERS: [Marker; 6] = [
+    Marker::Circle,
+    Marker::Triangle,
+    Marker::Square,
+    Marker::Cross,
+    Marker::Diamond,
+    Marker::Ring,
+];
+
+/// Policy `k`'s colour and marker: (k mod 8, k mod 6) differ for every pair
+/// of policies below 24.
+fn style(k: usize) -> (RGBColor, Marker) {
+    (COLOURS[k % COLOURS.len()], MARKERS[k % MARKERS.len()])
+}
+
+/// Draws `marker` centred at `(x, y)` (pixels) in `colour`.
+fn draw_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    marker: Marker,
+    (x, y): (i32, i32),
+    colour: RGBColor,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let r = 5;
+    let fill = colour.filled();
+    let edge = BLACK.stroke_width(1);
+    match marker {
+        Marker::Circle => {
+            area.draw(&Circle::new((x, y), r, fill))?;
+            area.draw(&Circle::new((x, y), r, edge))
+        }
+        Marker::Ring => area.draw(&Circle::new((x, y), r, colour.stroke_width(2))),
+        Marker::Square => {
+            area.draw(&Rectangle::new([(x - r, y - r), (x + r, y + r)], fill))?;
+            area.draw(&Rectangle::new([(x - r, y - r), (x + r, y + r)], edge))
+        }
+        Marker::Triangle => {
+            let pts = vec![(x, y - r), (x + r, y + r), (x - r, y + r)];
+            area.draw(&Polygon::new(pts.clone(), fill))?;
+            area.draw(&PathElement::new([pts, vec![(x, y - r)]].concat(), edge))
+        }
+        Marker::Diamond => {
+            let pts = vec![(x, y - r), (x + r, y), (x, y + r), (x - r, y)];
+            area.draw(&Polygon::new(pts.clone(), fill))?;
+            area.draw(&PathElement::new([pts, vec![(x, y - r)]].concat(), edge))
+        }
+        Marker::Cross => {
+            let stroke = colour.stroke_width(3);
+            area.draw(&PathElement::new(
+                vec![(x - r, y - r), (x + r, y + r)],
+                stroke,
+            ))?;
+            area.draw(&PathElement::new(
+                vec![(x - r, y + r), (x + r, y - r)],
+                stroke,
+            ))
+        }
+    }
+}
+
+/// A log axis label: powers of ten as `1e6`, others as `2e6`, small
+/// values as they are.
+fn log_label(y: f64) -> String {
+    if y <= 0.0 {
+        return "0".into();
+    }
+    if y < 1000.0 {
+        return format!("{y:.0}");
+    }
+    let exp = y.log10().floor();
+    let mantissa = y / 10f64.powf(exp);
+    if (mantissa - mantissa.round()).abs() < 1e-6 {
+        format!("{}e{exp:.0}", mantissa.round())
+    } else {
+        format!("{mantissa:.1}e{exp:.0}")
+    }
+}
+
 /// Pixels to the right of the plot, for the legend.
-const LEGEND_WIDTH: i32 = 150;
+const LEGEND_WIDTH: i32 = 230;
 
 /// An SVG chart of the cycles of the rows of `profile`: a group of bars per
 /// workload, one colour per policy, logarithmic y axis, with a legend.
@@ -325,7 +416,9 @@ fn draw_chart(
         if text {
             builder
                 .caption(
-                    format!("Estimated cycles per workload ({profile} profile, {pes} PEs)"),
+                    format!(
+                        "Estimated TLB maintenance cost per workload ({profile} profile, {pes} PEs)"
+                    ),
                     ("sans-serif", 20),
                 )
                 .x_label_area_size(40)
@@ -337,14 +430,8 @@ fn draw_chart(
         let mut mesh = chart.configure_mesh();
         mesh.disable_x_mesh().x_labels(0);
         if text {
-            mesh.y_desc("cycles (log scale)")
-                .y_label_formatter(&|&y: &f64| {
-                    if y >= 1.0 {
-                        format!("{y:.0}")
-                    } else {
-                        format!("{y}")
-                    }
-                });
+            mesh.y_desc("estimated cycles (log scale)")
+                .y_label_formatter(&|&y: &f64| log_label(y));
         } else {
             mesh.y_labels(0);
         }
@@ -352,19 +439,24 @@ fn draw_chart(
 
         let slot = 0.8 / policies.len().max(1) as f64;
         for (k, policy) in policies.iter().enumerate() {
-            let colour = COLOURS[k % COLOURS.len()];
-            let bars = rows
+            let (colour, marker) = style(k);
+            let bars: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| r.policy == *policy && r.cycles > 0)
                 .filter_map(|r| {
                     let i = workloads.iter().position(|w| *w == r.workload)?;
-                    let x = i as f64 + 0.1 + k as f64 * slot;
-                    Some(Rectangle::new(
-                        [(x, bottom), (x + slot * 0.9, r.cycles as f64)],
-                        colour.filled(),
-                    ))
-                });
-            chart.draw_series(bars)?;
+                    Some((i as f64 + 0.1 + k as f64 * slot, r.cycles as f64))
+                })
+                .collect();
+            chart.draw_series(bars.iter().map(|&(x, top)| {
+                Rectangle::new([(x, bottom), (x + slot * 0.9, top)], colour.filled())
+            }))?;
+            // The policy's marker on top of each of its bars: colour is not
+            // the only thing that tells them apart.
+            for &(x, top) in &bars {
+                let at = chart.backend_coord(&(x + slot * 0.45, top));
+                draw_marker(&root, marker, (at.0, at.1 - 7), colour)?;
+            }
         }
         if text {
             let below = ("sans-serif", 14)
@@ -381,12 +473,21 @@ fn draw_chart(
             let x = width as i32 - LEGEND_WIDTH;
             for (k, policy) in policies.iter().enumerate() {
                 let y = 70 + 22 * k as i32;
-                let colour = COLOURS[k % COLOURS.len()];
+                let (colour, marker) = style(k);
                 root.draw(&Rectangle::new(
                     [(x, y - 6), (x + 12, y + 6)],
                     colour.filled(),
                 ))?;
-                root.draw(&Text::new(policy.to_string(), (x + 18, y), beside.clone()))?;
+                draw_marker(&root, marker, (x + 24, y), colour)?;
+                // A policy with violations is not a contender, however low
+                // its bars.
+                let wrong = rows.iter().any(|r| r.policy == *policy && r.violations > 0);
+                let label = if wrong {
+                    format!("{policy} (incorrect)")
+                } else {
+                    policy.to_string()
+                };
+                root.draw(&Text::new(label, (x + 36, y), beside.clone()))?;
             }
         }
         root.present()?;
@@ -581,17 +682,71 @@ mod tests {
             .lines()
             .filter(|l| {
                 l.starts_with("<rect")
-                    && ["#1F77B4", "#FF7F0E", "#2CA02C"]
+                    && ["#0072B2", "#E69F00", "#009E73"]
                         .iter()
                         .any(|c| l.to_uppercase().contains(c))
             })
             .collect();
-        assert_eq!(bars.len(), 4 + 3, "{svg}");
+        // (lazy's square marker, on its bar and in the legend, is a
+        // rectangle of its colour too.)
+        assert_eq!(bars.len(), 4 + 3 + 2, "{svg}");
         for bar in bars {
             let height = bar.split("height=\"").nth(1).unwrap();
             let height: f64 = height[..height.find('"').unwrap()].parse().unwrap();
             assert!(height >= 1.0, "{bar}");
         }
+    }
+
+    #[test]
+    fn chart_renders_to_png_with_each_policy_in_its_own_colour() {
+        // Twelve policies, as many as `vmsa compare` has.
+        let policies: Vec<String> = (0..12).map(|k| format!("policy{k}")).collect();
+        let rows: Vec<Row> = policies
+            .iter()
+            .enumerate()
+            .map(|(k, p)| row("map", p, "native", 1000 * (k as u64 + 1), (k == 3) as u64))
+            .collect();
+        let svg = svg_chart(&rows, "native", 4).unwrap();
+        assert!(svg.contains("policy3 (incorrect)"), "{svg}");
+        // Every (colour, marker) pair is distinct.
+        let styles: Vec<_> = (0..12).map(style).collect();
+        for (i, a) in styles.iter().enumerate() {
+            for b in &styles[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        let tree = resvg::usvg::Tree::from_str(&svg, &resvg::usvg::Options::default())
+            .expect("the chart is SVG a renderer accepts");
+        let size = tree.size().to_int_size();
+        let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+        resvg::render(
+            &tree,
+            resvg::tiny_skia::Transform::default(),
+            &mut pixmap.as_mut(),
+        );
+        let png = pixmap.encode_png().expect("PNG encoding");
+        assert!(png.starts_with(b"\x89PNG"));
+        // Each palette colour is on the picture (bars of policies k and
+        // k + 8 share it, told apart by the marker).
+        let pixels: std::collections::HashSet<[u8; 3]> = pixmap
+            .pixels()
+            .iter()
+            .filter(|p| p.alpha() == 255)
+            .map(|p| [p.red(), p.green(), p.blue()])
+            .collect();
+        for c in COLOURS {
+            assert!(pixels.contains(&[c.0, c.1, c.2]), "no {c:?} in the PNG");
+        }
+        // The y axis is labelled in powers of ten.
+        assert!(svg.lines().any(|l| l == "1e3"), "{svg}");
+    }
+
+    #[test]
+    fn log_labels() {
+        assert_eq!(log_label(100.0), "100");
+        assert_eq!(log_label(1e6), "1e6");
+        assert_eq!(log_label(2e9), "2e9");
+        assert_eq!(log_label(2.5e4), "2.5e4");
     }
 
     #[test]
