@@ -14,7 +14,7 @@ use crate::common::{asid, touched, PAGE, TG_4K};
 /// process under Hypervisor.framework: after each syscall the host leaves
 /// one request for the vCPU's EL1 shim (`src/core/shim.S`, HVC #5, return
 /// code in X8). Requests merge by bounding union over every change of a
-/// live entry, relaxations included; up to [`ELFUSE_MAX_PAGES`] pages get
+/// live entry, relaxations included; up to `ELFUSE_MAX_PAGES` (16) pages get
 /// one `TLBI VAE1IS` each (X8 = 3), more a broadcast `TLBI VMALLE1IS`
 /// (X8 = 1), between `DSB ISH`s.
 ///

@@ -25,7 +25,7 @@
 //! - elfuse: sysprog21/elfuse `src/core/shim.S` (its HVC #5 wire
 //!   protocol) and PRs #24 and #65.
 //!
-//! The policies see what vmsa reports ([`Change`]s: runs of descriptors at
+//! The policies see what vmsa reports ([`Change`](vmsa::Change)s: runs of descriptors at
 //! one level that changed the same way), not the calls the upstream code
 //! makes, so each maps the reported changes onto its source's calls: one
 //! upstream invalidation call becomes one barrier-delimited sequence, with

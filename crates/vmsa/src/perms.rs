@@ -7,9 +7,9 @@ bitflags::bitflags! {
     /// fields onto these.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct Grants: u16 {
-        /// Read (stage 1: privileged read; stage 2: S2AP[0]).
+        /// Read (stage 1: privileged read; stage 2: S2AP\[0\]).
         const READ = 1 << 0;
-        /// Write (stage 1: privileged write; stage 2: S2AP[1]).
+        /// Write (stage 1: privileged write; stage 2: S2AP\[1\]).
         const WRITE = 1 << 1;
         /// Unprivileged (EL0) read, stage 1.
         const UNPRIV_READ = 1 << 2;

@@ -200,8 +200,8 @@ impl Stage2 {
     }
 
     /// VTCR_EL2 for a table of this geometry (ARM ARM D24.2.x VTCR_EL2):
-    /// T0SZ [5:0], SL0 [7:6], IRGN0 [9:8], ORGN0 [11:10], SH0 [13:12],
-    /// TG0 [15:14], PS [18:16], VS [19], bit 31 RES1.
+    /// T0SZ \[5:0\], SL0 \[7:6\], IRGN0 \[9:8\], ORGN0 \[11:10\], SH0 \[13:12\],
+    /// TG0 \[15:14\], PS \[18:16\], VS \[19\], bit 31 RES1.
     pub fn vtcr(&self, geometry: &Geometry) -> u64 {
         let t0sz = 64 - u64::from(geometry.input_bits());
         // SL0 for the 4 KiB granule: 0b10 level 0, 0b01 level 1, 0b00 level 2.
@@ -218,8 +218,8 @@ impl Stage2 {
             | (1 << 31)
     }
 
-    /// VTTBR_EL2 for a table rooted at `root`: VMID [63:48] (only [55:48]
-    /// with 8-bit VMIDs), BADDR [47:1], CnP [0] left clear.
+    /// VTTBR_EL2 for a table rooted at `root`: VMID \[63:48\] (only \[55:48\]
+    /// with 8-bit VMIDs), BADDR \[47:1\], CnP \[0\] left clear.
     pub fn vttbr(&self, root: Pa) -> u64 {
         (u64::from(self.vmid.0) << 48) | root.0
     }
@@ -330,10 +330,10 @@ impl El1Stage1 {
     }
 
     /// TCR_EL1 fields for this half (ARM ARM D24.2.x TCR_EL1): for TTBR0,
-    /// T0SZ [5:0], IRGN0 [9:8], ORGN0 [11:10], SH0 [13:12], TG0 [15:14] and
-    /// EPD1 [23] set (no TTBR1 walks); for TTBR1, T1SZ [21:16], A1 [22] (the
-    /// ASID comes from TTBR1), IRGN1 [25:24], ORGN1 [27:26], SH1 [29:28],
-    /// TG1 [31:30] (0b10 for 4 KiB) and EPD0 [7]; IPS [34:32]; AS [36].
+    /// T0SZ \[5:0\], IRGN0 \[9:8\], ORGN0 \[11:10\], SH0 \[13:12\], TG0 \[15:14\] and
+    /// EPD1 \[23\] set (no TTBR1 walks); for TTBR1, T1SZ \[21:16\], A1 \[22\] (the
+    /// ASID comes from TTBR1), IRGN1 \[25:24\], ORGN1 \[27:26\], SH1 \[29:28\],
+    /// TG1 \[31:30\] (0b10 for 4 KiB) and EPD0 \[7\]; IPS \[34:32\]; AS \[36\].
     pub fn tcr(&self, geometry: &Geometry) -> u64 {
         let tsz = 64 - u64::from(geometry.input_bits());
         let walk = IRGN_WBWA | (ORGN_WBWA << 2) | (SH_INNER << 4);
@@ -442,8 +442,8 @@ impl Default for El2Stage1 {
 }
 
 impl El2Stage1 {
-    /// TCR_EL2 (E2H == 0): T0SZ [5:0], IRGN0 [9:8], ORGN0 [11:10], SH0
-    /// [13:12], TG0 [15:14], PS [18:16], bits 23 and 31 RES1.
+    /// TCR_EL2 (E2H == 0): T0SZ \[5:0\], IRGN0 \[9:8\], ORGN0 \[11:10\], SH0
+    /// \[13:12\], TG0 \[15:14\], PS \[18:16\], bits 23 and 31 RES1.
     pub fn tcr(&self, geometry: &Geometry) -> u64 {
         (64 - u64::from(geometry.input_bits()))
             | (IRGN_WBWA << 8)
@@ -463,7 +463,7 @@ impl Regime for El2Stage1 {
     const STAGE: Stage = Stage::One;
     const NAME: &'static str = "stage 1 EL2";
 
-    /// In the EL2 regime AP[1] is RES1, PXN is RES0 and there is no nG:
+    /// In the EL2 regime AP\[1\] is RES1, PXN is RES0 and there is no nG:
     /// attributes must use [`Ap::ReadWrite`] or [`Ap::ReadOnly`], with
     /// `pxn` and `ng` clear (execute permission is `uxn`, the XN bit).
     fn encode_attrs(&self, attrs: &Stage1Attrs) -> Result<u64, Error> {

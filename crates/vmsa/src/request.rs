@@ -67,7 +67,7 @@ pub const X8_SELECTIVE: u64 = 3;
 pub const X8_RANGE: u64 = 4;
 
 /// Page numbers below this are lower-range VAs of a 48-bit address space,
-/// which a range operand's BaseADDR (VA[48:12]) names unambiguously.
+/// which a range operand's BaseADDR (VA\[48:12\]) names unambiguously.
 const RANGE_PAGE_LIMIT: u64 = 1 << (48 - 12);
 
 /// The registers the host sets when a vCPU returns from a call, and the

@@ -61,11 +61,11 @@ pub enum TlbiOp {
 pub enum OperandKind {
     /// No operand (`XZR` is passed).
     None,
-    /// ASID only, bits [63:48].
+    /// ASID only, bits \[63:48\].
     Asid,
-    /// ASID, TTL and VA[55:12] (see [`va_operand`]).
+    /// ASID, TTL and VA\[55:12\] (see [`va_operand`]).
     Va,
-    /// TTL and IPA[51:12] (see [`ipa_operand`]).
+    /// TTL and IPA\[51:12\] (see [`ipa_operand`]).
     Ipa,
     /// A range operand (see [`RangeOperand`]).
     Range,
@@ -222,8 +222,8 @@ impl fmt::Display for TlbiOp {
     }
 }
 
-/// A TTL hint (FEAT_TTL): bits [3:2] the granule (0b01 4 KiB, 0b10 16 KiB,
-/// 0b11 64 KiB), bits [1:0] the level of the entry. 0 means "no
+/// A TTL hint (FEAT_TTL): bits \[3:2\] the granule (0b01 4 KiB, 0b10 16 KiB,
+/// 0b11 64 KiB), bits \[1:0\] the level of the entry. 0 means "no
 /// information": the entry may be at any level. A wrong hint means an entry
 /// need not be invalidated, so the library only gives one when it knows the
 /// level for certain and the CPU has FEAT_TTL.
@@ -241,29 +241,29 @@ impl Ttl {
     }
 }
 
-/// VA[55:12] occupies operand bits [43:0]; mask so that the sign bits of an
+/// VA\[55:12\] occupies operand bits \[43:0\]; mask so that the sign bits of an
 /// upper-range VA do not spill into the TTL field.
 const VA_FIELD_MASK: u64 = (1 << 44) - 1;
 
-/// The operand of `TLBI VAE1IS` and the other VA forms: ASID in [63:48],
-/// TTL in [47:44], VA[55:12] in [43:0] (4 KiB granule).
+/// The operand of `TLBI VAE1IS` and the other VA forms: ASID in \[63:48\],
+/// TTL in \[47:44\], VA\[55:12\] in \[43:0\] (4 KiB granule).
 pub const fn va_operand(asid: u16, va: u64, ttl: Ttl) -> u64 {
     ((asid as u64) << 48) | (((ttl.0 & 0xf) as u64) << 44) | ((va >> 12) & VA_FIELD_MASK)
 }
 
-/// The operand of `TLBI IPAS2E1IS` and `IPAS2LE1IS`: TTL in [47:44],
-/// IPA[51:12] in [39:0] (NS, bit 63, left 0: Non-secure IPA space).
+/// The operand of `TLBI IPAS2E1IS` and `IPAS2LE1IS`: TTL in \[47:44\],
+/// IPA\[51:12\] in \[39:0\] (NS, bit 63, left 0: Non-secure IPA space).
 pub const fn ipa_operand(ipa: u64, ttl: Ttl) -> u64 {
     (((ttl.0 & 0xf) as u64) << 44) | ((ipa >> 12) & ((1 << 40) - 1))
 }
 
-/// The operand of `TLBI ASIDE1IS`: the ASID in bits [63:48].
+/// The operand of `TLBI ASIDE1IS`: the ASID in bits \[63:48\].
 pub const fn asid_operand(asid: u16) -> u64 {
     (asid as u64) << 48
 }
 
-/// A FEAT_TLBIRANGE operand: ASID [63:48], TG [47:46], SCALE [45:44],
-/// NUM [43:39], TTL [38:37], BaseADDR [36:0] (in granule units). It covers
+/// A FEAT_TLBIRANGE operand: ASID \[63:48\], TG \[47:46\], SCALE \[45:44\],
+/// NUM \[43:39\], TTL \[38:37\], BaseADDR \[36:0\] (in granule units). It covers
 /// `BaseADDR <= addr < BaseADDR + (NUM + 1) * 2^(5 * SCALE + 1)` granules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RangeOperand {
@@ -275,7 +275,7 @@ pub struct RangeOperand {
     pub scale: u8,
     /// NUM, 0..=31.
     pub num: u8,
-    /// TTL[1:0]: the level of the entries (0 = any level).
+    /// TTL\[1:0\]: the level of the entries (0 = any level).
     pub ttl: u8,
     /// BaseADDR: the first address in granule units (37 bits).
     pub base: u64,

@@ -4,7 +4,7 @@
 //! the valid bit; at levels 0 to 2 bit 1 selects a table (1) or a block (0);
 //! at level 3 bit 1 must be 1 for a page (0 is reserved and treated as
 //! invalid). The output address of a block or page, and the next-level table
-//! address of a table, sit in bits [47:page_shift] with a 48-bit output
+//! address of a table, sit in bits \[47:page_shift\] with a 48-bit output
 //! address.
 
 pub mod stage1;
@@ -21,11 +21,11 @@ pub use table::TableAttrs;
 pub const VALID: u64 = 1 << 0;
 /// Bit 1: table (levels 0-2) or page (level 3).
 pub const TABLE_OR_PAGE: u64 = 1 << 1;
-/// Bits [47:12]: output address / next-level table address (4 KiB granule,
+/// Bits \[47:12\]: output address / next-level table address (4 KiB granule,
 /// 48-bit OA).
 pub const OA_MASK_48: u64 = 0x0000_ffff_ffff_f000;
 
-/// Shareability, the SH[1:0] field of a block or page descriptor and the
+/// Shareability, the SH\[1:0\] field of a block or page descriptor and the
 /// SHx fields of TCR_ELx and VTCR_EL2. 0b01 is reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shareability {

@@ -1,18 +1,18 @@
 //! Stage 1 block and page attributes.
 //!
 //! ARM ARM D8.3.2 "Attribute fields in VMSAv8-64 Block and Page
-//! descriptors", stage 1 layout: AttrIndx[2:0] bits [4:2], NS bit 5,
-//! AP[2:1] bits [7:6], SH[1:0] bits [9:8], AF bit 10, nG bit 11, DBM bit 51,
+//! descriptors", stage 1 layout: AttrIndx\[2:0\] bits \[4:2\], NS bit 5,
+//! AP\[2:1\] bits \[7:6\], SH\[1:0\] bits \[9:8\], AF bit 10, nG bit 11, DBM bit 51,
 //! Contiguous bit 52, PXN bit 53, UXN (XN in single-range regimes) bit 54.
 
 use super::Shareability;
 use crate::perms::Grants;
 
-/// Bits [4:2], AttrIndx: index into MAIR_ELx.
+/// Bits \[4:2\], AttrIndx: index into MAIR_ELx.
 pub const ATTR_INDX_SHIFT: u32 = 2;
-/// Bits [7:6], AP[2:1].
+/// Bits \[7:6\], AP\[2:1\].
 pub const AP_SHIFT: u32 = 6;
-/// Bits [9:8], SH[1:0].
+/// Bits \[9:8\], SH\[1:0\].
 pub const SH_SHIFT: u32 = 8;
 /// Bit 10, the Access Flag.
 pub const AF: u64 = 1 << 10;
@@ -26,15 +26,15 @@ pub const CONTIGUOUS: u64 = 1 << 52;
 pub const PXN: u64 = 1 << 53;
 /// Bit 54, Unprivileged eXecute-Never (XN in the EL2 regime).
 pub const UXN: u64 = 1 << 54;
-/// Bits [4:2], AttrIndx.
+/// Bits \[4:2\], AttrIndx.
 pub const ATTR_INDX_MASK: u64 = 0b111 << ATTR_INDX_SHIFT;
-/// Bits [7:6], AP[2:1].
+/// Bits \[7:6\], AP\[2:1\].
 pub const AP_MASK: u64 = 0b11 << AP_SHIFT;
-/// Bits [9:8], SH.
+/// Bits \[9:8\], SH.
 pub const SH_MASK: u64 = 0b11 << SH_SHIFT;
 
-/// Data access permissions, AP[2:1] (ARM ARM D8.4.1, "Stage 1 data access
-/// permissions"). In the EL2 regime (HCR_EL2.E2H == 0) AP[1] is RES1 and
+/// Data access permissions, AP\[2:1\] (ARM ARM D8.4.1, "Stage 1 data access
+/// permissions"). In the EL2 regime (HCR_EL2.E2H == 0) AP\[1\] is RES1 and
 /// only [`Ap::ReadWrite`] and [`Ap::ReadOnly`] are meaningful.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Ap {
@@ -64,7 +64,7 @@ impl Ap {
 pub struct Stage1Attrs {
     /// AttrIndx: which MAIR_ELx attribute (0..=7) gives the memory type.
     pub attr_index: u8,
-    /// AP[2:1].
+    /// AP\[2:1\].
     pub ap: Ap,
     /// Shareability.
     pub sh: Shareability,

@@ -1,24 +1,24 @@
 //! Stage 2 block and page attributes.
 //!
 //! ARM ARM D8.3.2 "Attribute fields in VMSAv8-64 Block and Page
-//! descriptors", stage 2 layout: MemAttr[3:0] bits [5:2], S2AP[1:0] bits
-//! [7:6], SH[1:0] bits [9:8], AF bit 10, DBM bit 51, Contiguous bit 52,
-//! XN[1:0] bits [54:53] (bit 53 is RES0 without FEAT_XNX).
+//! descriptors", stage 2 layout: MemAttr\[3:0\] bits \[5:2\], S2AP\[1:0\] bits
+//! \[7:6\], SH\[1:0\] bits \[9:8\], AF bit 10, DBM bit 51, Contiguous bit 52,
+//! XN\[1:0\] bits \[54:53\] (bit 53 is RES0 without FEAT_XNX).
 
 use super::Shareability;
 use crate::perms::Grants;
 
-/// Bits [5:2], MemAttr.
+/// Bits \[5:2\], MemAttr.
 pub const MEMATTR_SHIFT: u32 = 2;
-/// Bits [5:2], MemAttr.
+/// Bits \[5:2\], MemAttr.
 pub const MEMATTR_MASK: u64 = 0b1111 << MEMATTR_SHIFT;
-/// Bits [7:6], S2AP.
+/// Bits \[7:6\], S2AP.
 pub const S2AP_SHIFT: u32 = 6;
-/// Bits [7:6], S2AP.
+/// Bits \[7:6\], S2AP.
 pub const S2AP_MASK: u64 = 0b11 << S2AP_SHIFT;
-/// Bits [9:8], SH.
+/// Bits \[9:8\], SH.
 pub const SH_SHIFT: u32 = 8;
-/// Bits [9:8], SH.
+/// Bits \[9:8\], SH.
 pub const SH_MASK: u64 = 0b11 << SH_SHIFT;
 /// Bit 10, the Access Flag.
 pub const AF: u64 = 1 << 10;
@@ -26,12 +26,12 @@ pub const AF: u64 = 1 << 10;
 pub const DBM: u64 = 1 << 51;
 /// Bit 52, the Contiguous hint.
 pub const CONTIGUOUS: u64 = 1 << 52;
-/// Bits [54:53], XN[1:0].
+/// Bits \[54:53\], XN\[1:0\].
 pub const XN_SHIFT: u32 = 53;
-/// Bits [54:53], XN[1:0].
+/// Bits \[54:53\], XN\[1:0\].
 pub const XN_MASK: u64 = 0b11 << XN_SHIFT;
 
-/// Device memory types, MemAttr[1:0] when the memory is Device.
+/// Device memory types, MemAttr\[1:0\] when the memory is Device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceType {
     /// 0b00
@@ -56,16 +56,16 @@ pub enum NormalCacheability {
     WriteBack = 0b11,
 }
 
-/// Stage 2 memory attributes, MemAttr[3:0].
+/// Stage 2 memory attributes, MemAttr\[3:0\].
 ///
 /// With HCR_EL2.FWB == 0 (ARM ARM D8.6.5 "Stage 2 memory type and
-/// Cacheability attributes when FEAT_S2FWB is disabled") MemAttr[3:2] is
-/// 0b00 for Device (MemAttr[1:0] the Device type) or the outer cacheability
-/// of Normal memory, and MemAttr[1:0] the inner cacheability; stage 1 and
+/// Cacheability attributes when FEAT_S2FWB is disabled") MemAttr\[3:2\] is
+/// 0b00 for Device (MemAttr\[1:0\] the Device type) or the outer cacheability
+/// of Normal memory, and MemAttr\[1:0\] the inner cacheability; stage 1 and
 /// stage 2 attributes are combined, the stronger type winning.
 ///
 /// With HCR_EL2.FWB == 1 (FEAT_S2FWB, D8.6.6) stage 2 can force the final
-/// attribute: MemAttr[2] == 0 gives Device (MemAttr[1:0]) whatever stage 1
+/// attribute: MemAttr\[2\] == 0 gives Device (MemAttr\[1:0\]) whatever stage 1
 /// says; 0b0101 Normal Non-cacheable; 0b0110 Normal Write-Back, forced;
 /// 0b0111 uses the stage 1 attribute. A table is built for one of the two
 /// forms; the [`Stage2`](crate::regime::Stage2) regime checks that the
@@ -76,9 +76,9 @@ pub enum MemAttr {
     Device(DeviceType),
     /// Normal memory, FWB == 0 form: MemAttr = outer:inner.
     Normal {
-        /// MemAttr[3:2].
+        /// MemAttr\[3:2\].
         outer: NormalCacheability,
-        /// MemAttr[1:0].
+        /// MemAttr\[1:0\].
         inner: NormalCacheability,
     },
     /// FWB == 1: Normal Non-cacheable, forced (0b0101).
@@ -150,7 +150,7 @@ impl MemAttr {
     }
 }
 
-/// Stage 2 data access permissions, S2AP[1:0] (ARM ARM D8.4.3 "Stage 2
+/// Stage 2 data access permissions, S2AP\[1:0\] (ARM ARM D8.4.3 "Stage 2
 /// data access permissions"): bit 6 grants read, bit 7 grants write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum S2ap {
@@ -164,7 +164,7 @@ pub enum S2ap {
     ReadWrite = 0b11,
 }
 
-/// Stage 2 execute-never, XN[1:0] (ARM ARM D8.4.5 "Stage 2 instruction
+/// Stage 2 execute-never, XN\[1:0\] (ARM ARM D8.4.5 "Stage 2 instruction
 /// execution permissions"; the EL1/EL0 distinction needs FEAT_XNX, without
 /// it only [`S2xn::Executable`] and [`S2xn::Never`] exist).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

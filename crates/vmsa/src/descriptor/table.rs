@@ -4,7 +4,7 @@ bitflags::bitflags! {
     /// The hierarchical attributes of a stage 1 table descriptor (ARM ARM
     /// D8.3.1, "Table descriptor" and D8.4.2 "Hierarchical control of
     /// access permissions"): they restrict everything mapped below the
-    /// table. In stage 2 table descriptors bits [63:59] are RES0, so a
+    /// table. In stage 2 table descriptors bits \[63:59\] are RES0, so a
     /// stage 2 table always uses the empty set.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
     pub struct TableAttrs: u64 {
@@ -13,9 +13,9 @@ bitflags::bitflags! {
         /// Bit 60, UXNTable (XNTable in single-range regimes): no
         /// unprivileged execution below this table.
         const UXN_TABLE = 1 << 60;
-        /// Bit 61, APTable[0]: no EL0 access below this table.
+        /// Bit 61, APTable\[0\]: no EL0 access below this table.
         const AP_TABLE_NO_EL0 = 1 << 61;
-        /// Bit 62, APTable[1]: no write access below this table.
+        /// Bit 62, APTable\[1\]: no write access below this table.
         const AP_TABLE_READ_ONLY = 1 << 62;
         /// Bit 63, NSTable (Secure state only).
         const NS_TABLE = 1 << 63;
