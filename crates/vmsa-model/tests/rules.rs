@@ -386,3 +386,40 @@ fn a_stale_translation_at_a_completion_point() {
         },
     );
 }
+
+#[test]
+fn regions_of_any_size_are_judged_without_visiting_every_page() {
+    // A release of (nearly) the whole address space, as a trace may give:
+    // the live tables in it are still found, and nothing loops.
+    let mut r = Rig::live();
+    r.ev(Event::Release {
+        pa: 0,
+        size: u64::MAX,
+    });
+    let v = r.violations();
+    assert!(
+        v.iter()
+            .any(|(k, t)| *k == ViolationKind::UseAfterFree && t.contains("root table")),
+        "{v:#?}"
+    );
+    // Re-initialising a huge region under a live tree is the same.
+    let mut r = Rig::live();
+    r.ev(Event::MemInit {
+        pa: 0,
+        size: 1 << 60,
+    });
+    let v = r.violations();
+    assert!(
+        v.iter().any(|(k, _)| *k == ViolationKind::UseAfterFree),
+        "{v:#?}"
+    );
+    // A huge region initialised first is table memory like any other.
+    let mut r = Rig::new();
+    r.ev(Event::MemInit {
+        pa: 0,
+        size: 1 << 60,
+    })
+    .tree(A, PA)
+    .run(0, A[0], 1);
+    assert!(r.violations().is_empty());
+}

@@ -128,6 +128,11 @@ impl Tree {
 #[derive(Clone, Default)]
 pub struct Memory {
     pages: HashMap<u64, Page>,
+    /// Regions initialised as a whole, sorted and disjoint: a `mem-init`
+    /// of more pages than are worth keeping one by one (its size comes
+    /// from the input and may be anything). Their pages exist and read as
+    /// zero until written.
+    zeroed: Vec<(u64, u64)>,
     /// Every tree ever seen (released ones stay, for explanations).
     pub trees: Vec<Tree>,
     /// Root address -> the current (not released) tree rooted there.
@@ -177,12 +182,67 @@ impl Memory {
 
     /// Forgets the page at `pa` (freed memory reads as zero).
     pub fn free_page(&mut self, pa: u64) {
-        self.pages.remove(&(pa & !(PAGE - 1)));
+        let page = pa & !(PAGE - 1);
+        self.pages.remove(&page);
+        self.forget_zeroed(page, page.saturating_add(PAGE));
     }
 
     /// Whether memory at `pa` exists.
     pub fn exists(&self, pa: u64) -> bool {
-        self.pages.contains_key(&(pa & !(PAGE - 1)))
+        let page = pa & !(PAGE - 1);
+        self.pages.contains_key(&page) || self.zeroed.iter().any(|&(s, e)| s <= page && page < e)
+    }
+
+    /// The pages kept one by one in `[start, end)`, ascending.
+    pub fn pages_in(&self, start: u64, end: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .pages
+            .keys()
+            .copied()
+            .filter(|&p| start <= p && p < end)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `[start, end)` (page aligned) is zeroed table memory, however large:
+    /// the pages kept in it are zeroed, the rest recorded as one region.
+    pub fn init_region(&mut self, start: u64, end: u64) {
+        for p in self.pages_in(start, end) {
+            self.init_page(p);
+        }
+        self.forget_zeroed(start, end);
+        let at = self.zeroed.partition_point(|&(s, _)| s < start);
+        self.zeroed.insert(at, (start, end));
+    }
+
+    /// `[start, end)` (page aligned) is freed, however large.
+    pub fn free_region(&mut self, start: u64, end: u64) {
+        for p in self.pages_in(start, end) {
+            self.pages.remove(&p);
+        }
+        self.forget_zeroed(start, end);
+    }
+
+    /// Cuts `[start, end)` out of the zeroed regions.
+    fn forget_zeroed(&mut self, start: u64, end: u64) {
+        if self.zeroed.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.zeroed.len() + 1);
+        for &(s, e) in &self.zeroed {
+            if e <= start || end <= s {
+                kept.push((s, e));
+                continue;
+            }
+            if s < start {
+                kept.push((s, start));
+            }
+            if end < e {
+                kept.push((end, e));
+            }
+        }
+        self.zeroed = kept;
     }
 
     /// Resolves the descriptor at `pa`: its tree, level and input address,

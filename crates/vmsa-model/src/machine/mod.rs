@@ -141,6 +141,23 @@ pub struct Machine {
 /// At most this many written ranges are kept between completion points.
 const MAX_WRITTEN_RANGES: usize = 4096;
 
+/// Regions of memory (`mem-init`, `mem-set`, release) up to this many pages
+/// are handled page by page; larger ones (their size comes from the input)
+/// touch only the pages the model keeps, so that no size can make the
+/// model loop or grow.
+const MAX_PAGES_ONE_BY_ONE: u64 = 4096;
+
+/// The pages `[start, end)` that `[pa, pa + size)` covers, clipped at the
+/// top of the address space.
+fn page_span(pa: u64, size: u64) -> (u64, u64) {
+    let start = pa & !(PAGE - 1);
+    let end = pa.saturating_add(size);
+    let end = end
+        .checked_add(PAGE - 1)
+        .map_or(u64::MAX & !(PAGE - 1), |e| e & !(PAGE - 1));
+    (start, end.max(start))
+}
+
 /// Mask of the first `n` PEs.
 fn mask(n: usize) -> u64 {
     if n >= 64 {
@@ -285,19 +302,32 @@ impl Machine {
         }
         match *event {
             Event::MemInit { pa, size } => {
-                let mut page = pa & !(PAGE - 1);
-                while page < pa.saturating_add(size) {
+                let (start, end) = page_span(pa, size);
+                for page in self.pages_touched(start, end) {
                     self.release_page(page, origin, "re-initialised");
                     self.mem.init_page(page);
-                    page += PAGE;
+                }
+                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
+                    self.mem.init_region(start, end);
                 }
             }
             Event::MemSet { pa, size, byte } => {
                 let value = u64::from_ne_bytes([byte; 8]);
-                let mut a = pa & !7;
-                while a < pa.saturating_add(size) {
-                    self.write(pe, a, value, origin);
-                    a += 8;
+                let (start, end) = (pa & !7, pa.saturating_add(size));
+                if size / PAGE > MAX_PAGES_ONE_BY_ONE {
+                    // Too large to write word by word: only memory the
+                    // model keeps can hold tables, so only it is written
+                    // (elsewhere a zero byte changes nothing).
+                    let (first, last) = page_span(start, end - start);
+                    for page in self.mem.pages_in(first, last) {
+                        for a in (page.max(start)..(page + PAGE).min(end)).step_by(8) {
+                            self.write(pe, a, value, origin);
+                        }
+                    }
+                } else {
+                    for a in (start..end).step_by(8) {
+                        self.write(pe, a, value, origin);
+                    }
                 }
             }
             Event::Write { pa, value, .. } => self.write(pe, pa & !7, value, origin),
@@ -314,11 +344,13 @@ impl Machine {
                 Hint::SetOwnerRoot { .. } | Hint::SetPteThreadOwner { .. } => {}
             },
             Event::Release { pa, size } => {
-                let mut page = pa & !(PAGE - 1);
-                while page < pa.saturating_add(size) {
+                let (start, end) = page_span(pa, size);
+                for page in self.pages_touched(start, end) {
                     self.release_page(page, origin, "released");
                     self.mem.free_page(page);
-                    page += PAGE;
+                }
+                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
+                    self.mem.free_region(start, end);
                 }
             }
             Event::ReleaseData { pa, size } => self.release_data(pa, size, origin),
@@ -1240,6 +1272,23 @@ impl Machine {
             }
         }
         m
+    }
+
+    /// The pages of `[start, end)` that something may refer to: all of them
+    /// when there are few, else the pages the model keeps there and those
+    /// cached walks lead to.
+    fn pages_touched(&self, start: u64, end: u64) -> Vec<u64> {
+        if (end - start) / PAGE <= MAX_PAGES_ONE_BY_ONE {
+            return (start..end).step_by(PAGE as usize).collect();
+        }
+        let mut v = self.mem.pages_in(start, end);
+        v.extend(self.ghosts.iter().filter_map(|g| match g.cached {
+            Cached::Walk { next } if start <= next && next < end => Some(next),
+            _ => None,
+        }));
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Table memory at `page` stops being a table (released or
