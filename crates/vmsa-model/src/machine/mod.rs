@@ -154,7 +154,7 @@ fn page_span(pa: u64, size: u64) -> (u64, u64) {
     let end = pa.saturating_add(size);
     let end = end
         .checked_add(PAGE - 1)
-        .map_or(u64::MAX & !(PAGE - 1), |e| e & !(PAGE - 1));
+        .map_or(!(PAGE - 1), |e| e & !(PAGE - 1));
     (start, end.max(start))
 }
 
