@@ -113,13 +113,16 @@ enum Command {
         /// Under eager population, ranges larger than this many MiB (at
         /// most 4096) are mapped as touched (PROT_NONE ranges are never
         /// mapped).
-        #[arg(long, value_name = "MIB", default_value_t = 8)]
+        #[arg(long, value_name = "MIB", default_value_t = 8,
+              value_parser = clap::value_parser!(u64).range(0..=replay::MAX_EAGER_LIMIT_MIB))]
         eager_limit: u64,
         /// Pages each vCPU touches (reads; writes where writable;
         /// executes where executable) after each of its calls, from the
-        /// ranges it mapped or changed last. 0: none.
-        #[arg(long, value_name = "N", default_value_t = 4)]
-        touch: usize,
+        /// ranges it mapped or changed last. 0: none; at most 1024 (each
+        /// touch is a model access on every policy).
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u64).range(0..=replay::MAX_TOUCH))]
+        touch: u64,
         /// Only the first N lines of each capture.
         #[arg(long, value_name = "N")]
         max_lines: Option<u64>,
@@ -252,7 +255,7 @@ fn main() {
                 pes: pes as usize,
                 eager: populate == "eager",
                 eager_limit_mib: eager_limit,
-                touch,
+                touch: touch as usize,
                 max_lines,
             };
             let out = &mut std::io::stdout().lock();

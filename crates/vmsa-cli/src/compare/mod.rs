@@ -268,24 +268,67 @@ pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) ->
             return Ok(2);
         }
     };
+    // Checked before the work, not after it.
+    let chart_file = match svg.map(Output::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vmsa compare: {e}");
+            return Ok(2);
+        }
+    };
     let jobs = selection.jobs();
     let rows = run_jobs(&jobs, args, driver::run_job, io::stderr().is_terminal());
-    if let Some(file) = svg {
-        // The chart shows the first selected profile.
-        let profile = selection.profiles.first().copied().unwrap_or_default();
-        let chart = report::svg_chart(&rows, profile, args.pes)?;
-        std::fs::write(file, chart).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot write {}: {e}", file.display()))
-        })?;
-        eprintln!("wrote {}", file.display());
-    }
     if json {
         report::write_json(&rows, out)?;
     } else {
         report::write_table(&rows, args.pes, out)?;
     }
     out.flush()?;
+    if let Some(file) = chart_file {
+        // The chart shows the first selected profile.
+        let profile = selection.profiles.first().copied().unwrap_or_default();
+        let chart = report::svg_chart(&rows, profile, args.pes)?;
+        if let Err(e) = file.write(chart.as_bytes()) {
+            eprintln!("vmsa compare: {e}");
+            return Ok(2);
+        }
+    }
     Ok(0)
+}
+
+/// An output file given on the command line, created (so checked
+/// writable) before any work is done.
+pub(crate) struct Output {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl Output {
+    /// Creates (or truncates) `path`.
+    ///
+    /// # Errors
+    /// A message naming the file when it cannot be created.
+    pub(crate) fn create(path: &Path) -> Result<Output, String> {
+        std::fs::File::create(path)
+            .map(|file| Output {
+                path: path.to_path_buf(),
+                file,
+            })
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Writes `bytes` to it, and says so on standard error.
+    ///
+    /// # Errors
+    /// A message naming the file when writing fails.
+    pub(crate) fn write(mut self, bytes: &[u8]) -> Result<(), String> {
+        self.file
+            .write_all(bytes)
+            .and_then(|()| self.file.flush())
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        eprintln!("wrote {}", self.path.display());
+        Ok(())
+    }
 }
 
 /// How long a run may take before the progress bar appears.

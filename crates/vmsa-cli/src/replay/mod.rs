@@ -185,7 +185,11 @@ fn open(path: &Path, max_lines: Option<u64>) -> Result<Trace, String> {
     r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The largest `--eager-limit` honoured (MiB): one call never maps more
+/// The largest `--touch`: each touch is a model access per policy after
+/// every call, so a larger count only makes the replay slower.
+pub const MAX_TOUCH: u64 = 1024;
+
+/// The largest `--eager-limit` accepted (MiB): one call never maps more
 /// than this many pages at once (a replay stays within memory).
 pub const MAX_EAGER_LIMIT_MIB: u64 = 4096;
 
@@ -200,7 +204,7 @@ pub fn options(args: &Args) -> Options {
         } else {
             Populate::Lazy
         },
-        touch: args.touch,
+        touch: args.touch.min(MAX_TOUCH as usize),
     }
 }
 
@@ -403,6 +407,14 @@ pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) ->
             return Ok(2);
         }
     };
+    // Checked before the work, not after it.
+    let chart_file = match svg.map(compare::Output::create).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vmsa replay: {e}");
+            return Ok(2);
+        }
+    };
     let mut traces = Vec::new();
     for f in &args.files {
         match open(f, args.max_lines) {
@@ -416,14 +428,6 @@ pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) ->
     let opts = options(args);
     let Replayed { rows, stats, notes } = replay_all(&traces, &selection, opts);
     let pes = opts.pes;
-    if let Some(file) = svg {
-        let profile = selection.profiles.first().copied().unwrap_or_default();
-        let chart = compare::svg_chart(&rows, profile, pes)?;
-        std::fs::write(file, chart).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot write {}: {e}", file.display()))
-        })?;
-        eprintln!("wrote {}", file.display());
-    }
     let mixes: String = traces
         .iter()
         .zip(stats.iter().zip(&notes))
@@ -444,6 +448,14 @@ pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) ->
         compare::write_table(&rows, pes, out)?;
     }
     out.flush()?;
+    if let Some(file) = chart_file {
+        let profile = selection.profiles.first().copied().unwrap_or_default();
+        let chart = compare::svg_chart(&rows, profile, pes)?;
+        if let Err(e) = file.write(chart.as_bytes()) {
+            eprintln!("vmsa replay: {e}");
+            return Ok(2);
+        }
+    }
     Ok(0)
 }
 
