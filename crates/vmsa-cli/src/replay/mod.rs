@@ -32,8 +32,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::thread;
 
 use vmsa_model::cost::PROFILES;
@@ -80,10 +78,9 @@ impl Default for Args {
     }
 }
 
-/// A capture read into events.
+/// A capture read into events (the tests' view; `vmsa replay` streams).
+#[cfg(test)]
 pub struct Trace {
-    /// The workload name (the file name without `.strace`, `.txt`, `.log`).
-    pub name: String,
     /// The events.
     pub events: Vec<Event>,
     /// The mix of calls.
@@ -109,43 +106,53 @@ pub fn workload_name(path: &Path) -> String {
 }
 
 /// Reads a capture from `reader` (stopping after `max_lines` lines).
-pub fn read_trace(
-    name: &str,
-    reader: impl BufRead,
-    max_lines: Option<u64>,
-) -> Result<Trace, ParseError> {
-    let mut reader = reader;
-    // Refuse compressed input with a clear message rather than "binary".
-    let head = reader.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        return Err(ParseError::Malformed {
-            line: 1,
-            why: "gzip-compressed data; decompress it first (gunzip -k FILE)".into(),
-        });
-    }
-    match max_lines {
-        Some(n) => parse_all(
-            name,
-            BufReader::new(LineLimit {
-                inner: reader,
-                left: n,
-            }),
-        ),
-        None => parse_all(name, reader),
-    }
-}
-
-fn parse_all(name: &str, reader: impl BufRead) -> Result<Trace, ParseError> {
-    let mut parser = Parser::new(reader);
+#[cfg(test)]
+pub fn read_trace(reader: impl BufRead, max_lines: Option<u64>) -> Result<Trace, ParseError> {
+    let mut parser = Parser::new(lines(reader, max_lines)?);
     let mut events = Vec::new();
     for ev in parser.by_ref() {
         events.push(ev?);
     }
     Ok(Trace {
-        name: name.to_string(),
         events,
         mix: parser.mix().clone(),
     })
+}
+
+/// The text of a capture: `reader` as it is, or decompressed when it is
+/// gzip data (strace captures compress about tenfold), stopping after
+/// `max_lines` lines.
+fn lines<'a>(
+    reader: impl BufRead + 'a,
+    max_lines: Option<u64>,
+) -> Result<Box<dyn BufRead + 'a>, ParseError> {
+    let mut reader = reader;
+    let gzip = reader.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    let text: Box<dyn BufRead + 'a> = if gzip {
+        Box::new(BufReader::new(Gunzip(
+            flate2::bufread::MultiGzDecoder::new(reader),
+        )))
+    } else {
+        Box::new(reader)
+    };
+    Ok(match max_lines {
+        Some(n) => Box::new(BufReader::new(LineLimit {
+            inner: text,
+            left: n,
+        })),
+        None => text,
+    })
+}
+
+/// A gzip decoder whose errors say that the data was gzip.
+struct Gunzip<R>(R);
+
+impl<R: Read> Read for Gunzip<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("gzip-compressed data: {e}")))
+    }
 }
 
 /// A reader that ends after `left` lines.
@@ -174,15 +181,13 @@ impl<R: BufRead> Read for LineLimit<R> {
     }
 }
 
-fn open(path: &Path, max_lines: Option<u64>) -> Result<Trace, String> {
-    let name = workload_name(path);
-    let r = if path == Path::new("-") {
-        read_trace(&name, io::stdin().lock(), max_lines)
-    } else {
-        let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        read_trace(&name, BufReader::new(f), max_lines)
-    };
-    r.map_err(|e| format!("{}: {e}", path.display()))
+/// The capture at `path` (`-`: standard input), opened.
+fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::new(io::stdin())));
+    }
+    let f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
 }
 
 /// The largest `--touch`: each touch is a model access per policy after
@@ -221,103 +226,157 @@ pub fn row(workload: &str, policy: &str, profile_name: &str, o: &Outcome) -> Row
     )
 }
 
-/// Replays every trace under every selected policy and profile and
-/// returns the rows (traces outermost, then profiles, then policies, vmsa
-/// first) and each trace's replay statistics. A baseline's choices do not
-/// depend on the profile, so it is replayed once per trace.
-pub fn replay_all(traces: &[Trace], selection: &Selection, opts: Options) -> Replayed {
-    // Distinct runs: (trace, policy, profile the policy is priced with).
-    let mut runs: Vec<(usize, &str, &str)> = Vec::new();
-    let key = |policy: &'static str, profile: &'static str| {
-        if policy == "vmsa" {
-            profile
-        } else {
-            ""
-        }
-    };
-    for t in 0..traces.len() {
-        for &profile in &selection.profiles {
-            for &policy in &selection.policies {
-                let run = (t, policy, key(policy, profile));
-                if !runs.contains(&run) {
-                    runs.push(run);
-                }
+/// The distinct replays a selection asks for: (policy, profile it is
+/// priced with, or "" for a baseline, whose choices do not depend on the
+/// profile, so that it is replayed once).
+fn runs(selection: &Selection) -> Vec<(&'static str, &'static str)> {
+    let mut runs = Vec::new();
+    for &profile in &selection.profiles {
+        for &policy in &selection.policies {
+            let run = (policy, if policy == "vmsa" { profile } else { "" });
+            if !runs.contains(&run) {
+                runs.push(run);
             }
         }
     }
-    let results: Mutex<HashMap<(usize, &str, &str), Outcome>> = Mutex::new(HashMap::new());
-    let next = AtomicUsize::new(0);
+    runs
+}
+
+/// Events handed to the replays at a time: memory stays bounded by this
+/// (and by the live address spaces), not by the capture's length.
+const CHUNK: usize = 4096;
+
+/// Replays the capture `name` read from `reader` under every selected
+/// policy and profile, streaming: one pass over the input, the replays
+/// (split over up to two threads) fed the events a chunk at a time.
+///
+/// # Errors
+/// The first line that cannot be parsed (nothing is returned for it).
+pub fn replay_stream(
+    name: &str,
+    reader: impl BufRead,
+    max_lines: Option<u64>,
+    selection: &Selection,
+    opts: Options,
+) -> Result<Replayed, ParseError> {
+    let runs = runs(selection);
     let threads = thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(2)
         .min(runs.len().max(1));
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(t, policy, priced)) = runs.get(i) else {
-                    break;
-                };
-                let p = if priced.is_empty() {
-                    PROFILES[0]
-                } else {
-                    profile(priced)
-                };
-                let o = sim::replay(&traces[t].events, policy, p, opts);
-                if std::env::var_os("VMSA_REPLAY_DEBUG").is_some() {
-                    for v in &o.first_violations {
-                        eprintln!("{}/{policy}: {v}", traces[t].name);
+    let mut parser = Parser::new(lines(reader, max_lines)?);
+    let mut failed = None;
+    let outcomes: HashMap<(&str, &str), Outcome> = thread::scope(|s| {
+        let mut feeds = Vec::new();
+        let mut workers = Vec::new();
+        for w in 0..threads {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<Event>>>(2);
+            feeds.push(tx);
+            let mine: Vec<(&str, &str)> = runs.iter().copied().skip(w).step_by(threads).collect();
+            workers.push(s.spawn(move || {
+                let mut replays: Vec<_> = mine
+                    .iter()
+                    .map(|&(policy, priced)| {
+                        let p = if priced.is_empty() {
+                            PROFILES[0]
+                        } else {
+                            profile(priced)
+                        };
+                        sim::Replay::new(policy, p, opts)
+                    })
+                    .collect();
+                for chunk in rx {
+                    for r in &mut replays {
+                        for ev in chunk.iter() {
+                            r.event(ev);
+                        }
                     }
                 }
-                if let Ok(mut r) = results.lock() {
-                    r.insert((t, policy, priced), o);
-                }
-            });
+                mine.into_iter()
+                    .zip(replays.into_iter().map(sim::Replay::finish))
+                    .collect::<Vec<_>>()
+            }));
         }
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let send = |chunk: Vec<Event>| {
+            let chunk = std::sync::Arc::new(chunk);
+            for f in &feeds {
+                // A worker only stops early by panicking, which the join
+                // below reports.
+                let _ = f.send(chunk.clone());
+            }
+        };
+        for ev in parser.by_ref() {
+            match ev {
+                Ok(ev) => chunk.push(ev),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            if chunk.len() == CHUNK {
+                send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            }
+        }
+        if failed.is_none() && !chunk.is_empty() {
+            send(chunk);
+        }
+        drop(feeds);
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a replay panicked"))
+            .collect()
     });
-    let results = results.into_inner().unwrap_or_default();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mix = parser.mix().clone();
     let mut r = Replayed {
+        name: name.to_string(),
+        mix,
         rows: Vec::new(),
-        stats: vec![Stats::default(); traces.len()],
-        notes: vec![Vec::new(); traces.len()],
+        stats: Stats::default(),
+        notes: Vec::new(),
     };
-    for (t, trace) in traces.iter().enumerate() {
-        for &profile in &selection.profiles {
-            for &policy in &selection.policies {
-                let k = key(policy, profile);
-                if let Some(o) = results.get(&(t, policy, k)) {
-                    r.rows.push(row(&trace.name, policy, profile, o));
-                    r.stats[t] = o.stats.clone();
-                    let first = (profile == selection.profiles[0]) || !k.is_empty();
-                    if o.capped > 0 && first {
-                        r.notes[t].push(format!(
-                            "{policy}: {} flush{} naming over {} pages one by one (an emptied \
-                             page-table page's whole region) replayed as one whole-ASID TLBI",
-                            o.capped,
-                            if o.capped == 1 { "" } else { "es" },
-                            sim::FREEBSD_PAGE_CAP
-                        ));
-                    }
+    for &profile in &selection.profiles {
+        for &policy in &selection.policies {
+            let k = if policy == "vmsa" { profile } else { "" };
+            if let Some(o) = outcomes.get(&(policy, k)) {
+                r.rows.push(row(name, policy, profile, o));
+                r.stats = o.stats.clone();
+                let first = (profile == selection.profiles[0]) || !k.is_empty();
+                if o.capped > 0 && first {
+                    r.notes.push(format!(
+                        "{policy}: {} flush{} naming over {} pages one by one (an emptied \
+                         page-table page's whole region) replayed as one whole-ASID TLBI",
+                        o.capped,
+                        if o.capped == 1 { "" } else { "es" },
+                        sim::FREEBSD_PAGE_CAP
+                    ));
                 }
             }
         }
     }
-    r
+    Ok(r)
 }
 
-/// What [`replay_all`] returns.
+/// What [`replay_stream`] returns for one capture.
 pub struct Replayed {
+    /// The workload name.
+    pub name: String,
+    /// The mix of calls.
+    pub mix: Mix,
     /// The rows.
     pub rows: Vec<Row>,
-    /// Per trace, what the replay did.
-    pub stats: Vec<Stats>,
-    /// Per trace, notes on the replay of some policies.
-    pub notes: Vec<Vec<String>>,
+    /// What the replay did.
+    pub stats: Stats,
+    /// Notes on the replay of some policies.
+    pub notes: Vec<String>,
 }
 
-/// The mix of calls of a trace and what its replay did, as text.
-pub fn describe(trace: &Trace, stats: &Stats) -> String {
-    let mut mix = trace.mix.clone();
+/// The mix of calls of a capture and what its replay did, as text.
+pub fn describe(name: &str, mix: &Mix, stats: &Stats) -> String {
+    let mut mix = mix.clone();
     for (&name, &n) in &stats.skipped {
         for _ in 0..n {
             mix.skip(name);
@@ -327,7 +386,7 @@ pub fn describe(trace: &Trace, stats: &Stats) -> String {
     let _ = writeln!(
         s,
         "{}: {} lines, {} address space{}, {} thread{} (at most {} vCPU{} at once)",
-        trace.name,
+        name,
         mix.lines,
         stats.spaces,
         if stats.spaces == 1 { "" } else { "s" },
@@ -415,31 +474,31 @@ pub fn run(args: &Args, json: bool, svg: Option<&Path>, out: &mut impl Write) ->
             return Ok(2);
         }
     };
-    let mut traces = Vec::new();
+    let opts = options(args);
+    let pes = opts.pes;
+    let mut rows = Vec::new();
+    let mut mixes = Vec::new();
     for f in &args.files {
-        match open(f, args.max_lines) {
-            Ok(t) => traces.push(t),
+        let name = workload_name(f);
+        let replayed = open(f).and_then(|input| {
+            replay_stream(&name, input, args.max_lines, &selection, opts)
+                .map_err(|e| format!("{}: {e}", f.display()))
+        });
+        let r = match replayed {
+            Ok(r) => r,
             Err(e) => {
                 eprintln!("vmsa replay: {e}");
                 return Ok(2);
             }
+        };
+        let mut d = describe(&r.name, &r.mix, &r.stats);
+        for note in &r.notes {
+            d.push_str(&format!("  note: {note}\n"));
         }
+        mixes.push(d);
+        rows.extend(r.rows);
     }
-    let opts = options(args);
-    let Replayed { rows, stats, notes } = replay_all(&traces, &selection, opts);
-    let pes = opts.pes;
-    let mixes: String = traces
-        .iter()
-        .zip(stats.iter().zip(&notes))
-        .map(|(t, (s, n))| {
-            let mut d = describe(t, s);
-            for note in n {
-                d.push_str(&format!("  note: {note}\n"));
-            }
-            d
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mixes = mixes.join("\n");
     if json {
         eprint!("{mixes}");
         compare::write_json(&rows, out)?;

@@ -614,24 +614,47 @@ impl<'a> Sim<'a> {
 
 /// Replays `events` under `policy`, priced by `profile` where the policy
 /// looks at prices (vmsa's planner).
+#[cfg(test)]
 pub fn replay(events: &[Event], policy: &str, profile: &Profile, opts: Options) -> Outcome {
-    let mut sim = Sim {
-        opts,
-        policy,
-        profile,
-        procs: Vec::new(),
-        threads: HashMap::new(),
-        pending_clones: Vec::new(),
-        first_pid: None,
-        out: Outcome::default(),
-        capped: Arc::new(AtomicU64::new(0)),
-    };
+    let mut r = Replay::new(policy, profile, opts);
     for ev in events {
-        sim.event(ev);
+        r.event(ev);
     }
-    for i in 0..sim.procs.len() {
-        sim.finish(i);
+    r.finish()
+}
+
+/// A replay fed one event at a time (so that a capture streams through
+/// it): what [`replay`] does, in steps.
+pub struct Replay<'a>(Sim<'a>);
+
+impl<'a> Replay<'a> {
+    /// A replay under `policy`, priced by `profile`.
+    pub fn new(policy: &'a str, profile: &'a Profile, opts: Options) -> Self {
+        Replay(Sim {
+            opts,
+            policy,
+            profile,
+            procs: Vec::new(),
+            threads: HashMap::new(),
+            pending_clones: Vec::new(),
+            first_pid: None,
+            out: Outcome::default(),
+            capped: Arc::new(AtomicU64::new(0)),
+        })
     }
-    sim.out.capped = sim.capped.load(Ordering::Relaxed);
-    sim.out
+
+    /// The next event of the capture.
+    pub fn event(&mut self, ev: &Event) {
+        self.0.event(ev);
+    }
+
+    /// The end of the capture: every space is torn down.
+    pub fn finish(mut self) -> Outcome {
+        let sim = &mut self.0;
+        for i in 0..sim.procs.len() {
+            sim.finish(i);
+        }
+        sim.out.capped = sim.capped.load(Ordering::Relaxed);
+        std::mem::take(&mut sim.out)
+    }
 }
