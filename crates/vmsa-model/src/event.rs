@@ -242,6 +242,16 @@ pub enum Event {
         /// Bytes.
         size: u64,
     },
+    /// Casemate `mem-free`: the region stops being memory the software
+    /// tracks (the inverse of `mem-init`). Whatever it held is gone: a
+    /// table in it may no longer be walked, and no live entry may still
+    /// translate to it (both use after free).
+    MemFree {
+        /// First byte.
+        pa: u64,
+        /// Bytes.
+        size: u64,
+    },
     /// A data page (not a table) that stops belonging to whoever it was
     /// mapped for: no PE may translate to it any more.
     ReleaseData {
@@ -250,8 +260,10 @@ pub enum Event {
         /// Bytes.
         size: u64,
     },
-    /// Lock acquired (Casemate `lock`): accepted; lock discipline is not an
-    /// architectural rule.
+    /// Lock acquired (Casemate `lock`, or a `trylock` that succeeded: that
+    /// record is only traced when it took the lock). Lock discipline is not
+    /// an architectural rule: it is checked only on request
+    /// ([`Config::locks`](crate::Config::locks)).
     Lock {
         /// Lock address.
         addr: u64,

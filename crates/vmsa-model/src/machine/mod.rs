@@ -278,7 +278,10 @@ impl Machine {
         }
         if matches!(
             event,
-            Event::MemInit { .. } | Event::Release { .. } | Event::Hint(Hint::ReleaseTable { .. })
+            Event::MemInit { .. }
+                | Event::Release { .. }
+                | Event::MemFree { .. }
+                | Event::Hint(Hint::ReleaseTable { .. })
         ) {
             // Table memory may change without descriptor writes.
             self.written = None;
@@ -320,6 +323,16 @@ impl Machine {
                     self.mem.free_page(page);
                     page += PAGE;
                 }
+            }
+            Event::MemFree { pa, size } => {
+                // Tables in it die; then nothing may translate to it.
+                let mut page = pa & !(PAGE - 1);
+                while page < pa.saturating_add(size) {
+                    self.release_page(page, origin, "freed");
+                    self.mem.free_page(page);
+                    page += PAGE;
+                }
+                self.release_data(pa, size, origin);
             }
             Event::ReleaseData { pa, size } => self.release_data(pa, size, origin),
             Event::Unlock { .. } | Event::Complete => self.completion_point(origin),

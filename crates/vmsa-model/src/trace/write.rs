@@ -103,6 +103,10 @@ pub fn write_record(w: &mut impl Write, seq: u64, pe: usize, event: &Event) -> i
             }
             Ok(())
         }
+        Event::MemFree { pa, size } => writeln!(
+            w,
+            "(mem-free (id {id}) (tid {tid}) (address {pa:#x}) (size {size:#x}))"
+        ),
         Event::ReleaseData { pa, size } => writeln!(
             w,
             "(release-data (id {id}) (tid {tid}) (address {pa:#x}) (size {size:#x}))"
