@@ -1249,7 +1249,7 @@ mod tests {
         assert_eq!(
             ev("(msr (id 0) (tid 0) (sysreg HCR_EL2) (value 1))"),
             Event::SysReg {
-                reg: Reg::Other("hcr_el2"),
+                reg: Reg::HcrEl2,
                 value: 1
             }
         );
