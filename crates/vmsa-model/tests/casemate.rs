@@ -1,5 +1,6 @@
 //! The model's verdicts on Casemate's example traces
-//! (`tests/data/casemate/`, see the README there) match Casemate's.
+//! (`tests/data/casemate/`, see the README there) match Casemate's, except
+//! where the architecture says otherwise (each such case says why).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -9,12 +10,41 @@ use vmsa_model::trace::{check, CheckReport};
 use vmsa_model::Config;
 
 fn run(name: &str) -> CheckReport {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/data/casemate", name]
+    run_in("casemate", name, Config::default())
+}
+
+fn run_in(dir: &str, name: &str, config: Config) -> CheckReport {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/data", dir, name]
         .iter()
         .collect();
     let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    check(BufReader::new(file), Config::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    check(BufReader::new(file), config).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Casemate's examples program VTCR_EL2 = 0x10: T0SZ 16 (a 48-bit IPA
+/// space) with SL0 0, a walk starting at level 2, which would need 2^18
+/// concatenated root tables (at most 16 are allowed). That is no
+/// consistent stage 2 configuration (the walk may give a level 0
+/// Translation fault), so the model reports it, once, and nothing else on
+/// these good examples: the one place vmsa and Casemate (which does not
+/// check VTCR_EL2) differ on them.
+fn only_the_vtcr_violation(name: &str) {
+    let report = run(name);
+    assert!(report.records > 0);
+    let all: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert_eq!(all.len(), 1, "{name}:\n{}", all.join("\n"));
+    let v = &report.violations[0];
+    assert_eq!(
+        v.kind,
+        vmsa_model::ViolationKind::RegisterProgramming,
+        "{}",
+        all[0]
+    );
+    assert!(
+        all[0].contains("VTCR_EL2 = 0x10") && all[0].contains("262144 concatenated"),
+        "{}",
+        all[0]
+    );
 }
 
 fn clean(name: &str) {
@@ -43,12 +73,12 @@ fn violation(name: &str, address: &str) {
 
 #[test]
 fn good_bbm() {
-    clean("good_bbm.log");
+    only_the_vtcr_violation("good_bbm.log");
 }
 
 #[test]
 fn good_bbm_by_vmid() {
-    clean("good_bbm_by_VMID.log");
+    only_the_vtcr_violation("good_bbm_by_VMID.log");
 }
 
 #[test]
@@ -109,6 +139,17 @@ fn more_casemate_examples() {
         ("bad_overlap_VMID.log", Some(IdReuse)),
         ("bad_overlap_ASID.log", Some(IdReuse)),
         ("bad_switch_wrong_vmid.log", Some(IdReuse)),
+        // Casemate: "TTBR0_EL2 ASID is reserved 0". The trace never writes
+        // HCR_EL2, and with E2H 1 (the EL2&0 regime) the ASID is
+        // architectural: the model judges the RES0 rule only on an HCR_EL2
+        // the trace gave, so this one is clean and its derivative with
+        // HCR_EL2 = 0 written first is not.
+        ("bad_EL2_ASID.log", None),
+        ("bad_EL2_ASID_hcr.log", Some(RegisterProgramming)),
+        // Lock discipline is not architectural: clean unless asked for
+        // (`lock_discipline_only_on_request`).
+        ("bad_unlocked_write.log", None),
+        ("bad_no_assoc_lock.log", None),
     ];
     for (name, want) in cases {
         let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/data/casemate-more", name]
@@ -122,4 +163,183 @@ fn more_casemate_examples() {
             Some(k) => assert_eq!(kinds, vec![k], "{name}: {:?}", report.violations),
         }
     }
+}
+
+/// Casemate's lock rules, with [`Config::locks`]: a write to an installed
+/// tree without its root's lock, or to a tree whose root has none.
+#[test]
+fn lock_discipline_only_on_request() {
+    use vmsa_model::ViolationKind::LockDiscipline;
+    let locks = Config {
+        locks: true,
+        ..Config::default()
+    };
+    for (name, message) in [
+        (
+            "bad_unlocked_write.log",
+            "without holding its lock 0xaaaad2225000",
+        ),
+        ("bad_no_assoc_lock.log", "no lock associated with it"),
+    ] {
+        let off = run_in("casemate-more", name, Config::default());
+        assert!(off.violations.is_empty(), "{name}: {:?}", off.violations);
+        let on = run_in("casemate-more", name, locks.clone());
+        let kinds: Vec<_> = on.violations.iter().map(|v| v.kind).collect();
+        assert_eq!(kinds, vec![LockDiscipline], "{name}: {:?}", on.violations);
+        assert!(
+            on.violations[0].explanation.contains(message),
+            "{name}: {}",
+            on.violations[0]
+        );
+    }
+    // The examples that take their locks stay as they were.
+    for name in ["good_free_tree.log", "good_write.log", "bad_no_bbm.log"] {
+        let on = run_in("casemate", name, locks.clone());
+        assert!(
+            on.violations.iter().all(|v| v.kind != LockDiscipline),
+            "{name}: {:?}",
+            on.violations
+        );
+    }
+    let on = run_in("casemate", "good_bbm.log", locks.clone());
+    assert_eq!(on.violations.len(), 1, "{:?}", on.violations);
+}
+
+/// Checks `text` (a trace) with `config`; the violations' kinds and texts.
+fn kinds_of(text: &str, config: Config) -> (Vec<vmsa_model::ViolationKind>, String) {
+    let report = check(text.as_bytes(), config).unwrap_or_else(|e| panic!("{e}"));
+    let all: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    (
+        report.violations.iter().map(|v| v.kind).collect(),
+        all.join("\n"),
+    )
+}
+
+/// A trace that programs VTCR_EL2 = `vtcr` and installs the (empty) stage
+/// 2 root at 0x10000 (two pages of table memory) with VTTBR_EL2 = `vttbr`.
+fn stage2_trace(vtcr: u64, vttbr: u64) -> String {
+    format!(
+        "(sysreg-write (id 0) (tid 0) (sysreg vtcr_el2) (value {vtcr:#x}))\n\
+         (mem-init (id 1) (tid 0) (address 0x10000) (size 0x2000))\n\
+         (sysreg-write (id 2) (tid 0) (sysreg vttbr_el2) (value {vttbr:#x}))\n"
+    )
+}
+
+/// VTCR_EL2 for a 39-bit IPA space starting at level 1 (one root page),
+/// 4 KiB granule, VS (bit 19) as given.
+fn vtcr_39(vs16: bool) -> u64 {
+    25 | 1 << 6 | u64::from(vs16) << 19
+}
+
+/// Each register rule reports on its own, and only on what breaks it.
+#[test]
+fn register_rules() {
+    use vmsa_model::ViolationKind::RegisterProgramming;
+    let d = Config::default;
+    // A consistent geometry and a clean VTTBR_EL2.
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10000), d());
+    assert!(k.is_empty(), "{all}");
+    // 8-bit VMIDs (VS 0): VTTBR_EL2[63:56] are RES0.
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x0102_0000_0001_0000), d());
+    assert_eq!(k, vec![RegisterProgramming], "{all}");
+    assert!(all.contains("VS 0"), "{all}");
+    // With 16-bit VMIDs the same value is fine.
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(true), 0x0102_0000_0001_0000), d());
+    assert!(k.is_empty(), "{all}");
+    // BADDR below the root's 4 KiB alignment (CnP, bit 0, is allowed).
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10010), d());
+    assert_eq!(k, vec![RegisterProgramming], "{all}");
+    assert!(all.contains("bits [11:1]"), "{all}");
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10001), d());
+    assert!(k.is_empty(), "{all}");
+    // A 40-bit IPA space from level 1 takes two concatenated pages: BADDR
+    // bit 12 is RES0 then.
+    let vtcr_40 = 24 | 1 << 6;
+    let (k, all) = kinds_of(&stage2_trace(vtcr_40, 0x10000), d());
+    assert!(k.is_empty(), "{all}");
+    let (k, all) = kinds_of(&stage2_trace(vtcr_40, 0x11000), d());
+    assert_eq!(k, vec![RegisterProgramming], "{all}");
+    // Inconsistent geometries: too many concatenated pages, a reserved SL0,
+    // too few bits for the start level.
+    for (vtcr, what) in [
+        (0x10, "262144 concatenated"),
+        (16 | 3 << 6, "SL0 0b11 is reserved"),
+        (40 | 2 << 6, "too small for a walk starting at level 0"),
+    ] {
+        let (k, all) = kinds_of(&stage2_trace(vtcr, 0x10000), d());
+        assert_eq!(k, vec![RegisterProgramming], "{vtcr:#x}: {all}");
+        assert!(all.contains(what), "{vtcr:#x}: {all}");
+    }
+    // Never written: not judged (the model walks from level 0).
+    let (k, all) = kinds_of(
+        "(mem-init (id 1) (tid 0) (address 0x10000) (size 0x1000))\n\
+         (sysreg-write (id 2) (tid 0) (sysreg vttbr_el2) (value 0x10000))\n",
+        d(),
+    );
+    assert!(k.is_empty(), "{all}");
+    // Another granule is not this model's, and no violation.
+    let (k, all) = kinds_of(&stage2_trace(25 | 1 << 6 | 1 << 14, 0x10000), d());
+    assert!(k.is_empty(), "{all}");
+    // TTBR0_EL2's ASID: RES0 with E2H 0, the EL2&0 regime's ASID with E2H 1.
+    let el2 = |hcr: u64| {
+        format!(
+            "(sysreg-write (id 0) (tid 0) (sysreg hcr_el2) (value {hcr:#x}))\n\
+             (sysreg-write (id 1) (tid 0) (sysreg tcr_el2) (value 0x10))\n\
+             (mem-init (id 2) (tid 0) (address 0x10000) (size 0x1000))\n\
+             (sysreg-write (id 3) (tid 0) (sysreg ttbr0_el2) (value 0x5000000010000))\n"
+        )
+    };
+    let (k, all) = kinds_of(&el2(1), d());
+    assert_eq!(k, vec![RegisterProgramming], "{all}");
+    assert!(all.contains("E2H 0"), "{all}");
+    let (k, all) = kinds_of(&el2(1 | 1 << 34), d());
+    assert!(k.is_empty(), "{all}");
+}
+
+/// `mem-free` ends memory: a live table in it, or a live entry mapping it,
+/// is a use after free; freeing memory nothing uses is not.
+#[test]
+fn mem_free_of_live_tables_and_mapped_data() {
+    use vmsa_model::ViolationKind::UseAfterFree;
+    // Root 0x10000 (level 0, TCR_EL2 T0SZ 16) -> 0x11000 -> 0x12000 ->
+    // 0x13000, whose entry 0 maps the page 0x40000000.
+    let setup = "(sysreg-write (id 0) (tid 0) (sysreg tcr_el2) (value 0x10))\n\
+                 (mem-init (id 1) (tid 0) (address 0x10000) (size 0x4000))\n\
+                 (mem-write (id 2) (tid 0) (mem-order plain) (address 0x10000) (value 0x11003))\n\
+                 (mem-write (id 3) (tid 0) (mem-order plain) (address 0x11000) (value 0x12003))\n\
+                 (mem-write (id 4) (tid 0) (mem-order plain) (address 0x12000) (value 0x13003))\n\
+                 (mem-write (id 5) (tid 0) (mem-order plain) (address 0x13000) (value 0x40000743))\n\
+                 (sysreg-write (id 6) (tid 0) (sysreg ttbr0_el2) (value 0x10000))\n";
+    let d = Config::default;
+    let (k, all) = kinds_of(setup, d());
+    assert!(k.is_empty(), "{all}");
+    let (k, all) = kinds_of(
+        &format!("{setup}(mem-free (id 7) (tid 0) (address 0x13000) (size 0x1000))\n"),
+        d(),
+    );
+    assert_eq!(k, vec![UseAfterFree], "{all}");
+    let (k, all) = kinds_of(
+        &format!("{setup}(mem-free (id 7) (tid 0) (address 0x40000000) (size 0x1000))\n"),
+        d(),
+    );
+    assert_eq!(k, vec![UseAfterFree], "{all}");
+    assert!(all.contains("still maps it"), "{all}");
+    let (k, all) = kinds_of(
+        &format!("{setup}(mem-free (id 7) (tid 0) (address 0x50000000) (size 0x1000))\n"),
+        d(),
+    );
+    assert!(k.is_empty(), "{all}");
+    // After an unmap completed with TLBIs, freeing both is clean.
+    let (k, all) = kinds_of(
+        &format!(
+            "{setup}(mem-write (id 7) (tid 0) (mem-order plain) (address 0x12000) (value 0))\n\
+             (barrier (id 8) (tid 0) dsb (kind ish))\n\
+             (tlbi (id 9) (tid 0) alle2is)\n\
+             (barrier (id 10) (tid 0) dsb (kind ish))\n\
+             (mem-free (id 11) (tid 0) (address 0x13000) (size 0x1000))\n\
+             (mem-free (id 12) (tid 0) (address 0x40000000) (size 0x1000))\n"
+        ),
+        d(),
+    );
+    assert!(k.is_empty(), "{all}");
 }

@@ -75,9 +75,7 @@ impl Key {
     /// The ASID the entries are tagged with, for keys that have one.
     pub fn asid(self) -> Option<u16> {
         match self {
-            Key::Asid { asid, .. } | Key::Asid1 { asid, .. } | Key::El20 { asid, .. } => {
-                Some(asid)
-            }
+            Key::Asid { asid, .. } | Key::Asid1 { asid, .. } | Key::El20 { asid, .. } => Some(asid),
             Key::Vmid(_) | Key::El2 => None,
         }
     }

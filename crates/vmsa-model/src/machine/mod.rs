@@ -246,7 +246,9 @@ enum VtcrProblem {
 /// [5:0], SL0 [7:6], TG0 [15:14]; D24.2.224).
 fn vtcr_geometry(vtcr: u64) -> Result<(u8, u8), VtcrProblem> {
     if vtcr >> 14 & 0b11 != 0 {
-        return Err(VtcrProblem::Unsupported("a granule other than 4 KiB (TG0 != 0)"));
+        return Err(VtcrProblem::Unsupported(
+            "a granule other than 4 KiB (TG0 != 0)",
+        ));
     }
     let t0sz = (vtcr & 0x3f) as u32;
     let ia_bits = 64 - t0sz;
@@ -1088,9 +1090,8 @@ impl Machine {
         }
         let root = t.root;
         let why = if let Some(&owner) = self.thread_owner.get(&pa) {
-            (owner != pe).then(|| {
-                format!("PE {pe} writes descriptor {pa:#x}, which PE {owner} owns alone")
-            })
+            (owner != pe)
+                .then(|| format!("PE {pe} writes descriptor {pa:#x}, which PE {owner} owns alone"))
         } else {
             match self.root_locks.get(&root) {
                 None => Some(format!(
@@ -1424,10 +1425,7 @@ impl Machine {
                 (Target::AllVmids, Key::Asid { .. } | Key::Asid1 { .. }) => {
                     scope.kinds & kinds::STAGE1 != 0
                 }
-                (
-                    Target::Vmid(v),
-                    Key::Asid { vmid, asid } | Key::Asid1 { vmid, asid },
-                ) => {
+                (Target::Vmid(v), Key::Asid { vmid, asid } | Key::Asid1 { vmid, asid }) => {
                     v == vmid
                         && scope.kinds & kinds::STAGE1 != 0
                         && match scope.asid {
@@ -1638,12 +1636,7 @@ impl Machine {
                         reported: false,
                         clean_at: 0,
                     };
-                    self.ghosts_below(
-                        &proto,
-                        t.root + i * PAGE,
-                        t.start_level,
-                        first + i * span,
-                    );
+                    self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, first + i * span);
                 }
                 let _ = before;
             }

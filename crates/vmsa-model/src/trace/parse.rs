@@ -1314,7 +1314,9 @@ mod tests {
             }
         );
         assert_eq!(
-            ev("(tlbi (id 5) (tid 0) ipas2e1is (addr 0x8000_0000))".replace('_', "").as_str()),
+            ev("(tlbi (id 5) (tid 0) ipas2e1is (addr 0x8000_0000))"
+                .replace('_', "")
+                .as_str()),
             Event::Tlbi {
                 op: TlbiOp::Ipas2e1is,
                 operand: 0x80000
