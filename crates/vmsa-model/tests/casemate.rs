@@ -343,3 +343,77 @@ fn mem_free_of_live_tables_and_mapped_data() {
     );
     assert!(k.is_empty(), "{all}");
 }
+
+/// A trace that builds a four-level table at 0x10000 mapping VA
+/// 0xffff_0000_0000_0000 (the upper range's first page) to 0x40000000 with
+/// a non-global entry after the register writes `regs`, installs it with
+/// `install` (an empty lower-range root sits at 0x20000), then unmaps it
+/// with `maintenance` between two DSBs.
+fn upper_unmap(regs: &str, install: &str, maintenance: &str) -> String {
+    format!(
+        "{regs}\
+         (mem-init (id 10) (tid 0) (address 0x10000) (size 0x4000))\n\
+         (mem-init (id 11) (tid 0) (address 0x20000) (size 0x1000))\n\
+         (mem-write (id 12) (tid 0) (mem-order plain) (address 0x10000) (value 0x11003))\n\
+         (mem-write (id 13) (tid 0) (mem-order plain) (address 0x11000) (value 0x12003))\n\
+         (mem-write (id 14) (tid 0) (mem-order plain) (address 0x12000) (value 0x13003))\n\
+         (mem-write (id 15) (tid 0) (mem-order plain) (address 0x13000) (value 0x40000f43))\n\
+         {install}\
+         (mem-write (id 30) (tid 0) (mem-order plain) (address 0x13000) (value 0))\n\
+         (barrier (id 31) (tid 0) dsb (kind ish))\n\
+         {maintenance}\
+         (barrier (id 33) (tid 0) dsb (kind ish))\n"
+    )
+}
+
+/// The operand of a TLBI by VA for the upper range's first page with
+/// `asid`: VA[55:12] in [43:0].
+fn upper_operand(asid: u64) -> u64 {
+    asid << 48 | (0xffff_0000_0000_0000u64 >> 12) & ((1 << 44) - 1)
+}
+
+/// TTBR1_EL1 (EL1&0, TCR_EL1.A1 0: the ASID is TTBR0_EL1's) and, with
+/// HCR_EL2.E2H 1, TTBR1_EL2 of the EL2&0 regime with ASIDs: both are walked
+/// from a trace, and an unmap there needs the TLBI by the upper VA with the
+/// right ASID.
+#[test]
+fn ttbr1_and_el2_host_regimes_from_traces() {
+    use vmsa_model::ViolationKind::StaleTranslation;
+    let el1_regs = "(sysreg-write (id 1) (tid 0) (sysreg tcr_el1) (value 0x100010))\n";
+    let el1_install = "(sysreg-write (id 20) (tid 0) (sysreg ttbr0_el1) (value 0x5000000020000))\n\
+                       (sysreg-write (id 21) (tid 0) (sysreg ttbr1_el1) (value 0x10000))\n";
+    let el2_regs = "(sysreg-write (id 1) (tid 0) (sysreg hcr_el2) (value 0x400000000))\n\
+                    (sysreg-write (id 2) (tid 0) (sysreg tcr_el2) (value 0x100010))\n";
+    let el2_install = "(sysreg-write (id 20) (tid 0) (sysreg ttbr0_el2) (value 0x7000000020000))\n\
+                       (sysreg-write (id 21) (tid 0) (sysreg ttbr1_el2) (value 0x10000))\n";
+    let tlbi =
+        |op: &str, operand: u64| format!("(tlbi (id 32) (tid 0) {op} (value {operand:#x}))\n");
+    for (regs, install, op, asid, other) in [
+        (el1_regs, el1_install, "vae1is", 5, 6),
+        (el2_regs, el2_install, "vae2is", 7, 8),
+    ] {
+        let run = |maintenance: &str| {
+            kinds_of(&upper_unmap(regs, install, maintenance), Config::default())
+        };
+        let (k, all) = run(&tlbi(op, upper_operand(asid)));
+        assert!(k.is_empty(), "{op}: {all}");
+        let (k, all) = run("");
+        assert_eq!(k, vec![StaleTranslation], "{op}: {all}");
+        assert!(all.contains("0xffff000000000000"), "{op}: {all}");
+        // Another ASID, or the lower range's VA, misses the entry.
+        let (k, all) = run(&tlbi(op, upper_operand(other)));
+        assert_eq!(k, vec![StaleTranslation], "{op}: {all}");
+        let (k, all) = run(&tlbi(op, upper_operand(asid) & !(1 << 43)));
+        assert_eq!(k, vec![StaleTranslation], "{op}: {all}");
+    }
+    // Without E2H, TTBR1_EL2 is walked by nothing: the unmap needs no TLBI.
+    let no_e2h = "(sysreg-write (id 1) (tid 0) (sysreg hcr_el2) (value 0))\n\
+                  (sysreg-write (id 2) (tid 0) (sysreg tcr_el2) (value 0x10))\n";
+    let (k, all) = kinds_of(&upper_unmap(no_e2h, el2_install, ""), Config::default());
+    // TTBR0_EL2's ASID is RES0 then: that alone is reported.
+    assert_eq!(
+        k,
+        vec![vmsa_model::ViolationKind::RegisterProgramming],
+        "{all}"
+    );
+}
