@@ -111,7 +111,7 @@ fn range_operand(xt: u64, by_ipa: bool) -> (Option<(u64, u64)>, Option<u8>, bool
     let start = if by_ipa {
         base_field * PAGE
     } else {
-        base_field * PAGE & ((1 << 48) - 1)
+        (base_field * PAGE) & ((1 << 48) - 1)
     };
     let pages = (num + 1) << (5 * scale + 1);
     let end = start.saturating_add(pages * PAGE);
