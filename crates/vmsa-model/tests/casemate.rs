@@ -231,27 +231,49 @@ fn vtcr_39(vs16: bool) -> u64 {
     25 | 1 << 6 | u64::from(vs16) << 19
 }
 
-/// Each register rule reports on its own, and only on what breaks it.
+/// A consistent geometry and a clean VTTBR_EL2 are no violation; neither is
+/// a VTCR_EL2 never written (the model walks from level 0) nor one with
+/// another granule (not this model's, not wrong).
 #[test]
-fn register_rules() {
-    use vmsa_model::ViolationKind::RegisterProgramming;
+fn register_rules_accept_good_values() {
     let d = Config::default;
-    // A consistent geometry and a clean VTTBR_EL2.
     let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10000), d());
     assert!(k.is_empty(), "{all}");
-    // 8-bit VMIDs (VS 0): VTTBR_EL2[63:56] are RES0.
+    // CnP (bit 0) is not RES0.
+    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10001), d());
+    assert!(k.is_empty(), "{all}");
+    let (k, all) = kinds_of(
+        "(mem-init (id 1) (tid 0) (address 0x10000) (size 0x1000))\n\
+         (sysreg-write (id 2) (tid 0) (sysreg vttbr_el2) (value 0x10000))\n",
+        d(),
+    );
+    assert!(k.is_empty(), "{all}");
+    let (k, all) = kinds_of(&stage2_trace(25 | 1 << 6 | 1 << 14, 0x10000), d());
+    assert!(k.is_empty(), "{all}");
+}
+
+/// With 8-bit VMIDs (VTCR_EL2.VS 0) VTTBR_EL2[63:56] are RES0.
+#[test]
+fn register_rule_vmid_beyond_vmid_size() {
+    use vmsa_model::ViolationKind::RegisterProgramming;
+    let d = Config::default;
     let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x0102_0000_0001_0000), d());
     assert_eq!(k, vec![RegisterProgramming], "{all}");
     assert!(all.contains("VS 0"), "{all}");
     // With 16-bit VMIDs the same value is fine.
     let (k, all) = kinds_of(&stage2_trace(vtcr_39(true), 0x0102_0000_0001_0000), d());
     assert!(k.is_empty(), "{all}");
-    // BADDR below the root's 4 KiB alignment (CnP, bit 0, is allowed).
+}
+
+/// VTTBR_EL2.BADDR's bits below the root table's alignment are RES0 (4 KiB
+/// for one root page, 8 KiB for two concatenated ones).
+#[test]
+fn register_rule_baddr_below_root_alignment() {
+    use vmsa_model::ViolationKind::RegisterProgramming;
+    let d = Config::default;
     let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10010), d());
     assert_eq!(k, vec![RegisterProgramming], "{all}");
     assert!(all.contains("bits [11:1]"), "{all}");
-    let (k, all) = kinds_of(&stage2_trace(vtcr_39(false), 0x10001), d());
-    assert!(k.is_empty(), "{all}");
     // A 40-bit IPA space from level 1 takes two concatenated pages: BADDR
     // bit 12 is RES0 then.
     let vtcr_40 = 24 | 1 << 6;
@@ -259,28 +281,31 @@ fn register_rules() {
     assert!(k.is_empty(), "{all}");
     let (k, all) = kinds_of(&stage2_trace(vtcr_40, 0x11000), d());
     assert_eq!(k, vec![RegisterProgramming], "{all}");
-    // Inconsistent geometries: too many concatenated pages, a reserved SL0,
-    // too few bits for the start level.
+    assert!(all.contains("bits [12:1]"), "{all}");
+}
+
+/// Inconsistent stage 2 geometries: too many concatenated root pages, a
+/// reserved SL0, too few IPA bits for the start level.
+#[test]
+fn register_rule_inconsistent_vtcr() {
+    use vmsa_model::ViolationKind::RegisterProgramming;
     for (vtcr, what) in [
         (0x10, "262144 concatenated"),
         (16 | 3 << 6, "SL0 0b11 is reserved"),
         (40 | 2 << 6, "too small for a walk starting at level 0"),
+        (10, "outside the 16 to 48 bits"),
     ] {
-        let (k, all) = kinds_of(&stage2_trace(vtcr, 0x10000), d());
+        let (k, all) = kinds_of(&stage2_trace(vtcr, 0x10000), Config::default());
         assert_eq!(k, vec![RegisterProgramming], "{vtcr:#x}: {all}");
         assert!(all.contains(what), "{vtcr:#x}: {all}");
     }
-    // Never written: not judged (the model walks from level 0).
-    let (k, all) = kinds_of(
-        "(mem-init (id 1) (tid 0) (address 0x10000) (size 0x1000))\n\
-         (sysreg-write (id 2) (tid 0) (sysreg vttbr_el2) (value 0x10000))\n",
-        d(),
-    );
-    assert!(k.is_empty(), "{all}");
-    // Another granule is not this model's, and no violation.
-    let (k, all) = kinds_of(&stage2_trace(25 | 1 << 6 | 1 << 14, 0x10000), d());
-    assert!(k.is_empty(), "{all}");
-    // TTBR0_EL2's ASID: RES0 with E2H 0, the EL2&0 regime's ASID with E2H 1.
+}
+
+/// TTBR0_EL2[63:48]: RES0 with HCR_EL2.E2H 0, the EL2&0 regime's ASID
+/// with E2H 1.
+#[test]
+fn register_rule_ttbr0_el2_asid_without_e2h() {
+    use vmsa_model::ViolationKind::RegisterProgramming;
     let el2 = |hcr: u64| {
         format!(
             "(sysreg-write (id 0) (tid 0) (sysreg hcr_el2) (value {hcr:#x}))\n\
@@ -289,10 +314,10 @@ fn register_rules() {
              (sysreg-write (id 3) (tid 0) (sysreg ttbr0_el2) (value 0x5000000010000))\n"
         )
     };
-    let (k, all) = kinds_of(&el2(1), d());
+    let (k, all) = kinds_of(&el2(1), Config::default());
     assert_eq!(k, vec![RegisterProgramming], "{all}");
     assert!(all.contains("E2H 0"), "{all}");
-    let (k, all) = kinds_of(&el2(1 | 1 << 34), d());
+    let (k, all) = kinds_of(&el2(1 | 1 << 34), Config::default());
     assert!(k.is_empty(), "{all}");
 }
 
