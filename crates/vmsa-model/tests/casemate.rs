@@ -145,6 +145,12 @@ fn more_casemate_examples() {
         // the trace gave, so this one is clean and its derivative with
         // HCR_EL2 = 0 written first is not.
         ("bad_EL2_ASID.log", None),
+        // Expected clean by Casemate's example output, which uses the
+        // `(addr A) (level L)` TLBI form. It installs a second declared root
+        // with VMID 0 while the first, never released, owns it: the same as
+        // bad_overlap_VMID, and Casemate's model.c raises "duplicate
+        // (VM/AS)ID" for this sequence too.
+        ("good_free_page.log", Some(IdReuse)),
         ("bad_EL2_ASID_hcr.log", Some(RegisterProgramming)),
         // Lock discipline is not architectural: clean unless asked for
         // (`lock_discipline_only_on_request`).
