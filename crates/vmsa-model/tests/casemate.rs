@@ -448,3 +448,62 @@ fn ttbr1_and_el2_host_regimes_from_traces() {
         "{all}"
     );
 }
+
+/// With [`Config::locks`]: a descriptor owned by one PE alone
+/// (`set_pte_thread_owner`) is written by that PE only; a lock is taken by
+/// one PE at a time and released by its holder.
+#[test]
+fn lock_discipline_thread_owners_and_lock_pairs() {
+    use vmsa_model::ViolationKind::LockDiscipline;
+    let locks = Config {
+        locks: true,
+        ..Config::default()
+    };
+    // A stage 2 root 0x10000 locked by 0x9000, installed; PE 1 owns the
+    // descriptor 0x10008 alone.
+    let setup = "(mem-init (id 0) (tid 0) (address 0x10000) (size 0x1000))\n\
+                 (hint (id 1) (tid 0) (kind set_root_lock) (location 0x10000) (value 0x9000))\n\
+                 (sysreg-write (id 2) (tid 0) (sysreg vttbr_el2) (value 0x10000))\n\
+                 (hint (id 3) (tid 0) (kind set_pte_thread_owner) (location 0x10008) (value 1))\n";
+    let write = |tid: u32| {
+        format!("(mem-write (id 4) (tid {tid}) (mem-order plain) (address 0x10008) (value 0))\n")
+    };
+    let (k, all) = kinds_of(&format!("{setup}{}", write(1)), locks.clone());
+    assert!(k.is_empty(), "{all}");
+    let (k, all) = kinds_of(&format!("{setup}{}", write(0)), locks.clone());
+    assert_eq!(k, vec![LockDiscipline], "{all}");
+    assert!(all.contains("PE 1 owns alone"), "{all}");
+    // trylock takes the lock like lock; a second taker, or a release by a
+    // PE that does not hold it, breaks the discipline.
+    let pairs = [
+        (
+            "(trylock (id 5) (tid 0) (address 0x9000))\n(unlock (id 6) (tid 0) (address 0x9000))\n",
+            false,
+        ),
+        (
+            "(lock (id 5) (tid 0) (address 0x9000))\n(trylock (id 6) (tid 1) (address 0x9000))\n",
+            true,
+        ),
+        (
+            "(lock (id 5) (tid 0) (address 0x9000))\n(unlock (id 6) (tid 1) (address 0x9000))\n",
+            true,
+        ),
+        ("(unlock (id 6) (tid 1) (address 0x9000))\n", true),
+    ];
+    for (text, bad) in pairs {
+        let (k, all) = kinds_of(&format!("{setup}{text}"), locks.clone());
+        assert_eq!(k.contains(&LockDiscipline), bad, "{text}: {all}");
+        let (k, all) = kinds_of(&format!("{setup}{text}"), Config::default());
+        assert!(k.is_empty(), "{text}: {all}");
+    }
+    // A write to the root under its lock, taken with trylock, is clean.
+    let (k, all) = kinds_of(
+        &format!(
+            "{setup}(trylock (id 5) (tid 0) (address 0x9000))\n\
+             (mem-write (id 6) (tid 0) (mem-order plain) (address 0x10000) (value 0))\n\
+             (unlock (id 7) (tid 0) (address 0x9000))\n"
+        ),
+        locks,
+    );
+    assert!(k.is_empty(), "{all}");
+}

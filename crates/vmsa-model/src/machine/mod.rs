@@ -1250,6 +1250,9 @@ impl Machine {
             }
             Reg::TcrEl1 => self.pes[pe].tcr_el1 = value,
             Reg::TcrEl2 => self.pes[pe].tcr_el2 = value,
+            // E2H is taken as the EL2 TTBRs are written (software sets it
+            // at boot, before it installs EL2 tables): tables installed
+            // before a change keep the key they were installed with.
             Reg::HcrEl2 => self.pes[pe].hcr = Some(value),
             Reg::VttbrEl2 => {
                 let geometry = self.check_vttbr(pe, value, at);

@@ -190,6 +190,22 @@ mod tests {
                 reg: Reg::Other("sctlr_el2"),
                 value: 1,
             },
+            Event::SysReg {
+                reg: Reg::Ttbr1El1,
+                value: 0x5_0000_8000_0000,
+            },
+            Event::SysReg {
+                reg: Reg::Ttbr1El2,
+                value: 0x8000_0000,
+            },
+            Event::SysReg {
+                reg: Reg::HcrEl2,
+                value: 1 << 34,
+            },
+            Event::MemFree {
+                pa: 0x8000_2000,
+                size: 0x1000,
+            },
             Event::Hint(Hint::SetRootLock {
                 root: 0x8000_0000,
                 lock: 0x9000_0000,
