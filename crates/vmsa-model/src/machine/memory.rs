@@ -258,6 +258,21 @@ impl Memory {
         self.pages.remove(&(pa & !(PAGE - 1)));
     }
 
+    /// The pages of table memory in `[start, end)`, in address order: the
+    /// pages a release of that range touches, found without stepping
+    /// through a huge range page by page.
+    pub fn pages_in(&self, start: u64, end: u64) -> Vec<u64> {
+        let first = start & !(PAGE - 1);
+        let mut v: Vec<u64> = self
+            .pages
+            .keys()
+            .copied()
+            .filter(|&p| p >= first && p < end)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Whether memory at `pa` exists.
     pub fn exists(&self, pa: u64) -> bool {
         self.pages.contains_key(&(pa & !(PAGE - 1)))

@@ -447,20 +447,18 @@ impl Machine {
                 Hint::SetOwnerRoot { .. } => {}
             },
             Event::Release { pa, size } => {
-                let mut page = pa & !(PAGE - 1);
-                while page < pa.saturating_add(size) {
+                for page in self.mem.pages_in(pa, pa.saturating_add(size)) {
                     self.release_page(page, origin, "released");
                     self.mem.free_page(page);
-                    page += PAGE;
                 }
             }
             Event::MemFree { pa, size } => {
                 // Tables in it die; then nothing may translate to it.
-                let mut page = pa & !(PAGE - 1);
-                while page < pa.saturating_add(size) {
+                // Only pages that are table memory can hold a table (any
+                // size, even a bogus one, takes one pass over them).
+                for page in self.mem.pages_in(pa, pa.saturating_add(size)) {
                     self.release_page(page, origin, "freed");
                     self.mem.free_page(page);
-                    page += PAGE;
                 }
                 self.release_data(pa, size, origin);
             }
