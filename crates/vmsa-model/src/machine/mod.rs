@@ -234,11 +234,13 @@ enum VtcrProblem {
     /// Architecturally valid, but not what the model walks (another
     /// granule): not a violation; the model then walks from level 0.
     Unsupported(&'static str),
-    /// Not a consistent configuration (D8.2, "Translation table walk";
-    /// the VTCR_EL2.SL0 and T0SZ field descriptions): the walk's result is
-    /// CONSTRAINED UNPREDICTABLE, one permitted outcome being a stage 2
-    /// level 0 Translation fault on every access, so software that relies
-    /// on the tables is broken. Says what is wrong.
+    /// Not a consistent configuration: the Arm ARM's VTCR_EL2.T0SZ and SL0
+    /// field descriptions say that values inconsistent with each other (and
+    /// the granule) make stage 2 walks generate a level 0 Translation fault,
+    /// and an out-of-range T0SZ is CONSTRAINED UNPREDICTABLE with that fault
+    /// among the permitted outcomes. Either way the tables are not what the
+    /// guest gets, so software relying on them is broken. Says what is
+    /// wrong.
     Inconsistent(String),
 }
 
@@ -1387,10 +1389,10 @@ impl Machine {
                     self.pes[pe].vtcr_reported = true;
                     let why = format!(
                         "VTTBR_EL2 = {value:#x} starts stage 2 walks with VTCR_EL2 = {vtcr:#x}, \
-                         which is not a consistent configuration: {what}. The walk's outcome is \
-                         CONSTRAINED UNPREDICTABLE (a stage 2 level 0 Translation fault is \
-                         permitted: D8.2, and the VTCR_EL2.SL0 description); the model goes on \
-                         checking the tables as walked from level 0 with one root page"
+                         which is not a consistent configuration: {what}. Stage 2 walks with it \
+                         may give a level 0 Translation fault instead of the tables' \
+                         translations (VTCR_EL2.T0SZ and SL0 field descriptions); the model goes \
+                         on checking the tables as walked from level 0 with one root page"
                     );
                     self.report(ViolationKind::RegisterProgramming, at, root, 1 << pe, why);
                 }
