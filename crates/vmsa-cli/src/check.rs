@@ -17,10 +17,11 @@ pub const VIOLATIONS: i32 = 1;
 /// Exit status: the trace could not be opened or read.
 pub const UNREADABLE: i32 = 2;
 
-/// Checks the trace in `file` on a model of `pes` PEs, printing each
+/// Checks the trace in `file` on a model of `pes` PEs (with `locks`,
+/// Casemate's lock discipline too), printing each
 /// violation and a summary to `out` (with `json`, one JSON object: see
 /// [`JsonReport`]) and errors to standard error. Returns the exit status.
-pub fn run(file: &Path, pes: usize, json: bool, out: &mut impl Write) -> i32 {
+pub fn run(file: &Path, pes: usize, locks: bool, json: bool, out: &mut impl Write) -> i32 {
     let name = file.display();
     let input = match File::open(file) {
         Ok(f) => BufReader::with_capacity(1 << 20, f),
@@ -31,6 +32,7 @@ pub fn run(file: &Path, pes: usize, json: bool, out: &mut impl Write) -> i32 {
     };
     let config = Config {
         pes,
+        locks,
         ..Config::default()
     };
     let start = Instant::now();
@@ -113,7 +115,8 @@ pub struct JsonReport {
 #[derive(Serialize)]
 pub struct JsonViolation {
     /// What went wrong: `stale_translation`, `bbm_valid_to_valid`,
-    /// `bbm_unclean_to_valid`, `use_after_free`, `id_reuse`, `double_use`.
+    /// `bbm_unclean_to_valid`, `use_after_free`, `id_reuse`, `double_use`,
+    /// `register_programming`, `lock_discipline`.
     pub kind: &'static str,
     /// The same, as the text report names it.
     pub kind_name: &'static str,
@@ -174,6 +177,8 @@ fn kind_id(kind: ViolationKind) -> &'static str {
         ViolationKind::UseAfterFree => "use_after_free",
         ViolationKind::IdReuse => "id_reuse",
         ViolationKind::DoubleUse => "double_use",
+        ViolationKind::RegisterProgramming => "register_programming",
+        ViolationKind::LockDiscipline => "lock_discipline",
     }
 }
 

@@ -47,6 +47,13 @@ enum Command {
         /// higher `tid` in the trace adds PEs, up to 64.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=64))]
         pes: u8,
+        /// Also check Casemate's lock discipline: every write to a table's
+        /// memory made holding the lock associated with its root
+        /// (`set_root_lock`), and every root written to associated with a
+        /// lock. Off by default: a software convention, not an
+        /// architectural rule.
+        #[arg(long)]
+        locks: bool,
     },
     /// Run every workload under every policy (vmsa and the baselines) and
     /// cost profile on the model, and print a table of TLBIs, broadcast
@@ -201,9 +208,15 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Example { all_stores } => example::run(all_stores, &mut std::io::stdout().lock()),
-        Command::Check { file, pes, json } => std::process::exit(check::run(
+        Command::Check {
+            file,
+            pes,
+            json,
+            locks,
+        } => std::process::exit(check::run(
             &file,
             pes as usize,
+            locks,
             json,
             &mut std::io::stdout().lock(),
         )),

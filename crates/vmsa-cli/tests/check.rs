@@ -11,9 +11,14 @@ fn vmsa(args: &[&str]) -> Output {
 }
 
 fn sample(name: &str) -> String {
+    sample_in("casemate", name)
+}
+
+fn sample_in(dir: &str, name: &str) -> String {
     let path: PathBuf = [
         env!("CARGO_MANIFEST_DIR"),
-        "../vmsa-model/tests/data/casemate",
+        "../vmsa-model/tests/data",
+        dir,
         name,
     ]
     .iter()
@@ -67,10 +72,47 @@ fn missing_file_exits_2() {
 
 #[test]
 fn clean_trace_exits_0() {
-    let out = vmsa(&["check", &sample("good_bbm.log")]);
+    let out = vmsa(&["check", &sample("good_free_tree.log")]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("21 records, 0 violations"), "{stdout}");
+    assert!(stdout.contains("13 records, 0 violations"), "{stdout}");
+}
+
+/// Casemate's `good_bbm` programs VTCR_EL2 = 0x10 (T0SZ 16 with SL0 0):
+/// not a consistent stage 2 geometry, which is a violation (exit 1), the
+/// only one.
+#[test]
+fn inconsistent_vtcr_exits_1() {
+    let out = vmsa(&["check", &sample("good_bbm.log")]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("21 records, 1 violation,"), "{stdout}");
+    assert!(
+        stdout.contains("register programming at 0x23f000") && stdout.contains("VTCR_EL2 = 0x10"),
+        "{stdout}"
+    );
+}
+
+/// Lock discipline is judged with `--locks` only.
+#[test]
+fn locks_flag_adds_casemates_lock_discipline() {
+    for name in ["bad_unlocked_write.log", "bad_no_assoc_lock.log"] {
+        let trace = sample_in("casemate-more", name);
+        let plain = vmsa(&["check", &trace]);
+        assert_eq!(
+            plain.status.code(),
+            Some(0),
+            "{name}: {}",
+            text(&plain.stdout)
+        );
+        let locks = vmsa(&["check", "--locks", &trace]);
+        let stdout = text(&locks.stdout);
+        assert_eq!(locks.status.code(), Some(1), "{name}: {stdout}");
+        assert!(stdout.contains("lock discipline at "), "{name}: {stdout}");
+    }
+    // A trace that keeps the discipline is clean with it too.
+    let out = vmsa(&["check", "--locks", &sample("good_free_tree.log")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
 #[test]
@@ -153,11 +195,13 @@ fn assert_estimates(report: &serde_json::Value) {
 }
 
 #[test]
-fn json_of_a_clean_trace_has_no_violations_and_both_estimates() {
+fn json_of_good_bbm_has_only_the_register_violation_and_both_estimates() {
     let (out, report) = json(&["check", "--json", &sample("good_bbm.log")]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(report["records"], 21);
-    assert_eq!(report["violations"].as_array().unwrap().len(), 0);
+    let violations = report["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "{report}");
+    assert_eq!(violations[0]["kind"], "register_programming");
     assert!(report["file"].as_str().unwrap().ends_with("good_bbm.log"));
     let costs = &report["costs"];
     assert_eq!(costs["tlbi_ops"], 1);

@@ -84,12 +84,19 @@ pub enum Reg {
     VtcrEl2,
     /// EL1&0 stage 1 TTBR0: base and ASID in bits [63:48].
     Ttbr0El1,
-    /// EL1&0 stage 1 geometry.
+    /// EL1&0 stage 1 TTBR1 (the upper VA range): base and ASID.
+    Ttbr1El1,
+    /// EL1&0 stage 1 geometry (T0SZ, T1SZ, A1).
     TcrEl1,
-    /// EL2 stage 1 base (no ASID without VHE).
+    /// EL2 stage 1 base; with HCR_EL2.E2H 1 (the EL2&0 regime) it carries
+    /// an ASID in bits [63:48], which are RES0 otherwise.
     Ttbr0El2,
+    /// The EL2&0 regime's TTBR1 (upper VA range, HCR_EL2.E2H 1 only).
+    Ttbr1El2,
     /// EL2 stage 1 geometry.
     TcrEl2,
+    /// Hypervisor configuration: E2H (bit 34) selects the EL2&0 regime.
+    HcrEl2,
     /// Any other register, by lower-case name (kept for trace round trips).
     Other(&'static str),
 }
@@ -104,16 +111,16 @@ impl Reg {
             "vttbr_el2" => Reg::VttbrEl2,
             "vtcr_el2" => Reg::VtcrEl2,
             "ttbr0_el1" => Reg::Ttbr0El1,
+            "ttbr1_el1" => Reg::Ttbr1El1,
             "tcr_el1" => Reg::TcrEl1,
             "ttbr0_el2" => Reg::Ttbr0El2,
+            "ttbr1_el2" => Reg::Ttbr1El2,
             "tcr_el2" => Reg::TcrEl2,
-            "hcr_el2" => Reg::Other("hcr_el2"),
+            "hcr_el2" => Reg::HcrEl2,
             "sctlr_el2" => Reg::Other("sctlr_el2"),
             "sctlr_el1" => Reg::Other("sctlr_el1"),
             "mair_el2" => Reg::Other("mair_el2"),
             "mair_el1" => Reg::Other("mair_el1"),
-            "ttbr1_el1" => Reg::Other("ttbr1_el1"),
-            "ttbr1_el2" => Reg::Other("ttbr1_el2"),
             _ => return None,
         })
     }
@@ -124,9 +131,12 @@ impl Reg {
             Reg::VttbrEl2 => "vttbr_el2",
             Reg::VtcrEl2 => "vtcr_el2",
             Reg::Ttbr0El1 => "ttbr0_el1",
+            Reg::Ttbr1El1 => "ttbr1_el1",
             Reg::TcrEl1 => "tcr_el1",
             Reg::Ttbr0El2 => "ttbr0_el2",
+            Reg::Ttbr1El2 => "ttbr1_el2",
             Reg::TcrEl2 => "tcr_el2",
+            Reg::HcrEl2 => "hcr_el2",
             Reg::Other(name) => name,
         }
     }
@@ -139,6 +149,8 @@ impl From<vmsa::effects::SysReg> for Reg {
             S::VttbrEl2 => Reg::VttbrEl2,
             S::VtcrEl2 => Reg::VtcrEl2,
             S::Ttbr0El1 => Reg::Ttbr0El1,
+            S::Ttbr1El1 => Reg::Ttbr1El1,
+            S::HcrEl2 => Reg::HcrEl2,
             S::TcrEl1 => Reg::TcrEl1,
             S::Ttbr0El2 => Reg::Ttbr0El2,
             S::TcrEl2 => Reg::TcrEl2,
@@ -242,6 +254,16 @@ pub enum Event {
         /// Bytes.
         size: u64,
     },
+    /// Casemate `mem-free`: the region stops being memory the software
+    /// tracks (the inverse of `mem-init`). Whatever it held is gone: a
+    /// table in it may no longer be walked, and no live entry may still
+    /// translate to it (both use after free).
+    MemFree {
+        /// First byte.
+        pa: u64,
+        /// Bytes.
+        size: u64,
+    },
     /// A data page (not a table) that stops belonging to whoever it was
     /// mapped for: no PE may translate to it any more.
     ReleaseData {
@@ -250,8 +272,10 @@ pub enum Event {
         /// Bytes.
         size: u64,
     },
-    /// Lock acquired (Casemate `lock`): accepted; lock discipline is not an
-    /// architectural rule.
+    /// Lock acquired (Casemate `lock`, or a `trylock` that succeeded: that
+    /// record is only traced when it took the lock). Lock discipline is not
+    /// an architectural rule: it is checked only on request
+    /// ([`Config::locks`](crate::Config::locks)).
     Lock {
         /// Lock address.
         addr: u64,

@@ -52,6 +52,14 @@ pub struct Scope {
     pub range: Option<(u64, u64)>,
     /// `true` when the address is an IPA (stage 2 operations).
     pub by_ipa: bool,
+    /// For operations by VA: whether the VA is in the upper (TTBR1) range.
+    /// A TLBI by VA names one VA, and a VA is translated by TTBR0 or by
+    /// TTBR1 by its top bits, so it removes entries of one of the two
+    /// tables only. The operand holds VA[55:12]; VA[55] (bit 43) selects
+    /// the range. For range forms (BaseADDR holds VA[48:12] with 4 KiB
+    /// pages) VA[48] is taken, which selects the range of 48-bit spaces.
+    /// `None` when not by VA.
+    pub upper: Option<bool>,
     /// Last-level forms: walk-cache entries are not removed.
     pub leaf_only: bool,
     /// TTL hint: only entries at this level need be removed.
@@ -97,9 +105,14 @@ fn range_operand(xt: u64, by_ipa: bool) -> (Option<(u64, u64)>, Option<u8>, bool
     let num = xt >> 39 & 0x1f;
     let ttl = (xt >> 37 & 0b11) as u8;
     let base_field = xt & ((1 << 37) - 1);
-    // BaseADDR holds VA[48:12] (or IPA[48:12]) for the 4 KiB granule.
-    let _ = by_ipa;
-    let start = base_field * PAGE;
+    // BaseADDR holds VA[48:12] (or IPA[48:12]) for the 4 KiB granule. The
+    // model's VAs are VA[47:0] (VA[48] selects the range, see
+    // `Scope::upper`).
+    let start = if by_ipa {
+        base_field * PAGE
+    } else {
+        (base_field * PAGE) & ((1 << 48) - 1)
+    };
     let pages = (num + 1) << (5 * scale + 1);
     let end = start.saturating_add(pages * PAGE);
     let level = if ttl == 0 { None } else { Some(ttl) };
@@ -118,11 +131,14 @@ impl Scope {
         let ipa = (xt & ((1 << 40) - 1)) << 12;
         let (ttl_level, ttl_void) = ttl4(xt >> 44 & 0xf);
         let one = |a: u64| Some((a, a + PAGE));
+        let va_upper = Some(xt >> 43 & 1 == 1);
+        let range_upper = Some(xt >> 36 & 1 == 1);
         let mut s = Scope {
             target: Target::Vmid(vmid),
             asid: AsidMatch::Any,
             range: None,
             by_ipa: false,
+            upper: None,
             leaf_only: false,
             level: None,
             kinds: kinds::STAGE1,
@@ -133,10 +149,12 @@ impl Scope {
             Vae1 | Vae1is | Vale1 | Vale1is => {
                 s.asid = AsidMatch::OrGlobal(asid);
                 s.range = one(va);
+                s.upper = va_upper;
                 (s.level, s.void) = (ttl_level, ttl_void);
             }
             Vaae1 | Vaae1is | Vaale1 | Vaale1is => {
                 s.range = one(va);
+                s.upper = va_upper;
                 (s.level, s.void) = (ttl_level, ttl_void);
             }
             Aside1 | Aside1is => s.asid = AsidMatch::Only(asid),
@@ -154,16 +172,23 @@ impl Scope {
             }
             Vae2 | Vae2is | Vale2 | Vale2is => {
                 s.target = Target::El2;
+                // With HCR_EL2.E2H 1 the operand's ASID field selects the
+                // EL2&0 regime's ASID (entries without one, E2H 0, ignore
+                // it).
+                s.asid = AsidMatch::OrGlobal(asid);
                 s.range = one(va);
+                s.upper = va_upper;
                 (s.level, s.void) = (ttl_level, ttl_void);
             }
             Alle2 | Alle2is => s.target = Target::El2,
             Rvae1 | Rvae1is | Rvale1 | Rvale1is => {
                 s.asid = AsidMatch::OrGlobal(asid);
                 (s.range, s.level, s.void) = range_operand(xt, false);
+                s.upper = range_upper;
             }
             Rvaae1 | Rvaae1is | Rvaale1 | Rvaale1is => {
                 (s.range, s.level, s.void) = range_operand(xt, false);
+                s.upper = range_upper;
             }
             Ripas2e1 | Ripas2e1is | Ripas2le1 | Ripas2le1is => {
                 s.kinds = kinds::STAGE2_ONLY;

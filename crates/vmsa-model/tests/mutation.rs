@@ -1,5 +1,6 @@
 //! Mutation: the library's sequences for map, unmap, protect, split and
-//! collapse on live stage 2, EL1 stage 1 and EL2 tables are clean in the
+//! collapse on live stage 2, EL1 stage 1 (TTBR0 and TTBR1) and EL2 tables
+//! are clean in the
 //! model; removing or weakening any one TLBI or DSB of them must make the
 //! checker report a violation, unless the model shows it redundant, and
 //! every such redundancy is pinned here (and explained in the notes). A
@@ -12,12 +13,21 @@ use vmsa::tlbi::{OperandKind, RangeOperand};
 use vmsa::{
     Ap, Arena, Asid, Basic, Capabilities, Effect, El1Stage1, El2Stage1, Geometry, Granule,
     Invalidator, Ipa, MapOptions, Pa, Planner, Profile, Recorder, S2ap, Stage1Attrs, Stage2,
-    Stage2Attrs, SysReg, Table, TlbiOp, Va, Vmid,
+    Stage2Attrs, SysReg, Table, TlbiOp, Va, VaRange, Vmid,
 };
 use vmsa_model::{Config, Event, Machine, Origin};
 
 const K: u64 = 4096;
 const M2: u64 = 2 << 20;
+
+/// The upper (TTBR1) VA range of a 48-bit space starts here.
+const UPPER: u64 = 0xffff_0000_0000_0000;
+
+/// An address `x` into the upper VA range.
+#[allow(non_snake_case)]
+fn HiVa(x: u64) -> Va {
+    Va(UPPER + x)
+}
 
 /// A scenario: the effects that set a live table up, and those of one
 /// operation followed by `flush`.
@@ -154,6 +164,21 @@ fn all_scenarios(inv: fn() -> Box<dyn Invalidator>) -> Vec<Scenario> {
         s1_rw,
         s1_rw.read_only(),
         "EL1 stage 1:"
+    ));
+    // The same on a TTBR1_EL1 table: the upper VA range (TCR_EL1.T1SZ, A1
+    // set by the library), tagged by the ASID.
+    v.extend(scenarios!(
+        inv,
+        El1Stage1 {
+            range: VaRange::Upper,
+            ..El1Stage1::new(Asid(9))
+        },
+        Geometry::stage1(Granule::K4, 48).unwrap(),
+        HiVa,
+        Ipa,
+        s1_rw,
+        s1_rw.read_only(),
+        "EL1 TTBR1:"
     ));
     let el2_rw = Stage1Attrs {
         ap: Ap::ReadWrite,
@@ -379,10 +404,12 @@ enum Finding {
     AddressStillInTheBlock,
 }
 
-/// Whether the TLBI operand's address (in pages) and the page after it lie
-/// in the same one of the scenarios' 2 MiB blocks.
+/// Whether the TLBI operand's address and the page after it lie in the
+/// same one of the scenarios' 2 MiB blocks.
 fn same_block(operand: u64) -> bool {
-    let page = operand & ((1 << 40) - 1);
+    // VA[47:12] (or IPA[47:12]): the offset into the scenario's range,
+    // lower or upper (TTBR1's VA[55:48] are all ones).
+    let page = operand & ((1 << 36) - 1);
     let at = page * K;
     at + K < 2 * M2 && at / M2 == (at + K) / M2
 }
@@ -479,7 +506,7 @@ fn mutate(inv: fn() -> Box<dyn Invalidator>) -> std::collections::BTreeSet<(Find
     findings
 }
 
-const REGIMES: [&str; 3] = ["stage 2", "EL1 stage 1", "EL2"];
+const REGIMES: [&str; 4] = ["stage 2", "EL1 stage 1", "EL1 TTBR1", "EL2"];
 
 #[test]
 fn basic_sequences_are_clean_and_every_tlbi_and_dsb_matters_or_is_a_known_finding() {
@@ -525,4 +552,56 @@ fn planner_sequences_are_clean_and_minimal() {
             );
         }
     }
+}
+
+/// A live TTBR1_EL1 table: unmapping a page without its TLBI leaves a
+/// stale translation the checker reports; with the library's TLBI (by the
+/// upper VA) it is clean. A TLBI by the same VA offset in the lower range
+/// (TTBR0's VA) does not remove it.
+#[test]
+fn ttbr1_unmap_without_tlbi_is_reported() {
+    let s = all_scenarios(|| Box::new(Basic::default()))
+        .into_iter()
+        .find(|s| s.name == "EL1 TTBR1: unmap pages")
+        .expect("scenario");
+    assert!(
+        s.setup.iter().any(|e| matches!(
+            e,
+            Effect::SysReg {
+                reg: vmsa::SysReg::Ttbr1El1,
+                ..
+            }
+        )),
+        "the table is installed in TTBR1_EL1"
+    );
+    let clean = check(&s.setup, &s.op);
+    assert!(clean.is_empty(), "{clean:#?}");
+    let tlbi = |e: &Effect| matches!(e, Effect::Tlbi { .. });
+    assert!(s.op.iter().any(tlbi));
+    let without: Vec<Effect> = s.op.iter().filter(|e| !tlbi(e)).copied().collect();
+    let found = check(&s.setup, &without);
+    assert!(
+        found.iter().any(|v| v.starts_with("stale translation")),
+        "no stale translation: {found:#?}"
+    );
+    assert!(
+        found.iter().any(|v| v.contains("0xffff0000004")),
+        "the upper VA is named: {found:#?}"
+    );
+    // The TLBIs aimed at the lower range's VAs (VA[55] clear) miss it.
+    let lower: Vec<Effect> =
+        s.op.iter()
+            .map(|e| match *e {
+                Effect::Tlbi { op, operand } => Effect::Tlbi {
+                    op,
+                    operand: operand & !(1 << 43),
+                },
+                e => e,
+            })
+            .collect();
+    let found = check(&s.setup, &lower);
+    assert!(
+        !found.is_empty(),
+        "a lower-range TLBI removed TTBR1 entries"
+    );
 }

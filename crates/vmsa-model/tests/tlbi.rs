@@ -532,6 +532,7 @@ fn capacity_eviction_forgets_stale_entries() {
     let mut m = Machine::new(Config {
         pes: 2,
         capacity: Some(0),
+        ..Config::default()
     });
     let mut seq = 0;
     let mut ev = |m: &mut Machine, e: Event| {

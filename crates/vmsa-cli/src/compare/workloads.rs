@@ -223,7 +223,11 @@ impl Env {
     ) -> Env {
         let pes = pes.max(2);
         let mut e = Env {
-            m: Machine::new(vmsa_model::Config { pes, capacity }),
+            m: Machine::new(vmsa_model::Config {
+                pes,
+                capacity,
+                ..vmsa_model::Config::default()
+            }),
             t: None,
             pes,
             vcpus: Vec::new(),

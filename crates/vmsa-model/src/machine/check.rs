@@ -25,6 +25,17 @@ pub enum ViolationKind {
     IdReuse,
     /// One table page linked into two trees (or twice into one).
     DoubleUse,
+    /// A system register programmed against the architecture's rules for
+    /// it, as far as the input shows the registers: a RES0 field set (an
+    /// ASID in TTBR0_EL2 while HCR_EL2.E2H is 0, VMID bits beyond the
+    /// VMID size, BADDR bits below the root's alignment), or a stage 2
+    /// geometry (VTCR_EL2) that is not a consistent configuration.
+    RegisterProgramming,
+    /// Casemate's lock discipline, checked only on request
+    /// ([`Config::locks`](crate::Config::locks)): a write to a table's
+    /// memory by a PE that does not hold the lock of its tree's root, or to
+    /// a tree whose root has no lock.
+    LockDiscipline,
 }
 
 impl ViolationKind {
@@ -37,6 +48,8 @@ impl ViolationKind {
             ViolationKind::UseAfterFree => "use after free",
             ViolationKind::IdReuse => "VMID/ASID reuse",
             ViolationKind::DoubleUse => "table page used twice",
+            ViolationKind::RegisterProgramming => "register programming",
+            ViolationKind::LockDiscipline => "lock discipline",
         }
     }
 }

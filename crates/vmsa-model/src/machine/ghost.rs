@@ -104,17 +104,10 @@ impl Ghost {
         if scope.void {
             return false;
         }
-        let ctx = match (scope.target, self.key) {
-            (Target::El2, Key::El2) => true,
-            (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
-            (Target::Vmid(v), Key::Vmid(w)) => v == w,
-            (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
-            _ => false,
-        };
-        if !ctx {
+        if !target_hits(scope.target, self.key) {
             return false;
         }
-        if let Key::Asid { asid, .. } = self.key {
+        if let Some(asid) = self.key.asid() {
             let ok = match scope.asid {
                 AsidMatch::Any => true,
                 AsidMatch::OrGlobal(a) => self.global() || a == asid,
@@ -129,6 +122,13 @@ impl Ghost {
         }
         if scope.level.is_some_and(|l| l != self.level) {
             return false;
+        }
+        // A TLBI by VA names a VA of one range: stage 1 entries of the
+        // other range's table are not at that VA.
+        if let Some(upper) = scope.upper {
+            if !matches!(self.key, Key::Vmid(_)) && upper != self.key.upper() {
+                return false;
+            }
         }
         match scope.range {
             None => true,
@@ -350,6 +350,18 @@ pub fn kinds_of(stage: Stage, leaf: bool) -> u8 {
         (Stage::Stage2, true) => kinds::STAGE2_ONLY | kinds::COMBINED,
         (Stage::Stage2, false) => kinds::STAGE2_ONLY,
         _ => kinds::STAGE1,
+    }
+}
+
+/// Whether an operation on `target` acts on entries tagged `key` (the
+/// regime and VMID; ASIDs and addresses are matched apart).
+pub fn target_hits(target: Target, key: Key) -> bool {
+    match (target, key) {
+        (Target::El2, Key::El2 | Key::El20 { .. }) => true,
+        (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. } | Key::Asid1 { .. }) => true,
+        (Target::Vmid(v), Key::Vmid(w)) => v == w,
+        (Target::Vmid(v), Key::Asid { vmid, .. } | Key::Asid1 { vmid, .. }) => v == vmid,
+        _ => false,
     }
 }
 

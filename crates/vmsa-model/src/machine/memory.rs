@@ -19,24 +19,84 @@ pub type TreeId = usize;
 pub enum Key {
     /// A stage 2 table: its VMID.
     Vmid(u16),
-    /// An EL1&0 stage 1 table: the VMID it runs under and its ASID.
+    /// An EL1&0 stage 1 table in TTBR0_EL1 (the lower VA range): the VMID
+    /// it runs under and its ASID.
     Asid {
         /// VMID (from VTTBR_EL2 when the table was installed).
         vmid: u16,
-        /// ASID (TTBR0_EL1[63:48]).
+        /// ASID (TTBR0_EL1[63:48], or TTBR1_EL1's when TCR_EL1.A1 is 1).
         asid: u16,
     },
-    /// The EL2 regime (no ASID without VHE): one key for every EL2 table.
+    /// An EL1&0 stage 1 table in TTBR1_EL1 (the upper VA range). A key of
+    /// its own: TTBR0 and TTBR1 tables share the ASID (TCR_EL1.A1 picks
+    /// whose), so entries of both carry it and ASID-based invalidation
+    /// removes both, but they translate disjoint VA ranges and are two
+    /// trees, not one tag handed between trees.
+    Asid1 {
+        /// VMID (from VTTBR_EL2 when the table was installed).
+        vmid: u16,
+        /// ASID (TTBR0_EL1[63:48] by default, TTBR1_EL1's when A1 is 1).
+        asid: u16,
+    },
+    /// The EL2 regime with HCR_EL2.E2H 0 (no ASID, only TTBR0_EL2): one key
+    /// for every EL2 table.
     El2,
+    /// The EL2&0 regime (HCR_EL2.E2H 1): TTBR0_EL2 (`upper` false) or
+    /// TTBR1_EL2 (`upper` true), with the ASID of TTBR0_EL2 (TTBR1_EL2's
+    /// when TCR_EL2.A1 is 1).
+    El20 {
+        /// ASID.
+        asid: u16,
+        /// The TTBR1_EL2 (upper VA range) table.
+        upper: bool,
+    },
 }
 
 impl Key {
-    /// The stage this key's trees translate.
+    /// The stage (descriptor format) this key's trees translate. The
+    /// EL2&0 regime uses the EL1&0 stage 1 format (two privilege levels,
+    /// nG).
     pub fn stage(self) -> Stage {
         match self {
             Key::Vmid(_) => Stage::Stage2,
-            Key::Asid { .. } => Stage::El1Stage1,
+            Key::Asid { .. } | Key::Asid1 { .. } | Key::El20 { .. } => Stage::El1Stage1,
             Key::El2 => Stage::El2Stage1,
+        }
+    }
+
+    /// Whether the tables translate the upper VA range (TTBR1). Their input
+    /// addresses in the model are VA[47:0]: the upper range of a 48-bit
+    /// space is `0xffff_0000_0000_0000 + IA`, and a smaller one ends at the
+    /// same place (its root sits at the top of the 48-bit index space).
+    pub fn upper(self) -> bool {
+        matches!(self, Key::Asid1 { .. } | Key::El20 { upper: true, .. })
+    }
+
+    /// The ASID the entries are tagged with, for keys that have one.
+    pub fn asid(self) -> Option<u16> {
+        match self {
+            Key::Asid { asid, .. } | Key::Asid1 { asid, .. } | Key::El20 { asid, .. } => Some(asid),
+            Key::Vmid(_) | Key::El2 => None,
+        }
+    }
+
+    /// The same regime and VA range as `other` (tags of one space).
+    pub fn same_space(self, other: Key) -> bool {
+        match (self, other) {
+            (Key::Asid { vmid: a, .. }, Key::Asid { vmid: b, .. })
+            | (Key::Asid1 { vmid: a, .. }, Key::Asid1 { vmid: b, .. }) => a == b,
+            (Key::El20 { upper: a, .. }, Key::El20 { upper: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+
+    /// An input address of this key's trees as software writes it: the
+    /// upper range's VAs have bits [63:48] set.
+    pub fn full_address(self, ia: u64) -> u64 {
+        if self.upper() {
+            ia | 0xffff_0000_0000_0000
+        } else {
+            ia
         }
     }
 }
@@ -46,7 +106,13 @@ impl core::fmt::Display for Key {
         match self {
             Key::Vmid(v) => write!(f, "VMID {v}"),
             Key::Asid { vmid, asid } => write!(f, "ASID {asid} (VMID {vmid})"),
+            Key::Asid1 { vmid, asid } => write!(f, "ASID {asid} (VMID {vmid}, TTBR1_EL1)"),
             Key::El2 => write!(f, "the EL2 regime"),
+            Key::El20 { asid, upper } => write!(
+                f,
+                "ASID {asid} of the EL2&0 regime ({})",
+                if *upper { "TTBR1_EL2" } else { "TTBR0_EL2" }
+            ),
         }
     }
 }
@@ -122,6 +188,18 @@ impl Tree {
     pub fn live(&self) -> bool {
         self.installed && !self.released
     }
+
+    /// Input address of the first entry of the first root page: 0, except
+    /// for a TTBR1 table whose root covers less than the 48-bit space,
+    /// which sits at the top of it (see [`Key::upper`]).
+    pub fn root_base(&self) -> u64 {
+        if self.key.is_some_and(Key::upper) {
+            let span = ENTRIES as u64 * entry_size(self.start_level) * self.root_pages as u64;
+            (1u64 << 48).saturating_sub(span)
+        } else {
+            0
+        }
+    }
 }
 
 /// Table memory and the trees in it.
@@ -187,22 +265,25 @@ impl Memory {
         self.forget_zeroed(page, page.saturating_add(PAGE));
     }
 
-    /// Whether memory at `pa` exists.
-    pub fn exists(&self, pa: u64) -> bool {
-        let page = pa & !(PAGE - 1);
-        self.pages.contains_key(&page) || self.zeroed.iter().any(|&(s, e)| s <= page && page < e)
-    }
-
-    /// The pages kept one by one in `[start, end)`, ascending.
+    /// The pages of table memory in `[start, end)`, in address order: the
+    /// pages a release of that range touches, found without stepping
+    /// through a huge range page by page.
     pub fn pages_in(&self, start: u64, end: u64) -> Vec<u64> {
+        let first = start & !(PAGE - 1);
         let mut v: Vec<u64> = self
             .pages
             .keys()
             .copied()
-            .filter(|&p| start <= p && p < end)
+            .filter(|&p| p >= first && p < end)
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// Whether memory at `pa` exists.
+    pub fn exists(&self, pa: u64) -> bool {
+        let page = pa & !(PAGE - 1);
+        self.pages.contains_key(&page) || self.zeroed.iter().any(|&(s, e)| s <= page && page < e)
     }
 
     /// `[start, end)` (page aligned) is zeroed table memory, however large:
@@ -265,7 +346,7 @@ impl Memory {
     /// Links the pages of `tree`'s root with its geometry.
     pub fn link_root(&mut self, tree: TreeId) {
         let t = &self.trees[tree];
-        let (root, level, pages) = (t.root, t.start_level, t.root_pages);
+        let (root, level, pages, first) = (t.root, t.start_level, t.root_pages, t.root_base());
         let span = ENTRIES as u64 * entry_size(level);
         let mut leaves = 0;
         for i in 0..pages as u64 {
@@ -276,7 +357,7 @@ impl Memory {
                 Link {
                     tree,
                     level,
-                    base: i * span,
+                    base: first + i * span,
                     parent: None,
                 },
             );
@@ -442,14 +523,18 @@ impl Memory {
     ) {
         let t = &self.trees[tree];
         let span = ENTRIES as u64 * entry_size(t.start_level);
+        let first = t.root_base();
+        if start < first {
+            f(start, end.min(first), None);
+        }
         for i in 0..t.root_pages as u64 {
-            let base = i * span;
+            let base = first + i * span;
             let (s, e) = (start.max(base), end.min(base.saturating_add(span)));
             if s < e {
                 self.translate_in(t.stage, t.root + i * PAGE, t.start_level, base, s, e, f);
             }
         }
-        let top = t.root_pages as u64 * span;
+        let top = first + t.root_pages as u64 * span;
         if end > top {
             f(start.max(top), end, None);
         }

@@ -51,6 +51,12 @@ pub struct Config {
     /// evicted. `None` (the default): entries stay until invalidated,
     /// which is the strictest judge.
     pub capacity: Option<usize>,
+    /// Check Casemate's lock discipline too ([`ViolationKind::LockDiscipline`]):
+    /// a table's memory written only by a PE holding the lock associated
+    /// with its root (`set_root_lock`), and no such write to a tree whose
+    /// root has no lock. Off by default: it is a convention of the software
+    /// Casemate was written for, not an architectural rule.
+    pub locks: bool,
 }
 
 impl Default for Config {
@@ -58,6 +64,7 @@ impl Default for Config {
         Config {
             pes: 4,
             capacity: None,
+            locks: false,
         }
     }
 }
@@ -69,15 +76,79 @@ struct Pe {
     vttbr: u64,
     vtcr: u64,
     ttbr0_el1: u64,
+    ttbr1_el1: u64,
     tcr_el1: u64,
     ttbr0_el2: u64,
+    ttbr1_el2: u64,
     tcr_el2: u64,
+    /// HCR_EL2, once the input has written it: register rules that depend
+    /// on it (E2H) are only judged on a value the software gave.
+    hcr: Option<u64>,
+    /// VTCR_EL2 was written (a geometry never programmed is not judged:
+    /// the model then walks from level 0, one root page).
+    vtcr_written: bool,
+    /// The current VTCR_EL2 value has been reported inconsistent (once per
+    /// value written).
+    vtcr_reported: bool,
     pending: Vec<PendingTlbi>,
 }
+
+/// TTBR BADDR field bits [47:12] (roots are 4 KiB aligned in the model).
+const BADDR: u64 = 0x0000_ffff_ffff_f000;
 
 impl Pe {
     fn vmid(&self) -> u16 {
         (self.vttbr >> 48) as u16
+    }
+
+    /// HCR_EL2.E2H (bit 34): the EL2&0 regime, with ASIDs and TTBR1_EL2.
+    fn e2h(&self) -> bool {
+        self.hcr.is_some_and(|h| h >> 34 & 1 == 1)
+    }
+
+    /// The ASID of the EL1&0 regime: TTBR1_EL1's when TCR_EL1.A1 (bit 22)
+    /// is 1, else TTBR0_EL1's.
+    fn el1_asid(&self) -> u16 {
+        let ttbr = if self.tcr_el1 >> 22 & 1 == 1 {
+            self.ttbr1_el1
+        } else {
+            self.ttbr0_el1
+        };
+        (ttbr >> 48) as u16
+    }
+
+    /// The ASID of the EL2&0 regime: TTBR1_EL2's when TCR_EL2.A1 (bit 22,
+    /// E2H 1 layout) is 1, else TTBR0_EL2's.
+    fn el20_asid(&self) -> u16 {
+        let ttbr = if self.tcr_el2 >> 22 & 1 == 1 {
+            self.ttbr1_el2
+        } else {
+            self.ttbr0_el2
+        };
+        (ttbr >> 48) as u16
+    }
+
+    /// The key the table in TTBR0_EL1 (`upper` false) or TTBR1_EL1 runs
+    /// with.
+    fn el1_key(&self, upper: bool) -> Key {
+        let (vmid, asid) = (self.vmid(), self.el1_asid());
+        if upper {
+            Key::Asid1 { vmid, asid }
+        } else {
+            Key::Asid { vmid, asid }
+        }
+    }
+
+    /// The key the table in TTBR0_EL2 or TTBR1_EL2 runs with.
+    fn el2_key(&self, upper: bool) -> Key {
+        if self.e2h() {
+            Key::El20 {
+                asid: self.el20_asid(),
+                upper,
+            }
+        } else {
+            Key::El2
+        }
     }
 }
 
@@ -136,6 +207,13 @@ pub struct Machine {
     /// last completion point, per tree (`None`: too many, or memory
     /// changed under the tables otherwise: treat every range as written).
     written: Option<Vec<(TreeId, u64, u64)>>,
+    /// Casemate's lock bookkeeping, kept always, judged only with
+    /// [`Config::locks`]: root -> its lock (`set_root_lock`),
+    root_locks: HashMap<u64, u64>,
+    /// lock -> the PE holding it,
+    held: HashMap<u64, usize>,
+    /// descriptor -> the PE that owns it alone (`set_pte_thread_owner`).
+    thread_owner: HashMap<u64, usize>,
 }
 
 /// At most this many written ranges are kept between completion points.
@@ -167,33 +245,67 @@ fn mask(n: usize) -> u64 {
     }
 }
 
+/// Why a VTCR_EL2 value gives no stage 2 geometry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum VtcrProblem {
+    /// Architecturally valid, but not what the model walks (another
+    /// granule): not a violation; the model then walks from level 0.
+    Unsupported(&'static str),
+    /// Not a consistent configuration: the Arm ARM's VTCR_EL2.T0SZ and SL0
+    /// field descriptions say that values inconsistent with each other (and
+    /// the granule) make stage 2 walks generate a level 0 Translation fault,
+    /// and an out-of-range T0SZ is CONSTRAINED UNPREDICTABLE with that fault
+    /// among the permitted outcomes. Either way the tables are not what the
+    /// guest gets, so software relying on them is broken. Says what is
+    /// wrong.
+    Inconsistent(String),
+}
+
 /// Start level, concatenated root pages for stage 2 from VTCR_EL2 (T0SZ
-/// [5:0], SL0 [7:6], TG0 [15:14]; D24.2.224), or `None` when the value
-/// does not describe a 4 KiB-granule table the model supports.
-fn vtcr_geometry(vtcr: u64) -> Option<(u8, u8)> {
+/// [5:0], SL0 [7:6], TG0 [15:14]; D24.2.224).
+fn vtcr_geometry(vtcr: u64) -> Result<(u8, u8), VtcrProblem> {
     if vtcr >> 14 & 0b11 != 0 {
-        return None;
+        return Err(VtcrProblem::Unsupported(
+            "a granule other than 4 KiB (TG0 != 0)",
+        ));
     }
     let t0sz = (vtcr & 0x3f) as u32;
-    let ia_bits = 64u32.checked_sub(t0sz)?;
+    let ia_bits = 64 - t0sz;
     if !(16..=48).contains(&ia_bits) {
-        return None;
+        return Err(VtcrProblem::Inconsistent(format!(
+            "T0SZ {t0sz} gives a {ia_bits}-bit IPA space, outside the 16 to 48 bits a 4 KiB \
+             granule translates"
+        )));
     }
     let level = match vtcr >> 6 & 0b11 {
         0 => 2,
         1 => 1,
         2 => 0,
-        _ => return None,
+        _ => {
+            return Err(VtcrProblem::Inconsistent(
+                "SL0 0b11 is reserved with the 4 KiB granule (without FEAT_LPA2)".to_string(),
+            ))
+        }
     };
     // Bits one root page translates at that level.
     let page_bits = 12 + 9 * (4 - level as u32);
-    let pages = 1u32 << ia_bits.saturating_sub(page_bits);
+    let pages = 1u64 << ia_bits.saturating_sub(page_bits);
     // Too many concatenated pages, or so few bits that a lower start level
     // was required (D8.2.2): not a valid configuration.
-    if pages > 16 || ia_bits + 9 < page_bits && level < 2 {
-        return None;
+    if pages > 16 {
+        return Err(VtcrProblem::Inconsistent(format!(
+            "T0SZ {t0sz} ({ia_bits}-bit IPA) with SL0 starting at level {level} needs {pages} \
+             concatenated root tables, more than the 16 allowed: SL0 must start the walk at a \
+             lower level"
+        )));
     }
-    Some((level, pages as u8))
+    if ia_bits + 9 < page_bits && level < 2 {
+        return Err(VtcrProblem::Inconsistent(format!(
+            "T0SZ {t0sz} ({ia_bits}-bit IPA) is too small for a walk starting at level {level} \
+             (SL0): it must start at a higher level"
+        )));
+    }
+    Ok((level, pages as u8))
 }
 
 /// Start level for a stage 1 regime from TCR_ELx.T0SZ.
@@ -226,6 +338,9 @@ impl Machine {
             reported: HashSet::new(),
             completions: 0,
             written: Some(Vec::new()),
+            root_locks: HashMap::new(),
+            held: HashMap::new(),
+            thread_owner: HashMap::new(),
         }
     }
 
@@ -295,7 +410,10 @@ impl Machine {
         }
         if matches!(
             event,
-            Event::MemInit { .. } | Event::Release { .. } | Event::Hint(Hint::ReleaseTable { .. })
+            Event::MemInit { .. }
+                | Event::Release { .. }
+                | Event::MemFree { .. }
+                | Event::Hint(Hint::ReleaseTable { .. })
         ) {
             // Table memory may change without descriptor writes.
             self.written = None;
@@ -331,17 +449,34 @@ impl Machine {
                 }
             }
             Event::Write { pa, value, .. } => self.write(pe, pa & !7, value, origin),
-            Event::Read { .. } | Event::Lock { .. } => {}
+            Event::Read { .. } => {}
+            Event::Lock { addr } => self.lock(pe, addr, origin),
             Event::Barrier(b) => self.barrier(pe, b),
             Event::Tlbi { op, operand } => self.tlbi(pe, op, operand),
             Event::SysReg { reg, value } => self.sysreg(pe, reg, value, origin),
             Event::Hint(h) => match h {
-                Hint::SetRootLock { root, .. } => {
+                Hint::SetRootLock { root, lock } => {
                     let t = self.tree_at(root & !(PAGE - 1));
                     self.mem.trees[t].declared = true;
+                    self.root_locks.insert(root & !(PAGE - 1), lock);
                 }
-                Hint::ReleaseTable { page } => self.release_page(page, origin, "released"),
-                Hint::SetOwnerRoot { .. } | Hint::SetPteThreadOwner { .. } => {}
+                Hint::ReleaseTable { page } => {
+                    self.root_locks.remove(&(page & !(PAGE - 1)));
+                    self.release_page(page, origin, "released")
+                }
+                Hint::SetPteThreadOwner { location, value } => {
+                    // Casemate takes the value as a thread id; a negative
+                    // one (all ones) gives the descriptor back to its lock.
+                    match usize::try_from(value) {
+                        Ok(owner) if (value as i64) >= 0 => {
+                            self.thread_owner.insert(location & !7, owner);
+                        }
+                        _ => {
+                            self.thread_owner.remove(&(location & !7));
+                        }
+                    }
+                }
+                Hint::SetOwnerRoot { .. } => {}
             },
             Event::Release { pa, size } => {
                 let (start, end) = page_span(pa, size);
@@ -353,8 +488,25 @@ impl Machine {
                     self.mem.free_region(start, end);
                 }
             }
+            Event::MemFree { pa, size } => {
+                // Tables in it die; then nothing may translate to it.
+                // (A release of any size, as above.)
+                let (start, end) = page_span(pa, size);
+                for page in self.pages_touched(start, end) {
+                    self.release_page(page, origin, "freed");
+                    self.mem.free_page(page);
+                }
+                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
+                    self.mem.free_region(start, end);
+                }
+                self.release_data(pa, size, origin);
+            }
             Event::ReleaseData { pa, size } => self.release_data(pa, size, origin),
-            Event::Unlock { .. } | Event::Complete => self.completion_point(origin),
+            Event::Unlock { addr } => {
+                self.unlock(pe, addr, origin);
+                self.completion_point(origin)
+            }
+            Event::Complete => self.completion_point(origin),
         }
     }
 
@@ -392,6 +544,11 @@ impl Machine {
 
     fn write(&mut self, pe: usize, pa: u64, value: u64, at: Origin) {
         let slot = self.mem.slot(pa);
+        if self.config.locks {
+            if let Some(slot) = slot {
+                self.check_locked(pe, pa, slot.tree, at);
+            }
+        }
         let since = self
             .mem
             .page(pa)
@@ -685,7 +842,7 @@ impl Machine {
                  it needed {} completed by a DSB ISH before this write",
                 value,
                 addr_name(key.stage()),
-                ia,
+                key.full_address(ia),
                 pe_list(g.holder_mask()),
                 describe(g),
                 g.value,
@@ -900,17 +1057,17 @@ impl Machine {
 
     /// PEs that have `key` in their base registers now.
     fn running(&self, key: Key) -> u64 {
-        const BADDR: u64 = 0x0000_ffff_ffff_f000;
         let mut m = 0;
         for (i, pe) in self.pes.iter().enumerate() {
             let on = match key {
                 Key::Vmid(v) => pe.vttbr & BADDR != 0 && pe.vmid() == v,
-                Key::Asid { vmid, asid } => {
-                    pe.vmid() == vmid
-                        && pe.ttbr0_el1 & BADDR != 0
-                        && (pe.ttbr0_el1 >> 48) as u16 == asid
+                Key::Asid { .. } => pe.ttbr0_el1 & BADDR != 0 && pe.el1_key(false) == key,
+                Key::Asid1 { .. } => pe.ttbr1_el1 & BADDR != 0 && pe.el1_key(true) == key,
+                Key::El2 => !pe.e2h() && pe.ttbr0_el2 & BADDR != 0,
+                Key::El20 { upper, .. } => {
+                    let ttbr = if upper { pe.ttbr1_el2 } else { pe.ttbr0_el2 };
+                    ttbr & BADDR != 0 && pe.el2_key(upper) == key
                 }
-                Key::El2 => pe.ttbr0_el2 & BADDR != 0,
             };
             if on {
                 m |= 1 << i;
@@ -923,6 +1080,77 @@ impl Machine {
     /// only then can a PE run with that tag and use the ghost.
     fn owner_live(&self, g: &Ghost) -> bool {
         self.owners.get(&g.key) == Some(&g.tree) && self.mem.trees[g.tree].live()
+    }
+
+    // ----- Casemate's lock discipline (Config::locks) ------------------
+
+    /// PE `pe` takes `lock` (a `lock`, or a `trylock` that succeeded).
+    fn lock(&mut self, pe: usize, lock: u64, at: Origin) {
+        if let Some(&other) = self.held.get(&lock) {
+            if self.config.locks {
+                let why = format!(
+                    "PE {pe} takes lock {lock:#x}, which PE {other} already holds: two PEs in \
+                     one critical section"
+                );
+                self.report(ViolationKind::LockDiscipline, at, lock, 1 << pe, why);
+            }
+        }
+        self.held.insert(lock, pe);
+    }
+
+    /// PE `pe` releases `lock`.
+    fn unlock(&mut self, pe: usize, lock: u64, at: Origin) {
+        let holder = self.held.get(&lock).copied();
+        if holder == Some(pe) {
+            self.held.remove(&lock);
+            return;
+        }
+        if self.config.locks {
+            let why = match holder {
+                Some(other) => format!("PE {pe} releases lock {lock:#x}, which PE {other} holds"),
+                None => format!("PE {pe} releases lock {lock:#x}, which no PE holds"),
+            };
+            self.report(ViolationKind::LockDiscipline, at, lock, 1 << pe, why);
+        }
+    }
+
+    /// Casemate's rule for a write by `pe` to descriptor `pa` of `tree`: a
+    /// descriptor of an installed tree is written only by the PE that owns
+    /// it alone (`set_pte_thread_owner`) or, else, by a PE holding the lock
+    /// associated with the tree's root, and that root must have one.
+    fn check_locked(&mut self, pe: usize, pa: u64, tree: TreeId, at: Origin) {
+        let t = &self.mem.trees[tree];
+        if !t.live() {
+            // Not yet (or no longer) walked: Casemate tracks a tree from
+            // the write of its root to a TTBR.
+            return;
+        }
+        let root = t.root;
+        let why = if let Some(&owner) = self.thread_owner.get(&pa) {
+            (owner != pe)
+                .then(|| format!("PE {pe} writes descriptor {pa:#x}, which PE {owner} owns alone"))
+        } else {
+            match self.root_locks.get(&root) {
+                None => Some(format!(
+                    "PE {pe} writes descriptor {pa:#x} of the tree at {root:#x}, whose root has \
+                     no lock associated with it (set_root_lock)"
+                )),
+                Some(&lock) => match self.held.get(&lock) {
+                    Some(&h) if h == pe => None,
+                    Some(&h) => Some(format!(
+                        "PE {pe} writes descriptor {pa:#x} of the tree at {root:#x} while PE {h} \
+                         holds its lock {lock:#x}"
+                    )),
+                    None => Some(format!(
+                        "PE {pe} writes descriptor {pa:#x} of the tree at {root:#x} without \
+                         holding its lock {lock:#x}"
+                    )),
+                },
+            }
+        };
+        if let Some(why) = why {
+            self.report(ViolationKind::LockDiscipline, at, pa, 1 << pe, why);
+        }
     }
 
     // ----- barriers and TLBIs ------------------------------------------
@@ -1018,14 +1246,7 @@ impl Machine {
                 continue;
             }
             let Some(key) = t.key else { continue };
-            let ctx = match (scope.target, key) {
-                (Target::El2, Key::El2) => true,
-                (Target::AllVmids, Key::Vmid(_) | Key::Asid { .. }) => true,
-                (Target::Vmid(v), Key::Vmid(w)) => v == w,
-                (Target::Vmid(v), Key::Asid { vmid, .. }) => v == vmid,
-                _ => false,
-            };
-            if !ctx {
+            if !ghost::target_hits(scope.target, key) {
                 continue;
             }
             let kinds_here = scope.kinds & ghost::kinds_of(t.stage, true);
@@ -1057,15 +1278,23 @@ impl Machine {
     // ----- registers, trees, keys --------------------------------------
 
     fn sysreg(&mut self, pe: usize, reg: Reg, value: u64, at: Origin) {
-        const BADDR: u64 = 0x0000_ffff_ffff_f000;
         match reg {
-            Reg::VtcrEl2 => self.pes[pe].vtcr = value,
+            Reg::VtcrEl2 => {
+                let p = &mut self.pes[pe];
+                p.vtcr = value;
+                p.vtcr_written = true;
+                p.vtcr_reported = false;
+            }
             Reg::TcrEl1 => self.pes[pe].tcr_el1 = value,
             Reg::TcrEl2 => self.pes[pe].tcr_el2 = value,
+            // E2H is taken as the EL2 TTBRs are written (software sets it
+            // at boot, before it installs EL2 tables): tables installed
+            // before a change keep the key they were installed with.
+            Reg::HcrEl2 => self.pes[pe].hcr = Some(value),
             Reg::VttbrEl2 => {
+                let geometry = self.check_vttbr(pe, value, at);
                 self.leave(self.pes[pe].vttbr, value);
                 self.pes[pe].vttbr = value;
-                let geometry = vtcr_geometry(self.pes[pe].vtcr);
                 self.install(
                     value & BADDR,
                     Stage::Stage2,
@@ -1075,29 +1304,143 @@ impl Machine {
                 );
             }
             Reg::Ttbr0El2 => {
+                let p = &self.pes[pe];
+                if value >> 48 != 0 && p.hcr.is_some() && !p.e2h() {
+                    let why = format!(
+                        "TTBR0_EL2 = {value:#x} has ASID {:#x} in bits [63:48], but HCR_EL2 = \
+                         {:#x} has E2H 0: without the EL2&0 regime those bits are RES0 (TTBR0_EL2 \
+                         field descriptions); the EL2 regime has no ASIDs",
+                        value >> 48,
+                        p.hcr.unwrap_or(0)
+                    );
+                    self.report(
+                        ViolationKind::RegisterProgramming,
+                        at,
+                        value & BADDR,
+                        1 << pe,
+                        why,
+                    );
+                }
                 self.leave(self.pes[pe].ttbr0_el2, value);
                 self.pes[pe].ttbr0_el2 = value;
-                let geometry = tcr_geometry(self.pes[pe].tcr_el2);
-                self.install(value & BADDR, Stage::El2Stage1, Key::El2, geometry, at);
+                self.install_el2(pe, false, at);
+            }
+            Reg::Ttbr1El2 => {
+                self.leave(self.pes[pe].ttbr1_el2, value);
+                self.pes[pe].ttbr1_el2 = value;
+                // Without E2H no walk uses TTBR1_EL2 (the EL2 regime has
+                // one VA range).
+                if self.pes[pe].e2h() {
+                    self.install_el2(pe, true, at);
+                    if self.pes[pe].tcr_el2 >> 22 & 1 == 1 {
+                        // A1: TTBR1_EL2 holds the ASID of both tables.
+                        self.install_el2(pe, false, at);
+                    }
+                }
             }
             Reg::Ttbr0El1 => {
                 self.leave(self.pes[pe].ttbr0_el1, value);
                 self.pes[pe].ttbr0_el1 = value;
-                let geometry = tcr_geometry(self.pes[pe].tcr_el1);
-                let key = Key::Asid {
-                    vmid: self.pes[pe].vmid(),
-                    asid: (value >> 48) as u16,
-                };
-                self.install(value & BADDR, Stage::El1Stage1, key, geometry, at);
+                self.install_el1(pe, false, at);
+            }
+            Reg::Ttbr1El1 => {
+                self.leave(self.pes[pe].ttbr1_el1, value);
+                self.pes[pe].ttbr1_el1 = value;
+                self.install_el1(pe, true, at);
+                if self.pes[pe].tcr_el1 >> 22 & 1 == 1 {
+                    // A1: TTBR1_EL1 holds the ASID of both tables.
+                    self.install_el1(pe, false, at);
+                }
             }
             Reg::Other(_) => {}
+        }
+    }
+
+    /// The table in TTBR0_EL1 (`upper` false) or TTBR1_EL1 of `pe` may now
+    /// be walked, with TCR_EL1.T0SZ or T1SZ [21:16] giving its size.
+    fn install_el1(&mut self, pe: usize, upper: bool, at: Origin) {
+        let p = &self.pes[pe];
+        let (ttbr, tsz) = if upper {
+            (p.ttbr1_el1, p.tcr_el1 >> 16)
+        } else {
+            (p.ttbr0_el1, p.tcr_el1)
+        };
+        let key = p.el1_key(upper);
+        self.install(ttbr & BADDR, key.stage(), key, tcr_geometry(tsz), at);
+    }
+
+    /// The table in TTBR0_EL2 or (EL2&0 regime) TTBR1_EL2 of `pe` may now
+    /// be walked; TCR_EL2 has the TCR_EL1 layout (T1SZ [21:16]) with E2H.
+    fn install_el2(&mut self, pe: usize, upper: bool, at: Origin) {
+        let p = &self.pes[pe];
+        let (ttbr, tsz) = if upper {
+            (p.ttbr1_el2, p.tcr_el2 >> 16)
+        } else {
+            (p.ttbr0_el2, p.tcr_el2)
+        };
+        let key = p.el2_key(upper);
+        self.install(ttbr & BADDR, key.stage(), key, tcr_geometry(tsz), at);
+    }
+
+    /// The register rules of a VTTBR_EL2 write on `pe` with the VTCR_EL2
+    /// it has (reported as [`ViolationKind::RegisterProgramming`] when the
+    /// trace gave VTCR_EL2), and the stage 2 geometry to walk with (`None`:
+    /// from level 0, one page, as the model always did for a VTCR_EL2 it
+    /// cannot use; that keeps checking the tables' own discipline).
+    fn check_vttbr(&mut self, pe: usize, value: u64, at: Origin) -> Option<(u8, u8)> {
+        let p = &self.pes[pe];
+        let (vtcr, written) = (p.vtcr, p.vtcr_written);
+        let root = value & BADDR;
+        if root == 0 {
+            return vtcr_geometry(vtcr).ok();
+        }
+        let mut problems = Vec::new();
+        if written && vtcr >> 19 & 1 == 0 && value >> 56 != 0 {
+            problems.push(format!(
+                "VTTBR_EL2 = {value:#x} has VMID bits [63:56] set, but VTCR_EL2 = {vtcr:#x} has \
+                 VS 0 (8-bit VMIDs): those bits are RES0 (VTTBR_EL2 field descriptions)"
+            ));
+        }
+        let geometry = vtcr_geometry(vtcr);
+        // BADDR[x-1:1] are RES0, x being the root table's alignment; the
+        // model's stage 2 roots are at least one page (VTTBR_EL2.BADDR).
+        let pages = geometry.as_ref().map_or(1, |&(_, pages)| pages as u64);
+        let res0 = (pages * PAGE - 1) & !1;
+        if value & res0 != 0 {
+            problems.push(format!(
+                "VTTBR_EL2 = {value:#x} has bits [{}:1] set, below the {} KiB alignment of its \
+                 root table: BADDR's low bits are RES0 (VTTBR_EL2.BADDR)",
+                (pages * PAGE).trailing_zeros() - 1,
+                pages * 4
+            ));
+        }
+        if !problems.is_empty() {
+            let why = problems.join("; ");
+            self.report(ViolationKind::RegisterProgramming, at, root, 1 << pe, why);
+        }
+        match geometry {
+            Ok(g) => Some(g),
+            Err(VtcrProblem::Unsupported(_)) => None,
+            Err(VtcrProblem::Inconsistent(what)) => {
+                if written && !self.pes[pe].vtcr_reported {
+                    self.pes[pe].vtcr_reported = true;
+                    let why = format!(
+                        "VTTBR_EL2 = {value:#x} starts stage 2 walks with VTCR_EL2 = {vtcr:#x}, \
+                         which is not a consistent configuration: {what}. Stage 2 walks with it \
+                         may give a level 0 Translation fault instead of the tables' \
+                         translations (VTCR_EL2.T0SZ and SL0 field descriptions); the model goes \
+                         on checking the tables as walked from level 0 with one root page"
+                    );
+                    self.report(ViolationKind::RegisterProgramming, at, root, 1 << pe, why);
+                }
+                None
+            }
         }
     }
 
     /// A PE's base register changes from `old` to `new`: note when it
     /// left the tree it held.
     fn leave(&mut self, old: u64, new: u64) {
-        const BADDR: u64 = 0x0000_ffff_ffff_f000;
         if old == new || old & BADDR == 0 {
             return;
         }
@@ -1119,8 +1462,10 @@ impl Machine {
                 (Target::AllVmids, Key::Vmid(_)) => scope.kinds == kinds::ALL,
                 (Target::Vmid(v), Key::Vmid(w)) => v == w && scope.kinds == kinds::ALL,
                 // Stage 1 keys: every stage 1 entry of the VMID (and the ASID).
-                (Target::AllVmids, Key::Asid { .. }) => scope.kinds & kinds::STAGE1 != 0,
-                (Target::Vmid(v), Key::Asid { vmid, asid }) => {
+                (Target::AllVmids, Key::Asid { .. } | Key::Asid1 { .. }) => {
+                    scope.kinds & kinds::STAGE1 != 0
+                }
+                (Target::Vmid(v), Key::Asid { vmid, asid } | Key::Asid1 { vmid, asid }) => {
                     v == vmid
                         && scope.kinds & kinds::STAGE1 != 0
                         && match scope.asid {
@@ -1130,6 +1475,12 @@ impl Machine {
                         }
                 }
                 (Target::El2, Key::El2) => true,
+                (Target::El2, Key::El20 { asid, .. }) => match scope.asid {
+                    crate::scope::AsidMatch::Any => true,
+                    crate::scope::AsidMatch::Only(a) | crate::scope::AsidMatch::OrGlobal(a) => {
+                        a == asid
+                    }
+                },
                 _ => false,
             };
             if hit {
@@ -1266,8 +1617,14 @@ impl Machine {
     fn installed_on(&self, tree: &Tree) -> u64 {
         let mut m = 0;
         for (i, pe) in self.pes.iter().enumerate() {
-            let regs = [pe.vttbr, pe.ttbr0_el2, pe.ttbr0_el1];
-            if regs.iter().any(|&r| r & 0x0000_ffff_ffff_f000 == tree.root) {
+            let regs = [
+                pe.vttbr,
+                pe.ttbr0_el2,
+                pe.ttbr1_el2,
+                pe.ttbr0_el1,
+                pe.ttbr1_el1,
+            ];
+            if regs.iter().any(|&r| r & BADDR == tree.root) {
                 m |= 1 << i;
             }
         }
@@ -1312,6 +1669,7 @@ impl Machine {
                 // key until that key is invalidated.
                 let key = t.key.expect("live trees have a key");
                 let span = 512 * entry_size(t.start_level);
+                let first = t.root_base();
                 let before = self.ghosts.len();
                 for i in 0..t.root_pages as u64 {
                     let proto = Ghost {
@@ -1319,8 +1677,8 @@ impl Machine {
                         key,
                         stage: t.stage,
                         level: t.start_level,
-                        start: i * span,
-                        end: (i + 1) * span,
+                        start: first + i * span,
+                        end: first + (i + 1) * span,
                         cached: Cached::Walk { next: 0 },
                         holders: [0; 3],
                         slot: t.root + i * PAGE,
@@ -1335,7 +1693,7 @@ impl Machine {
                         reported: false,
                         clean_at: 0,
                     };
-                    self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, i * span);
+                    self.ghosts_below(&proto, t.root + i * PAGE, t.start_level, first + i * span);
                 }
                 let _ = before;
             }
@@ -1436,6 +1794,7 @@ impl Machine {
                 continue;
             }
             let span = 512 * entry_size(t.start_level) * t.root_pages as u64;
+            let first = t.root_base();
             let stage = t.stage;
             let root_pages = t.root_pages;
             let (root, level) = (t.root, t.start_level);
@@ -1444,7 +1803,7 @@ impl Machine {
                     stage,
                     root + i * PAGE,
                     level,
-                    i * span / root_pages as u64,
+                    first + i * span / root_pages as u64,
                     pa,
                     end,
                 )
@@ -1787,11 +2146,9 @@ impl Machine {
 /// Whether ghost `g` would be used by a PE running with tag `k` (global
 /// stage 1 entries match every ASID of their VMID).
 fn tag_matches(g: &Ghost, k: Key) -> bool {
-    match (g.key, k) {
-        (Key::Asid { vmid: a, asid: x }, Key::Asid { vmid: b, asid: y }) => {
-            a == b && (x == y || g.global())
-        }
-        (gk, k) => gk == k,
+    match (g.key.asid(), k.asid()) {
+        (Some(x), Some(y)) if g.key.same_space(k) => x == y || g.global(),
+        _ => g.key == k,
     }
 }
 
@@ -1904,15 +2261,20 @@ fn needed_tlbi(g: &Ghost) -> String {
             }
             parts.join(", then ")
         }
-        Key::Asid { asid, vmid } => format!(
+        Key::Asid { asid, vmid } | Key::Asid1 { asid, vmid } => format!(
             "TLBI {} for VA {:#x} (ASID {asid}, VMID {vmid})",
             if walk { "VAE1IS" } else { "VA(L)E1IS" },
-            g.start
+            g.key.full_address(g.start)
         ),
         Key::El2 => format!(
             "TLBI {} for VA {:#x}",
             if walk { "VAE2IS" } else { "VA(L)E2IS" },
             g.start
+        ),
+        Key::El20 { asid, .. } => format!(
+            "TLBI {} for VA {:#x} (ASID {asid} in the operand)",
+            if walk { "VAE2IS" } else { "VA(L)E2IS" },
+            g.key.full_address(g.start)
         ),
     }
 }

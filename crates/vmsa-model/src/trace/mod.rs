@@ -23,11 +23,12 @@
 //! | `mem-read (address A) (value V)` | [`Event::Read`](crate::Event::Read) |
 //! | `mem-init (address A) (size S)` | [`Event::MemInit`](crate::Event::MemInit) |
 //! | `mem-set (address A) (size S) (value BYTE)` | [`Event::MemSet`](crate::Event::MemSet) |
+//! | `mem-free (address A) (size S)` | [`Event::MemFree`](crate::Event::MemFree) |
 //! | `barrier dsb (kind K)`, `barrier isb`, `barrier dmb [(kind K)]` | [`Event::Barrier`](crate::Event::Barrier) |
-//! | `tlbi OP [(value V)]` | [`Event::Tlbi`](crate::Event::Tlbi) (operand 0 if absent) |
+//! | `tlbi OP [(value V)]`, `tlbi OP (addr A) [(level L)]` | [`Event::Tlbi`](crate::Event::Tlbi) (operand 0 if absent; `addr`/`level` folded into the operand) |
 //! | `sysreg-write` or `msr`, `(sysreg R) (value V)` | [`Event::SysReg`](crate::Event::SysReg) |
 //! | `hint (kind H) (location L) (value V)` | [`Event::Hint`](crate::Event::Hint) |
-//! | `lock (address A)`, `unlock (address A)` | [`Event::Lock`](crate::Event::Lock), [`Event::Unlock`](crate::Event::Unlock) |
+//! | `lock (address A)`, `trylock (address A)`, `unlock (address A)` | [`Event::Lock`](crate::Event::Lock) (a traced `trylock` is one that took the lock), [`Event::Unlock`](crate::Event::Unlock) |
 //! | `release-data (address A) (size S)` (vmsa extension) | [`Event::ReleaseData`](crate::Event::ReleaseData) |
 //! | `complete` (vmsa extension) | [`Event::Complete`](crate::Event::Complete) |
 //!

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::io::BufRead;
 
-use vmsa::tlbi::TlbiOp;
+use vmsa::tlbi::{OperandKind, TlbiOp};
 
 use crate::event::{Barrier, Domain, Event, Hint, Origin, Reg};
 
@@ -335,9 +335,13 @@ enum Key {
     Kind,
     SysReg,
     Location,
+    /// `addr` of a TLBI by address (the format's later spelling of `value`).
+    Addr,
+    /// `level` of a TLBI by address: the TTL hint given apart.
+    Level,
 }
 
-const N_KEYS: usize = 10;
+const N_KEYS: usize = 12;
 
 impl Key {
     fn from_name(text: &[u8]) -> Option<Key> {
@@ -352,6 +356,8 @@ impl Key {
             b"kind" => Key::Kind,
             b"sysreg" => Key::SysReg,
             b"location" => Key::Location,
+            b"addr" => Key::Addr,
+            b"level" => Key::Level,
             _ if text.iter().any(u8::is_ascii_uppercase) => {
                 let mut buf = [0u8; 32];
                 let lowered = lower(text, &mut buf);
@@ -377,6 +383,8 @@ impl Key {
             Key::Kind => "kind",
             Key::SysReg => "sysreg",
             Key::Location => "location",
+            Key::Addr => "addr",
+            Key::Level => "level",
         }
     }
 
@@ -722,6 +730,8 @@ impl<'a> Fields<'a> {
                 Key::Kind,
                 Key::SysReg,
                 Key::Location,
+                Key::Addr,
+                Key::Level,
             ][k];
             return Err(self.error_at(
                 self.keyed[k].start as usize,
@@ -807,7 +817,9 @@ enum Kind {
     Tlbi,
     SysReg,
     Hint,
+    MemFree,
     Lock,
+    TryLock,
     Unlock,
     ReleaseData,
     Complete,
@@ -820,11 +832,13 @@ impl Kind {
             b"mem-read" => Kind::MemRead,
             b"mem-init" => Kind::MemInit,
             b"mem-set" => Kind::MemSet,
+            b"mem-free" => Kind::MemFree,
             b"barrier" => Kind::Barrier,
             b"tlbi" => Kind::Tlbi,
             b"sysreg-write" | b"msr" => Kind::SysReg,
             b"hint" => Kind::Hint,
             b"lock" => Kind::Lock,
+            b"trylock" => Kind::TryLock,
             b"unlock" => Kind::Unlock,
             b"release-data" => Kind::ReleaseData,
             b"complete" => Kind::Complete,
@@ -850,8 +864,9 @@ impl Kind {
             | Kind::Barrier
             | Kind::Tlbi
             | Kind::SysReg
+            | Kind::MemFree
             | Kind::ReleaseData => 2,
-            Kind::Lock | Kind::Unlock => 1,
+            Kind::Lock | Kind::TryLock | Kind::Unlock => 1,
             Kind::Complete => 0,
         }
     }
@@ -982,9 +997,48 @@ fn interpret(f: &mut Fields<'_>) -> Result<Record, ParseError> {
                 .ok()
                 .and_then(tlbi_op)
                 .ok_or_else(|| f.unknown(item, "TLBI operation"))?;
-            let operand = match f.field(Key::Value) {
-                Some(item) => f.hex(item, "value")?,
-                None => 0,
+            // The operand register as `(value Xt)`, or (the format's later
+            // spelling) the address and the level apart: `(addr VA)
+            // (level L)`, folded into the operand as the instruction takes
+            // them (VA[55:12] in [43:0], IPA[51:12] in [39:0], the level
+            // as a 4 KiB-granule TTL hint in [47:44]).
+            let operand = if let Some(item) = f.keyed(Key::Addr) {
+                let addr = f.hex(item, "addr")?;
+                let ttl = match f.keyed(Key::Level) {
+                    Some(item) => {
+                        let level = f.hex(item, "level")?;
+                        if level > 3 {
+                            return Err(f.error_at(
+                                item.start as usize,
+                                "level: a translation level is 0 to 3",
+                            ));
+                        }
+                        // Level 0 is no hint for 4 KiB pages (TTL 0b0100 is
+                        // reserved): leave TTL 0.
+                        if level == 0 {
+                            0
+                        } else {
+                            0b0100 | level
+                        }
+                    }
+                    None => 0,
+                };
+                let page = match op.operand_kind() {
+                    OperandKind::Ipa => addr >> 12 & ((1 << 40) - 1),
+                    OperandKind::Range => {
+                        return Err(f.error_at(
+                            item.start as usize,
+                            "addr: a range TLBI takes its operand as (value Xt)",
+                        ))
+                    }
+                    _ => addr >> 12 & ((1 << 44) - 1),
+                };
+                page | ttl << 44
+            } else {
+                match f.field(Key::Value) {
+                    Some(item) => f.hex(item, "value")?,
+                    None => 0,
+                }
             };
             Event::Tlbi { op, operand }
         }
@@ -1036,7 +1090,13 @@ fn interpret(f: &mut Fields<'_>) -> Result<Record, ParseError> {
             };
             Event::Hint(hint)
         }
-        Kind::Lock => Event::Lock {
+        Kind::MemFree => Event::MemFree {
+            pa: f.require_hex(Key::Address)?,
+            size: f.require_hex(Key::Size)?,
+        },
+        // Casemate traces a `trylock` that took the lock (its record has
+        // only the address, like `lock`): the same acquisition.
+        Kind::Lock | Kind::TryLock => Event::Lock {
             addr: f.require_hex(Key::Address)?,
         },
         Kind::Unlock => Event::Unlock {
@@ -1189,7 +1249,7 @@ mod tests {
         assert_eq!(
             ev("(msr (id 0) (tid 0) (sysreg HCR_EL2) (value 1))"),
             Event::SysReg {
-                reg: Reg::Other("hcr_el2"),
+                reg: Reg::HcrEl2,
                 value: 1
             }
         );
@@ -1220,6 +1280,62 @@ mod tests {
             }
         );
         assert_eq!(ev("(complete (id 1) (tid 3))"), Event::Complete);
+    }
+
+    /// Every record kind Casemate writes (its `trace.c` and checker parser
+    /// name `mem-free` and `trylock` besides those of the format page).
+    #[test]
+    fn trylock_mem_free_and_split_tlbi_operands() {
+        assert_eq!(
+            ev("(trylock (id 3) (tid 1) (address 242000) (src \"a.c:9\"))"),
+            Event::Lock { addr: 0x242000 }
+        );
+        assert_eq!(ev("(trylock 3 1 42)"), Event::Lock { addr: 0x42 });
+        assert_eq!(
+            ev("(mem-free (id 4) (tid 0) (address 23f000) (size 1000))"),
+            Event::MemFree {
+                pa: 0x23f000,
+                size: 0x1000
+            }
+        );
+        assert_eq!(
+            ev("(mem-free 4 0 \"x\" 23f000 1000)"),
+            Event::MemFree {
+                pa: 0x23f000,
+                size: 0x1000
+            }
+        );
+        // `(addr A) (level L)`: VA[55:12] in [43:0], TTL 0b01LL in [47:44].
+        assert_eq!(
+            ev("(tlbi (id 5) (tid 0) vae2is (addr 0x40201000) (level 3))"),
+            Event::Tlbi {
+                op: TlbiOp::Vae2is,
+                operand: 0x40201 | 0b0111 << 44
+            }
+        );
+        assert_eq!(
+            ev("(tlbi (id 5) (tid 0) ipas2e1is (addr 0x8000_0000))"
+                .replace('_', "")
+                .as_str()),
+            Event::Tlbi {
+                op: TlbiOp::Ipas2e1is,
+                operand: 0x80000
+            }
+        );
+        // Level 0 is no hint with 4 KiB pages.
+        assert_eq!(
+            ev("(tlbi (id 5) (tid 0) vae2is (addr 1000) (level 0))"),
+            Event::Tlbi {
+                op: TlbiOp::Vae2is,
+                operand: 1
+            }
+        );
+        let e = err("(tlbi (id 5) (tid 0) vae2is (addr 1000) (level 4))");
+        assert!(e.message.contains("level"), "{e}");
+        let e = err("(tlbi (id 5) (tid 0) rvae1is (addr 1000))");
+        assert!(e.message.contains("range"), "{e}");
+        let e = err("(mem-free (id 4) (tid 0) (address 23f000))");
+        assert!(e.message.contains("missing field (size"), "{e}");
     }
 
     #[test]

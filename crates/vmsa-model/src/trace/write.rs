@@ -103,6 +103,10 @@ pub fn write_record(w: &mut impl Write, seq: u64, pe: usize, event: &Event) -> i
             }
             Ok(())
         }
+        Event::MemFree { pa, size } => writeln!(
+            w,
+            "(mem-free (id {id}) (tid {tid}) (address {pa:#x}) (size {size:#x}))"
+        ),
         Event::ReleaseData { pa, size } => writeln!(
             w,
             "(release-data (id {id}) (tid {tid}) (address {pa:#x}) (size {size:#x}))"
@@ -185,6 +189,22 @@ mod tests {
             Event::SysReg {
                 reg: Reg::Other("sctlr_el2"),
                 value: 1,
+            },
+            Event::SysReg {
+                reg: Reg::Ttbr1El1,
+                value: 0x5_0000_8000_0000,
+            },
+            Event::SysReg {
+                reg: Reg::Ttbr1El2,
+                value: 0x8000_0000,
+            },
+            Event::SysReg {
+                reg: Reg::HcrEl2,
+                value: 1 << 34,
+            },
+            Event::MemFree {
+                pa: 0x8000_2000,
+                size: 0x1000,
             },
             Event::Hint(Hint::SetRootLock {
                 root: 0x8000_0000,
