@@ -24,7 +24,7 @@ use crate::event::{Barrier, Event, Reg};
 use crate::{Key, Machine, Origin};
 
 /// A store in the order memory saw it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Hash)]
 pub struct Store {
     /// Location.
     pub pa: u64,
@@ -35,7 +35,7 @@ pub struct Store {
 }
 
 /// One thread's architectural state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Thread {
     /// Next instruction (`None`: finished).
     pub pc: Option<u64>,
@@ -59,6 +59,10 @@ pub struct Thread {
     pub dsb_mark: usize,
     /// Instructions executed.
     pub steps: u32,
+    /// A TLBI issued and not yet completed by a DSB.
+    pub tlbi_pending: bool,
+    /// The store log's length when the PE last completed its own TLBI.
+    pub tlbi_done: Option<usize>,
 }
 
 /// The whole machine at one point of an interleaving.
@@ -176,9 +180,23 @@ impl State {
                 walk_lb: 0,
                 dsb_mark: 0,
                 steps: 0,
+                tlbi_pending: false,
+                tlbi_done: None,
             });
         }
         s
+    }
+
+    /// A hash of everything that decides what can happen from here on
+    /// (not the trace, nor the machine's sequence numbers).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.mem.hash(&mut h);
+        self.log.hash(&mut h);
+        self.threads.hash(&mut h);
+        self.machine.fingerprint(&mut h);
+        h.finish()
     }
 
     fn event(&mut self, pe: usize, e: Event) {
@@ -238,7 +256,8 @@ impl State {
         };
         let now = self.walk_at(self.log.len(), root, va);
         add(&mut out, now, "the tables".into());
-        for (pa, g) in self.machine.may_translate(t, key, va) {
+        let held = self.machine.may_translate(t, key, va);
+        for &(pa, g) in &held {
             add(
                 &mut out,
                 Some((pa, g)),
@@ -246,9 +265,22 @@ impl State {
             );
         }
         for k in (lb.min(self.log.len())..self.log.len()).rev() {
+            let early = self.walk_at(k, root, va);
+            // A valid entry the model no longer lets the PE hold was
+            // removed by a completed TLBI. A TLBI completes only once every
+            // access translated by the entries it removes has been
+            // performed, so this access (performed now) cannot use it,
+            // unless the TLBI was this PE's own and the walk came before it
+            // in program order.
+            if let Some(e) = early {
+                let own = th.tlbi_done.is_some_and(|d| d >= k);
+                if !held.contains(&e) && !own {
+                    continue;
+                }
+            }
             add(
                 &mut out,
-                self.walk_at(k, root, va),
+                early,
                 format!("a walk that read the tables before store {}", k + 1),
             );
         }
@@ -373,8 +405,17 @@ impl State {
                     | Instr::B { .. }
                     | Instr::Nop
                     | Instr::Mrs { .. }
-            ) || matches!(i, Instr::Msr { reg, .. } if !matches!(reg, SysReg::Ttbr0El1 | SysReg::Ttbr0El2 | SysReg::VttbrEl2)),
+            ) || matches!(i, Instr::Msr { reg, .. } if !matches!(reg, SysReg::Ttbr0El1 | SysReg::Ttbr0El2 | SysReg::VttbrEl2))
+                || matches!(i, Instr::Dmb(_) | Instr::Barrier(Barrier::Dmb))
+                || matches!(i, Instr::Barrier(Barrier::Dsb { .. }) if self.dsb_is_idle(t)),
         }
+    }
+
+    /// Whether a DSB on thread `t` would change nothing: no TLBI of its
+    /// own to complete, no store of its own since its last DSB.
+    fn dsb_is_idle(&self, t: usize) -> bool {
+        let th = &self.threads[t];
+        !th.tlbi_pending && !self.log[th.dsb_mark.min(self.log.len())..].iter().any(|s| s.pe == t)
     }
 
     /// Executes thread `t`'s next instruction: the successor states, one
@@ -511,10 +552,21 @@ impl State {
                 }
             }
             Instr::B { target } => s.threads[t].pc = Some(target),
+            Instr::Barrier(Barrier::Dsb { .. }) if s.dsb_is_idle(t) => {
+                // Nothing to wait for: the same in every interleaving (the
+                // mark stays, no store of its own lies after it).
+            }
             Instr::Barrier(b) => {
                 s.event(t, Event::Barrier(b));
                 match b {
-                    Barrier::Dsb { .. } => s.threads[t].dsb_mark = s.log.len(),
+                    Barrier::Dsb { stores_only, .. } => {
+                        let th = &mut s.threads[t];
+                        th.dsb_mark = s.log.len();
+                        if th.tlbi_pending && !stores_only {
+                            th.tlbi_pending = false;
+                            th.tlbi_done = Some(s.log.len());
+                        }
+                    }
                     Barrier::Isb => s.context_sync(t),
                     Barrier::Dmb => {}
                 }
@@ -523,6 +575,7 @@ impl State {
             Instr::Tlbi { op, rt } => {
                 let (v, _) = s.reg(t, rt);
                 s.event(t, Event::Tlbi { op, operand: v });
+                s.threads[t].tlbi_pending = true;
                 s.trace.push(format!("T{t}: {text}"));
             }
             Instr::Msr { reg, rt } => {

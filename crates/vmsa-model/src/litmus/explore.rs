@@ -20,6 +20,8 @@ pub struct Search {
 
 struct Dfs<'a> {
     test: &'a Test,
+    /// Fingerprints of the states already explored.
+    seen: std::collections::HashSet<u64>,
     code: Code,
     budget: usize,
     out: Search,
@@ -35,6 +37,7 @@ pub fn search(test: &Test, programs: &[Block], budget: usize) -> Result<Search, 
     let mut d = Dfs {
         test,
         code: Code::new(test, programs),
+        seen: std::collections::HashSet::new(),
         budget,
         out: Search::default(),
     };
@@ -66,6 +69,10 @@ impl Dfs<'_> {
         let Some(s) = self.normalize(s)? else {
             return Ok(false);
         };
+        if !self.seen.insert(s.fingerprint()) {
+            // Explored from another interleaving: nothing new below.
+            return Ok(false);
+        }
         self.out.states += 1;
         if self.out.states > self.budget {
             self.out.over = true;

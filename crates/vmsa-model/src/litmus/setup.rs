@@ -23,9 +23,10 @@ const VA_BASE: u64 = 0x4000_0000;
 /// Where physical addresses start; each gets its own page.
 const PA_BASE: u64 = 0x8000_0000;
 
-/// Stage 1 page descriptor attributes isla uses by default: AF, Inner
-/// Shareable, AttrIndx 0, and AP = 0b01 (read/write at EL1 and EL0).
-const PAGE_ATTRS: u64 = 1 << 10 | 0b11 << 8;
+/// Stage 1 page descriptor attributes isla uses by default: not global
+/// (nG, so ASID-based invalidation removes them), AF, Inner Shareable,
+/// AttrIndx 0, and AP = 0b01 (read/write at EL1 and EL0).
+const PAGE_ATTRS: u64 = 1 << 11 | 1 << 10 | 0b11 << 8;
 
 /// A stage 1 level 3 page descriptor for `oa` with `ap`.
 pub fn page_desc(oa: u64, ap: u64) -> u64 {
