@@ -183,6 +183,15 @@ fn judge(test: &parse::Test, limits: Limits, out: &mut Outcome) -> Result<Verdic
     }
     // Forbidden under sequential consistency: would a permitted reordering
     // of ordinary accesses allow it?
+    if test
+        .threads
+        .iter()
+        .any(|t| reorder::handler_reorderable(t, &test.sections, &test.layout))
+    {
+        return Err(Error::Unsupported(
+            "depends on relaxed ordering of ordinary accesses (an access before an exception and one in its handler)".into(),
+        ));
+    }
     let mut per_thread = Vec::new();
     for t in &test.threads {
         per_thread.push(reorder::variants(t, &test.layout)?);

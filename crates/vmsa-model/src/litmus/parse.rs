@@ -15,6 +15,13 @@ pub fn thread_base(n: usize) -> u64 {
     0x1_0000_0000 + n as u64 * 0x10_0000
 }
 
+/// What a register the reset values do not set holds at the start: not
+/// zero (the tests mean a register they do not set to be unknown, and
+/// read a zero only when it was written; e.g. `S.RT.ro+dsb-tlbiis-dsb+dsb-isb`
+/// would be trivially allowed with zeroed registers), the register number
+/// in the low bits.
+pub const UNSET: u64 = 0x0bad_0000_0000_0000;
+
 /// One thread's program and initial state.
 #[derive(Clone, Debug)]
 pub struct ThreadSpec {
@@ -117,7 +124,7 @@ pub fn parse(src: &str) -> Result<Test, Error> {
     for (n, block, reset) in numbered {
         let mut spec = ThreadSpec {
             block,
-            regs: [0; 31],
+            regs: core::array::from_fn(|r| UNSET | r as u64),
             sys: Vec::new(),
             el: 0,
             sp: false,

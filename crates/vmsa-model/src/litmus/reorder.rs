@@ -307,3 +307,66 @@ fn topo(
     }
     Ok(())
 }
+
+/// Whether a handler's access may be reordered with an access thread
+/// `spec` made before the exception: exception entry is a context
+/// synchronization event, not a memory barrier, so an access before a
+/// faulting instruction or `SVC` with no barrier between them may be
+/// performed after an access of the handler to another location.
+pub fn handler_reorderable(spec: &ThreadSpec, sections: &[Block], layout: &Layout) -> bool {
+    let vbar = spec
+        .sys
+        .iter()
+        .find(|(r, _)| *r == super::asm::SysReg::VbarEl1)
+        .map(|&(_, v)| v);
+    let Some(vbar) = vbar else { return false };
+    // The handlers' accesses, at the addresses the reset values give.
+    let mut handler_addrs = Vec::new();
+    for b in sections
+        .iter()
+        .filter(|b| (vbar..vbar + 0x800).contains(&b.base))
+    {
+        let as_thread = ThreadSpec {
+            block: b.clone(),
+            ..spec.clone()
+        };
+        for (i, a) in b.code.iter().zip(static_addresses(&as_thread)) {
+            if matches!(kind(i), Kind::Load { .. } | Kind::Store { .. }) {
+                handler_addrs.push(a);
+            }
+        }
+    }
+    if handler_addrs.is_empty() {
+        return false;
+    }
+    let prog = &spec.block.code;
+    let addrs = static_addresses(spec);
+    for (e, ins) in prog.iter().enumerate() {
+        let raises = matches!(
+            kind(ins),
+            Kind::Load { .. } | Kind::Store { .. }
+        ) || matches!(ins, Instr::Svc);
+        if !raises {
+            continue;
+        }
+        for b in (0..e).rev() {
+            match kind(&prog[b]) {
+                Kind::Fixed | Kind::Dmb(DmbKind::Full) => break,
+                Kind::Load { acquire: true } => break,
+                Kind::Load { .. } | Kind::Store { .. } => {
+                    let free = handler_addrs.iter().any(|h| match (addrs[b], *h) {
+                        (Some(p), Some(q)) => {
+                            locations(layout, p).is_disjoint(&locations(layout, q))
+                        }
+                        _ => false,
+                    });
+                    if free {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
