@@ -50,7 +50,10 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
         out.push(path.to_path_buf());
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::NotFound, "no such file or directory"))
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no such file or directory",
+        ))
     }
 }
 

@@ -34,7 +34,9 @@ fn root() -> PathBuf {
 }
 
 fn file_of(name: &str) -> PathBuf {
-    let hand = root().join("pgtable/HAND").join(format!("{name}.litmus.toml"));
+    let hand = root()
+        .join("pgtable/HAND")
+        .join(format!("{name}.litmus.toml"));
     if hand.exists() {
         hand
     } else {
@@ -68,8 +70,7 @@ fn agrees_with_the_strong_model_on_the_dev_outcomes() {
     for (name, want) in expected() {
         let dnf = want == "DNF";
         let limits = if dnf { DNF_LIMITS } else { Limits::default() };
-        let out = run_file(&file_of(&name), limits)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = run_file(&file_of(&name), limits).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out.name, name, "the file's name field");
         if dnf {
             // The strong model did not finish: report what the runner does

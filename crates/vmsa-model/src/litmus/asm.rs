@@ -385,7 +385,11 @@ fn reg(s: &str) -> Option<u8> {
     if s == "XZR" || s == "WZR" {
         return Some(ZR);
     }
-    let n: u8 = s.strip_prefix('X').or_else(|| s.strip_prefix('W'))?.parse().ok()?;
+    let n: u8 = s
+        .strip_prefix('X')
+        .or_else(|| s.strip_prefix('W'))?
+        .parse()
+        .ok()?;
     (n <= 30).then_some(n)
 }
 
@@ -633,8 +637,8 @@ fn parse_instr(line: &str, labels: &HashMap<String, u64>) -> Result<Instr, Error
         "ISB" => Instr::Barrier(Barrier::Isb),
         "TLBI" => {
             let name = ops.first().map_or("", |s| s.as_str());
-            let op = TlbiOp::from_mnemonic(name)
-                .ok_or_else(|| unsupported(format!("TLBI {name}")))?;
+            let op =
+                TlbiOp::from_mnemonic(name).ok_or_else(|| unsupported(format!("TLBI {name}")))?;
             let rt = match ops.get(1) {
                 Some(s) => reg(s).ok_or_else(|| bad(line, "bad TLBI operand"))?,
                 None => ZR,
@@ -643,15 +647,21 @@ fn parse_instr(line: &str, labels: &HashMap<String, u64>) -> Result<Instr, Error
         }
         "MSR" => {
             let name = ops.first().map_or("", |s| s.as_str());
-            let reg_ = SysReg::from_name(name)
-                .ok_or_else(|| unsupported(format!("MSR to {name}")))?;
-            Instr::Msr { reg: reg_, rt: r(1)? }
+            let reg_ =
+                SysReg::from_name(name).ok_or_else(|| unsupported(format!("MSR to {name}")))?;
+            Instr::Msr {
+                reg: reg_,
+                rt: r(1)?,
+            }
         }
         "MRS" => {
             let name = ops.get(1).map_or("", |s| s.as_str());
-            let reg_ = SysReg::from_name(name)
-                .ok_or_else(|| unsupported(format!("MRS from {name}")))?;
-            Instr::Mrs { rt: r(0)?, reg: reg_ }
+            let reg_ =
+                SysReg::from_name(name).ok_or_else(|| unsupported(format!("MRS from {name}")))?;
+            Instr::Mrs {
+                rt: r(0)?,
+                reg: reg_,
+            }
         }
         "SVC" => Instr::Svc,
         "HVC" => Instr::Hvc,

@@ -36,7 +36,11 @@ impl Cond {
     /// Evaluates the condition on final registers and memory.
     pub fn holds(&self, reg: &dyn Fn(usize, u8) -> u64, mem: &dyn Fn(u64) -> u64) -> bool {
         match self {
-            Cond::Reg { thread, reg: r, value } => reg(*thread, *r) == *value,
+            Cond::Reg {
+                thread,
+                reg: r,
+                value,
+            } => reg(*thread, *r) == *value,
             Cond::Mem { pa, value } => mem(*pa) == *value,
             Cond::Not(c) => !c.holds(reg, mem),
             Cond::And(a, b) => a.holds(reg, mem) && b.holds(reg, mem),
@@ -49,11 +53,7 @@ impl Cond {
 /// Parses a condition.
 pub fn parse(src: &str, layout: &Layout) -> Result<Cond, Error> {
     let toks = tokenize(src);
-    let mut p = Parser {
-        toks,
-        i: 0,
-        layout,
-    };
+    let mut p = Parser { toks, i: 0, layout };
     let c = p.or()?;
     if p.i != p.toks.len() {
         return Err(Error::Parse(format!("trailing text in condition `{src}`")));
@@ -163,9 +163,9 @@ impl Parser<'_> {
             let pa = if let Some(&pa) = self.layout.pas.get(loc) {
                 pa
             } else if let Some(&va) = self.layout.vas.get(loc) {
-                self.layout.initial_pa(va).ok_or_else(|| {
-                    Error::Unsupported(format!("final value of unmapped `{loc}`"))
-                })?
+                self.layout
+                    .initial_pa(va)
+                    .ok_or_else(|| Error::Unsupported(format!("final value of unmapped `{loc}`")))?
             } else {
                 return Err(Error::Parse(format!("unknown location `{loc}`")));
             };

@@ -130,7 +130,13 @@ impl State {
             trace: Vec::new(),
         };
         for &page in &test.layout.tables {
-            s.event(0, Event::MemInit { pa: page, size: 4096 });
+            s.event(
+                0,
+                Event::MemInit {
+                    pa: page,
+                    size: 4096,
+                },
+            );
         }
         let writes: Vec<(u64, u64)> = test
             .layout
@@ -358,7 +364,10 @@ impl State {
         if r == ZR {
             (0, 0)
         } else {
-            (self.threads[t].x[r as usize], self.threads[t].dep[r as usize])
+            (
+                self.threads[t].x[r as usize],
+                self.threads[t].dep[r as usize],
+            )
         }
     }
 
@@ -378,7 +387,7 @@ impl State {
             Cond::Hs => cf,
             Cond::Lo => !cf,
             Cond::Hi => cf && !z,
-            Cond::Ls => !(cf && !z),
+            Cond::Ls => !cf || z,
             Cond::Ge => n == v,
             Cond::Lt => n != v,
             Cond::Gt => !z && n == v,
@@ -394,20 +403,22 @@ impl State {
         };
         match code.at.get(&pc) {
             None => true,
-            Some((i, _)) => matches!(
-                i,
-                Instr::Alu { .. }
-                    | Instr::Mov { .. }
-                    | Instr::Ubfx { .. }
-                    | Instr::Csel { .. }
-                    | Instr::Cbz { .. }
-                    | Instr::BCond { .. }
-                    | Instr::B { .. }
-                    | Instr::Nop
-                    | Instr::Mrs { .. }
-            ) || matches!(i, Instr::Msr { reg, .. } if !matches!(reg, SysReg::Ttbr0El1 | SysReg::Ttbr0El2 | SysReg::VttbrEl2))
-                || matches!(i, Instr::Dmb(_) | Instr::Barrier(Barrier::Dmb))
-                || matches!(i, Instr::Barrier(Barrier::Dsb { .. }) if self.dsb_is_idle(t)),
+            Some((i, _)) => {
+                matches!(
+                    i,
+                    Instr::Alu { .. }
+                        | Instr::Mov { .. }
+                        | Instr::Ubfx { .. }
+                        | Instr::Csel { .. }
+                        | Instr::Cbz { .. }
+                        | Instr::BCond { .. }
+                        | Instr::B { .. }
+                        | Instr::Nop
+                        | Instr::Mrs { .. }
+                ) || matches!(i, Instr::Msr { reg, .. } if !matches!(reg, SysReg::Ttbr0El1 | SysReg::Ttbr0El2 | SysReg::VttbrEl2))
+                    || matches!(i, Instr::Dmb(_) | Instr::Barrier(Barrier::Dmb))
+                    || matches!(i, Instr::Barrier(Barrier::Dsb { .. }) if self.dsb_is_idle(t))
+            }
         }
     }
 
@@ -415,7 +426,10 @@ impl State {
     /// own to complete, no store of its own since its last DSB.
     fn dsb_is_idle(&self, t: usize) -> bool {
         let th = &self.threads[t];
-        !th.tlbi_pending && !self.log[th.dsb_mark.min(self.log.len())..].iter().any(|s| s.pe == t)
+        !th.tlbi_pending
+            && !self.log[th.dsb_mark.min(self.log.len())..]
+                .iter()
+                .any(|s| s.pe == t)
     }
 
     /// Executes thread `t`'s next instruction: the successor states, one
@@ -467,7 +481,14 @@ impl State {
                                 n.mem.insert(pa, v);
                                 n.log.push(Store { pa, old, pe: t });
                                 let release = matches!(ins, Instr::Str { release: true, .. });
-                                n.event(t, Event::Write { pa, value: v, release });
+                                n.event(
+                                    t,
+                                    Event::Write {
+                                        pa,
+                                        value: v,
+                                        release,
+                                    },
+                                );
                                 n.trace.push(format!(
                                     "T{t}: {text}: store {v:#x} to VA {va:#x} = PA {pa:#x} (via {})",
                                     c.why
@@ -483,7 +504,11 @@ impl State {
                             }
                         }
                         other => {
-                            let kind = if other.is_some() { "permission" } else { "translation" };
+                            let kind = if other.is_some() {
+                                "permission"
+                            } else {
+                                "translation"
+                            };
                             n.trace.push(format!(
                                 "T{t}: {text}: {kind} fault on VA {va:#x} (via {})",
                                 c.why
@@ -529,11 +554,19 @@ impl State {
             }
             Instr::Ubfx { rd, rn, lsb, width } => {
                 let (a, d) = s.reg(t, rn);
-                let m = if width >= 64 { u64::MAX } else { (1 << width) - 1 };
+                let m = if width >= 64 {
+                    u64::MAX
+                } else {
+                    (1 << width) - 1
+                };
                 s.set(t, rd, a.wrapping_shr(lsb) & m, d);
             }
             Instr::Csel { rd, rn, rm, cond } => {
-                let (v, d) = if s.cond(t, cond) { s.reg(t, rn) } else { s.reg(t, rm) };
+                let (v, d) = if s.cond(t, cond) {
+                    s.reg(t, rn)
+                } else {
+                    s.reg(t, rm)
+                };
                 s.set(t, rd, v, d);
             }
             Instr::Cbz {
@@ -620,7 +653,8 @@ impl State {
                 if th.el > 1 {
                     return Err(Error::Unsupported("ERET to EL2".into()));
                 }
-                s.trace.push(format!("T{t}: {text} to EL{}", s.threads[t].el));
+                s.trace
+                    .push(format!("T{t}: {text} to EL{}", s.threads[t].el));
                 s.context_sync(t);
             }
             Instr::Nop => {}

@@ -134,7 +134,8 @@ pub fn run_source(src: &str, limits: Limits) -> Result<Outcome, Error> {
 
 /// Runs the test in the file at `path`.
 pub fn run_file(path: &Path, limits: Limits) -> Result<Outcome, Error> {
-    let src = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    let src =
+        std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     run_source(&src, limits).map_err(|e| match e {
         Error::Parse(s) => Error::Parse(format!("{}: {s}", path.display())),
         e => e,

@@ -91,12 +91,15 @@ pub fn parse(src: &str) -> Result<Test, Error> {
             .parse()
             .map_err(|_| Error::Parse(format!("thread name `{k}` is not a number")))?;
         if n > 8 {
-            return Err(Error::Unsupported(format!("thread {n} (more than 9 threads)")));
+            return Err(Error::Unsupported(format!(
+                "thread {n} (more than 9 threads)"
+            )));
         }
         let t = v
             .as_table()
             .ok_or_else(|| Error::Parse(format!("[thread.{n}] is not a table")))?;
-        let code = str_of(t, "code").ok_or_else(|| Error::Parse(format!("thread {n} has no code")))?;
+        let code =
+            str_of(t, "code").ok_or_else(|| Error::Parse(format!("thread {n} has no code")))?;
         let block = assemble(code, thread_base(n), &mut labels)?;
         numbered.push((n, block, t.get("reset").and_then(|r| r.as_table()).cloned()));
     }
@@ -113,8 +116,8 @@ pub fn parse(src: &str) -> Result<Test, Error> {
             let addr = str_of(t, "address")
                 .and_then(parse_int)
                 .ok_or_else(|| Error::Parse(format!("section {k} has no address")))?;
-            let code =
-                str_of(t, "code").ok_or_else(|| Error::Parse(format!("section {k} has no code")))?;
+            let code = str_of(t, "code")
+                .ok_or_else(|| Error::Parse(format!("section {k} has no code")))?;
             sections.push(assemble(code, addr, &mut labels)?);
         }
     }
@@ -145,13 +148,19 @@ pub fn parse(src: &str) -> Result<Test, Error> {
             } else if upper == "PSTATE.EL" {
                 spec.el = value as u8;
                 if spec.el > 1 {
-                    return Err(Error::Unsupported(format!("thread {n} starting at EL{}", spec.el)));
+                    return Err(Error::Unsupported(format!(
+                        "thread {n} starting at EL{}",
+                        spec.el
+                    )));
                 }
             } else if upper == "PSTATE.SP" {
                 spec.sp = value & 1 == 1;
             } else if let Some(r) = SysReg::from_name(k) {
                 if matches!(r, SysReg::VttbrEl2 | SysReg::Ttbr0El2) {
-                    return Err(Error::Unsupported(format!("{} (stage 2 / EL2 regime)", r.name())));
+                    return Err(Error::Unsupported(format!(
+                        "{} (stage 2 / EL2 regime)",
+                        r.name()
+                    )));
                 }
                 spec.sys.push((r, value));
             } else {

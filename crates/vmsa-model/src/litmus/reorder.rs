@@ -30,8 +30,12 @@ pub const MAX_VARIANTS: usize = 200;
 enum Kind {
     /// Registers only.
     Pure,
-    Load { acquire: bool },
-    Store { release: bool },
+    Load {
+        acquire: bool,
+    },
+    Store {
+        release: bool,
+    },
     Dmb(DmbKind),
     /// Ordered against everything.
     Fixed,
@@ -204,25 +208,24 @@ pub fn variants(spec: &ThreadSpec, layout: &Layout) -> Result<Vec<Block>, Error>
     let prog = &spec.block.code;
     let n = prog.len();
     let addrs = static_addresses(spec);
-    let mut before = vec![Vec::new(); n];
-    for b in 0..n {
-        for a in 0..b {
-            if ordered(prog, &addrs, layout, a, b) {
-                before[b].push(a);
-            }
-        }
-    }
+    let before: Vec<Vec<usize>> = (0..n)
+        .map(|b| {
+            (0..b)
+                .filter(|&a| ordered(prog, &addrs, layout, a, b))
+                .collect()
+        })
+        .collect();
     let has_branch = prog.iter().any(Instr::is_branch);
     if has_branch {
         let acc = |i: usize| matches!(kind(&prog[i]), Kind::Load { .. } | Kind::Store { .. });
         // Transitive order through everything, then look for a free pair.
         let mut reach = vec![vec![false; n]; n];
-        for b in 0..n {
-            for &a in &before[b] {
+        for (b, preds) in before.iter().enumerate() {
+            for &a in preds {
                 reach[a][b] = true;
-                for z in 0..a {
-                    if reach[z][a] {
-                        reach[z][b] = true;
+                for row in reach.iter_mut().take(a) {
+                    if row[a] {
+                        row[b] = true;
                     }
                 }
             }
@@ -342,10 +345,8 @@ pub fn handler_reorderable(spec: &ThreadSpec, sections: &[Block], layout: &Layou
     let prog = &spec.block.code;
     let addrs = static_addresses(spec);
     for (e, ins) in prog.iter().enumerate() {
-        let raises = matches!(
-            kind(ins),
-            Kind::Load { .. } | Kind::Store { .. }
-        ) || matches!(ins, Instr::Svc);
+        let raises = matches!(kind(ins), Kind::Load { .. } | Kind::Store { .. })
+            || matches!(ins, Instr::Svc);
         if !raises {
             continue;
         }

@@ -205,7 +205,8 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
             let (lhs, rhs) = rest
                 .split_once('=')
                 .ok_or_else(|| Error::Parse(format!("bad setup statement `{st}`")))?;
-            let value = parse_int(rhs).ok_or_else(|| unsupported(format!("initial value `{st}`")))?;
+            let value =
+                parse_int(rhs).ok_or_else(|| unsupported(format!("initial value `{st}`")))?;
             let lhs = lhs.trim();
             let pa = if let Some(&pa) = l.pas.get(lhs) {
                 pa
@@ -389,7 +390,9 @@ impl ExprParser<'_> {
             if b == ROOT {
                 Ok(())
             } else {
-                Err(unsupported(format!("`{word}` in a table other than page_table_base")))
+                Err(unsupported(format!(
+                    "`{word}` in a table other than page_table_base"
+                )))
             }
         };
         match word.as_str() {
