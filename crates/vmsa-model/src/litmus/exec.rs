@@ -63,6 +63,9 @@ pub struct Thread {
     pub tlbi_pending: bool,
     /// The store log's length when the PE last completed its own TLBI.
     pub tlbi_done: Option<usize>,
+    /// Table descriptors it read as another PE wrote them, since its last
+    /// DSB.
+    pub observed: Vec<u64>,
 }
 
 /// The whole machine at one point of an interleaving.
@@ -78,6 +81,10 @@ pub struct State {
     pub threads: Vec<Thread>,
     /// Events given to the machine.
     pub events: u64,
+    /// Stage 2 translation is enabled.
+    pub stage2: bool,
+    /// The table pages.
+    pub tables: std::rc::Rc<std::collections::BTreeSet<u64>>,
     /// What happened, for witnesses.
     pub trace: Vec<String>,
 }
@@ -89,6 +96,44 @@ struct Choice {
     out: Option<(u64, u8)>,
     /// Where it came from.
     why: String,
+}
+
+/// Where an access goes.
+#[derive(Clone, Debug)]
+enum Resolved {
+    /// To memory at `pa`.
+    Access {
+        /// Physical address.
+        pa: u64,
+        /// The translations used.
+        why: String,
+    },
+    /// A fault (at stage 2 with the faulting IPA).
+    Fault {
+        /// Which fault.
+        what: &'static str,
+        /// For a stage 2 fault, the IPA.
+        ipa: Option<u64>,
+        /// The translations used.
+        why: String,
+    },
+}
+
+impl Resolved {
+    fn same(&self, o: &Resolved) -> bool {
+        match (self, o) {
+            (Resolved::Access { pa: a, .. }, Resolved::Access { pa: b, .. }) => a == b,
+            (
+                Resolved::Fault {
+                    what: a, ipa: x, ..
+                },
+                Resolved::Fault {
+                    what: b, ipa: y, ..
+                },
+            ) => a == b && x == y,
+            _ => false,
+        }
+    }
 }
 
 /// The code of a run: every instruction by address.
@@ -127,6 +172,8 @@ impl State {
             log: Vec::new(),
             threads: Vec::new(),
             events: 0,
+            stage2: test.layout.stage2,
+            tables: std::rc::Rc::new(test.layout.tables.clone()),
             trace: Vec::new(),
         };
         for &page in &test.layout.tables {
@@ -158,8 +205,28 @@ impl State {
         for (n, spec) in test.threads.iter().enumerate() {
             let mut sys = [0; SysReg::ALL.len()];
             sys[SysReg::Ttbr0El1 as usize] = super::setup::ROOT;
+            if s.stage2 {
+                sys[SysReg::VttbrEl2 as usize] = super::setup::S2_ROOT;
+            }
             for &(r, v) in &spec.sys {
                 sys[r as usize] = v;
+            }
+            if s.stage2 {
+                // VTCR_EL2: T0SZ 16 (48-bit IPA), SL0 2 (start at level 0).
+                s.event(
+                    n,
+                    Event::SysReg {
+                        reg: Reg::VtcrEl2,
+                        value: 16 | 2 << 6,
+                    },
+                );
+                s.event(
+                    n,
+                    Event::SysReg {
+                        reg: Reg::VttbrEl2,
+                        value: sys[SysReg::VttbrEl2 as usize],
+                    },
+                );
             }
             s.event(
                 n,
@@ -188,6 +255,7 @@ impl State {
                 steps: 0,
                 tlbi_pending: false,
                 tlbi_done: None,
+                observed: Vec::new(),
             });
         }
         s
@@ -229,13 +297,14 @@ impl State {
             .map_or_else(|| self.read(pa), |s| s.old)
     }
 
-    /// A stage 1 walk of `va` from `root` in memory as of `k` stores.
-    fn walk_at(&self, k: usize, root: u64, va: u64) -> Option<(u64, u8)> {
+    /// A walk of `va` from `root` (tables of `stage`) in memory as of `k`
+    /// stores.
+    fn walk_at(&self, k: usize, stage: Stage, root: u64, va: u64) -> Option<(u64, u8)> {
         let mut table = root;
         for level in 0..=3u8 {
             let shift = 12 + 9 * (3 - level as u32);
             let d = self.read_at(k, table + ((va >> shift) & 0x1ff) * 8);
-            match decode(Stage::El1Stage1, level, d) {
+            match decode(stage, level, d) {
                 Decoded::Fault => return None,
                 Decoded::Table { next } => table = next,
                 Decoded::Leaf(l) => return Some((l.oa + (va & (entry_size(level) - 1)), l.grants)),
@@ -244,14 +313,19 @@ impl State {
         None
     }
 
-    /// Every translation PE `t` may use for `va`, walks not earlier than
-    /// store `lb`.
-    fn translations(&self, t: usize, va: u64, lb: usize) -> Vec<Choice> {
+    /// Every translation PE `t` may use for `va` in the EL1&0 stage 1
+    /// regime (`stage` [`Stage::El1Stage1`]) or for the IPA `va` at stage 2
+    /// ([`Stage::Stage2`]), walks not earlier than store `lb`.
+    fn translations(&self, t: usize, stage: Stage, va: u64, lb: usize) -> Vec<Choice> {
         let th = &self.threads[t];
-        let ttbr = th.sys[SysReg::Ttbr0El1 as usize];
-        let key = Key::Asid {
-            vmid: 0,
-            asid: (ttbr >> 48) as u16,
+        let vttbr = th.sys[SysReg::VttbrEl2 as usize];
+        let vmid = (vttbr >> 48) as u16;
+        let (key, ttbr) = if stage == Stage::Stage2 {
+            (Key::Vmid(vmid), vttbr)
+        } else {
+            let ttbr = th.sys[SysReg::Ttbr0El1 as usize];
+            let asid = (ttbr >> 48) as u16;
+            (Key::Asid { vmid, asid }, ttbr)
         };
         let root = ttbr & 0x0000_ffff_ffff_f000;
         let mut out: Vec<Choice> = Vec::new();
@@ -260,7 +334,7 @@ impl State {
                 out.push(Choice { out: c, why });
             }
         };
-        let now = self.walk_at(self.log.len(), root, va);
+        let now = self.walk_at(self.log.len(), stage, root, va);
         add(&mut out, now, "the tables".into());
         let held = self.machine.may_translate(t, key, va);
         for &(pa, g) in &held {
@@ -271,7 +345,7 @@ impl State {
             );
         }
         for k in (lb.min(self.log.len())..self.log.len()).rev() {
-            let early = self.walk_at(k, root, va);
+            let early = self.walk_at(k, stage, root, va);
             // A valid entry the model no longer lets the PE hold was
             // removed by a completed TLBI. A TLBI completes only once every
             // access translated by the entries it removes has been
@@ -289,6 +363,72 @@ impl State {
                 early,
                 format!("a walk that read the tables before store {}", k + 1),
             );
+        }
+        out
+    }
+
+    /// Every way PE `t`'s access to `va` may go: through stage 1 and, when
+    /// enabled, stage 2 (EL2 runs with its MMU off: the VA is the PA).
+    fn resolve(&self, t: usize, va: u64, lb: usize, store: bool) -> Vec<Resolved> {
+        let el = self.threads[t].el;
+        if el == 2 {
+            return vec![Resolved::Access {
+                pa: va,
+                why: "EL2, MMU off".into(),
+            }];
+        }
+        let need = match (store, el) {
+            (false, 0) => grant::EL0_READ,
+            (true, 0) => grant::EL0_WRITE,
+            (false, _) => grant::READ,
+            (true, _) => grant::WRITE,
+        };
+        let need2 = if store { grant::WRITE } else { grant::READ };
+        let mut out: Vec<Resolved> = Vec::new();
+        let mut add = |r: Resolved| {
+            if !out.iter().any(|o| o.same(&r)) {
+                out.push(r);
+            }
+        };
+        for c1 in self.translations(t, Stage::El1Stage1, va, lb) {
+            let Some((ipa, g)) = c1.out else {
+                add(Resolved::Fault {
+                    what: "stage 1 translation",
+                    ipa: None,
+                    why: c1.why,
+                });
+                continue;
+            };
+            if g & need != need {
+                add(Resolved::Fault {
+                    what: "stage 1 permission",
+                    ipa: None,
+                    why: c1.why,
+                });
+                continue;
+            }
+            if !self.stage2 {
+                add(Resolved::Access {
+                    pa: ipa,
+                    why: c1.why,
+                });
+                continue;
+            }
+            for c2 in self.translations(t, Stage::Stage2, ipa, lb) {
+                let why = format!("{}, then at stage 2 {}", c1.why, c2.why);
+                match c2.out {
+                    Some((pa, g2)) if g2 & need2 == need2 => add(Resolved::Access { pa, why }),
+                    other => add(Resolved::Fault {
+                        what: if other.is_some() {
+                            "stage 2 permission"
+                        } else {
+                            "stage 2 translation"
+                        },
+                        ipa: Some(ipa),
+                        why,
+                    }),
+                }
+            }
         }
         out
     }
@@ -426,7 +566,8 @@ impl State {
     /// own to complete, no store of its own since its last DSB.
     fn dsb_is_idle(&self, t: usize) -> bool {
         let th = &self.threads[t];
-        !th.tlbi_pending
+        th.observed.is_empty()
+            && !th.tlbi_pending
             && !self.log[th.dsb_mark.min(self.log.len())..]
                 .iter()
                 .any(|s| s.pe == t)
@@ -464,17 +605,11 @@ impl State {
                 let va = b.wrapping_add(o);
                 let lb = s.threads[t].walk_lb.max(bd).max(od);
                 let el = s.threads[t].el;
-                let need = match (store, el) {
-                    (false, 0) => grant::EL0_READ,
-                    (true, 0) => grant::EL0_WRITE,
-                    (false, _) => grant::READ,
-                    (true, _) => grant::WRITE,
-                };
                 let mut out = Vec::new();
-                for c in s.translations(t, va, lb) {
+                for r in s.resolve(t, va, lb, store) {
                     let mut n = s.clone();
-                    match c.out {
-                        Some((pa, g)) if g & need == need => {
+                    match r {
+                        Resolved::Access { pa, why } => {
                             if store {
                                 let (v, _) = n.reg(t, rt);
                                 let old = n.read(pa);
@@ -490,31 +625,40 @@ impl State {
                                     },
                                 );
                                 n.trace.push(format!(
-                                    "T{t}: {text}: store {v:#x} to VA {va:#x} = PA {pa:#x} (via {})",
-                                    c.why
+                                    "T{t}: {text}: store {v:#x} to VA {va:#x} = PA {pa:#x} (via {why})"
                                 ));
                             } else {
                                 let v = n.read(pa);
                                 let d = n.log.len();
                                 n.set(t, rt, v, d);
+                                let by_other = n
+                                    .log
+                                    .iter()
+                                    .rev()
+                                    .find(|s| s.pa == pa)
+                                    .is_some_and(|s| s.pe != t);
+                                if by_other && n.tables.contains(&(pa & !0xfff)) {
+                                    n.threads[t].observed.push(pa);
+                                }
                                 n.trace.push(format!(
-                                    "T{t}: {text}: read {v:#x} from VA {va:#x} = PA {pa:#x} (via {})",
-                                    c.why
+                                    "T{t}: {text}: read {v:#x} from VA {va:#x} = PA {pa:#x} (via {why})"
                                 ));
                             }
                         }
-                        other => {
-                            let kind = if other.is_some() {
-                                "permission"
-                            } else {
-                                "translation"
-                            };
+                        Resolved::Fault { what, ipa, why } => {
                             n.trace.push(format!(
-                                "T{t}: {text}: {kind} fault on VA {va:#x} (via {})",
-                                c.why
+                                "T{t}: {text}: {what} fault on VA {va:#x} (via {why})"
                             ));
-                            let ec = if el == 0 { 0x24 } else { 0x25 };
-                            n.exception(code, t, el.max(1), pc, ec, va);
+                            match ipa {
+                                Some(ipa) => {
+                                    n.threads[t].sys[SysReg::HpfarEl2 as usize] = ipa >> 12 << 4;
+                                    n.exception(code, t, 2, pc, 0x24, va);
+                                }
+                                None => {
+                                    let ec = if el == 0 { 0x24 } else { 0x25 };
+                                    n.exception(code, t, el.max(1), pc, ec, va);
+                                }
+                            }
                         }
                     }
                     out.push(n);
@@ -593,6 +737,9 @@ impl State {
                 s.event(t, Event::Barrier(b));
                 match b {
                     Barrier::Dsb { stores_only, .. } => {
+                        for pa in std::mem::take(&mut s.threads[t].observed) {
+                            s.machine.observed(t, pa);
+                        }
                         let th = &mut s.threads[t];
                         th.dsb_mark = s.log.len();
                         if th.tlbi_pending && !stores_only {
@@ -613,6 +760,18 @@ impl State {
             }
             Instr::Msr { reg, rt } => {
                 let (v, _) = s.reg(t, rt);
+                let old = s.threads[t].sys[reg as usize];
+                if matches!(reg, SysReg::Ttbr0El1 | SysReg::VttbrEl2) && old >> 48 != v >> 48 {
+                    // The test may mean the PE to have run that tag before
+                    // (TLB entries from the initial tables); the model only
+                    // holds entries for tags PEs ran in the test.
+                    return Err(Error::Unsupported(format!(
+                        "MSR {} switches to {} {}, whose TLB entries from before the test the model does not track",
+                        reg.name(),
+                        if reg == SysReg::Ttbr0El1 { "ASID" } else { "VMID" },
+                        v >> 48
+                    )));
+                }
                 s.threads[t].sys[reg as usize] = v;
                 match reg {
                     SysReg::Ttbr0El1 => s.event(
@@ -622,9 +781,16 @@ impl State {
                             value: v,
                         },
                     ),
+                    SysReg::VttbrEl2 if s.stage2 => s.event(
+                        t,
+                        Event::SysReg {
+                            reg: Reg::VttbrEl2,
+                            value: v,
+                        },
+                    ),
                     SysReg::Ttbr0El2 | SysReg::VttbrEl2 => {
                         return Err(Error::Unsupported(format!(
-                            "MSR {} (EL2 / stage 2 regimes)",
+                            "MSR {} (the EL2 stage 1 regime, or stage 2 in a test without it)",
                             reg.name()
                         )))
                     }
@@ -639,19 +805,30 @@ impl State {
                 s.trace.push(format!("T{t}: {text}"));
                 s.exception(code, t, 1, pc + 4, 0x15, 0);
             }
-            Instr::Hvc => return Err(Error::Unsupported("HVC (EL2 not modelled)".into())),
+            Instr::Hvc => {
+                if s.threads[t].el == 0 {
+                    return Err(Error::Unsupported("HVC at EL0 (UNDEFINED)".into()));
+                }
+                s.trace.push(format!("T{t}: {text}"));
+                s.exception(code, t, 2, pc + 4, 0x16, 0);
+            }
             Instr::Eret => {
                 let el = s.threads[t].el;
-                if el != 1 {
-                    return Err(Error::Unsupported(format!("ERET at EL{el}")));
-                }
+                let (spsr_r, elr_r) = match el {
+                    1 => (SysReg::SpsrEl1, SysReg::ElrEl1),
+                    2 => (SysReg::SpsrEl2, SysReg::ElrEl2),
+                    _ => return Err(Error::Unsupported("ERET at EL0 (UNDEFINED)".into())),
+                };
                 let th = &mut s.threads[t];
-                let spsr = th.sys[SysReg::SpsrEl1 as usize];
+                let spsr = th.sys[spsr_r as usize];
                 th.el = (spsr >> 2 & 3) as u8;
                 th.sp = spsr & 1 == 1;
-                th.pc = Some(th.sys[SysReg::ElrEl1 as usize]);
-                if th.el > 1 {
-                    return Err(Error::Unsupported("ERET to EL2".into()));
+                th.pc = Some(th.sys[elr_r as usize]);
+                if th.el > el {
+                    return Err(Error::Unsupported(format!(
+                        "ERET from EL{el} to EL{}",
+                        th.el
+                    )));
                 }
                 s.trace
                     .push(format!("T{t}: {text} to EL{}", s.threads[t].el));

@@ -147,7 +147,7 @@ pub fn parse(src: &str) -> Result<Test, Error> {
                 spec.regs[r as usize] = value;
             } else if upper == "PSTATE.EL" {
                 spec.el = value as u8;
-                if spec.el > 1 {
+                if spec.el > 2 {
                     return Err(Error::Unsupported(format!(
                         "thread {n} starting at EL{}",
                         spec.el

@@ -2,14 +2,18 @@
 //! reset values and final conditions.
 //!
 //! The supported subset builds one EL1&0 stage 1 tree (4 KiB granule,
-//! 48-bit VA, level 0 root at [`ROOT`]): `physical`, `virtual`, `x |-> pa`,
+//! 48-bit VA, level 0 root at [`ROOT`]) and, when the test declares
+//! `intermediate` addresses, a stage 2 tree (level 0 root at [`S2_ROOT`],
+//! VMID 0) that maps every physical name, table page and code page at the
+//! same IPA and the intermediate names as the setup says: `physical`,
+//! `intermediate`, `virtual`, `x |-> pa`, `x |-> ipa`, `ipa |-> pa`,
 //! `x |-> invalid`, `... with [AP = 0bNN] and default`, `x ?-> ...`
 //! (alternatives: they only name descriptors, the tables are built for
 //! every address anyway), `*pa = n`, `identity N with code|default`, and
 //! `option default_tables = true`. Table pages are identity-mapped so that
-//! tests may store to them (as isla maps them). Stage 2 (`intermediate`,
-//! `s2table`) and explicit tables (`s1table`, `at level`, `table(..)`,
-//! `raw(..)`, `assert`) are reported unsupported.
+//! tests may store to them (as isla maps them). Explicit tables
+//! (`s1table`, `s2table`, `at level`, `table(..)`, `raw(..)`, `assert`)
+//! are reported unsupported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -18,6 +22,10 @@ use super::Error;
 
 /// The stage 1 root table (`page_table_base`).
 pub const ROOT: u64 = 0x20_0000;
+/// The stage 2 root table (`s2_page_table_base`).
+pub const S2_ROOT: u64 = 0x30_0000;
+/// Where intermediate physical addresses start; each gets its own page.
+const IPA_BASE: u64 = 0xc000_0000;
 /// Where symbolic virtual addresses start; each gets its own 2 MiB.
 const VA_BASE: u64 = 0x4000_0000;
 /// Where physical addresses start; each gets its own page.
@@ -33,6 +41,30 @@ pub fn page_desc(oa: u64, ap: u64) -> u64 {
     oa & 0x0000_ffff_ffff_f000 | PAGE_ATTRS | (ap & 0b11) << 6 | 0b11
 }
 
+/// A stage 2 level 3 page descriptor for `oa`: AF, Inner Shareable,
+/// S2AP = 0b11 (read/write), MemAttr 0b1111 (Normal write-back).
+pub fn s2_page_desc(oa: u64) -> u64 {
+    oa & 0x0000_ffff_ffff_f000 | 1 << 10 | 0b11 << 8 | 0b11 << 6 | 0b1111 << 2 | 0b11
+}
+
+/// Which tree a table operation is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tree {
+    /// EL1&0 stage 1.
+    Stage1,
+    /// Stage 2.
+    Stage2,
+}
+
+impl Tree {
+    fn root(self) -> u64 {
+        match self {
+            Tree::Stage1 => ROOT,
+            Tree::Stage2 => S2_ROOT,
+        }
+    }
+}
+
 /// The memory and tables a test starts with, and the names it uses.
 #[derive(Clone, Debug, Default)]
 pub struct Layout {
@@ -40,6 +72,10 @@ pub struct Layout {
     pub vas: HashMap<String, u64>,
     /// Physical addresses by name.
     pub pas: HashMap<String, u64>,
+    /// Intermediate physical addresses by name.
+    pub ipas: HashMap<String, u64>,
+    /// Stage 2 is enabled (the test declares intermediate addresses).
+    pub stage2: bool,
     /// Initial memory, 64-bit words by physical address.
     pub mem: BTreeMap<u64, u64>,
     /// The pages holding translation tables.
@@ -50,6 +86,7 @@ pub struct Layout {
     /// Code labels (`L0:`) and their addresses.
     pub labels: HashMap<String, u64>,
     next_table: u64,
+    next_s2_table: u64,
 }
 
 impl Layout {
@@ -57,6 +94,7 @@ impl Layout {
     fn new() -> Self {
         let mut l = Layout {
             next_table: ROOT + 0x1000,
+            next_s2_table: S2_ROOT + 0x1000,
             ..Layout::default()
         };
         l.tables.insert(ROOT);
@@ -67,10 +105,10 @@ impl Layout {
         self.mem.get(&pa).copied().unwrap_or(0)
     }
 
-    /// The address of the level `level` descriptor for `va`, allocating
-    /// tables down to it.
-    fn slot(&mut self, va: u64, level: u8) -> u64 {
-        let mut table = ROOT;
+    /// The address of the level `level` descriptor for `va` in `tree`,
+    /// allocating tables down to it.
+    fn slot_in(&mut self, tree: Tree, va: u64, level: u8) -> u64 {
+        let mut table = tree.root();
         for l in 0..=level {
             let shift = 12 + 9 * (3 - l as u32);
             let pa = table + ((va >> shift) & 0x1ff) * 8;
@@ -81,8 +119,12 @@ impl Layout {
             table = if d & 0b11 == 0b11 {
                 d & 0x0000_ffff_ffff_f000
             } else {
-                let t = self.next_table;
-                self.next_table += 0x1000;
+                let next = match tree {
+                    Tree::Stage1 => &mut self.next_table,
+                    Tree::Stage2 => &mut self.next_s2_table,
+                };
+                let t = *next;
+                *next += 0x1000;
                 self.tables.insert(t);
                 self.mem.insert(pa, t | 0b11);
                 t
@@ -91,10 +133,14 @@ impl Layout {
         unreachable!("the loop returns at `level`")
     }
 
-    /// The level `level` descriptor address for `va`, if the tables reach
-    /// it.
-    pub fn pte(&self, va: u64, level: u8) -> Option<u64> {
-        let mut table = ROOT;
+    fn slot(&mut self, va: u64, level: u8) -> u64 {
+        self.slot_in(Tree::Stage1, va, level)
+    }
+
+    /// The level `level` descriptor address for `va` in `tree`, if the
+    /// tables reach it.
+    pub fn pte_in(&self, tree: Tree, va: u64, level: u8) -> Option<u64> {
+        let mut table = tree.root();
         for l in 0..=level {
             let shift = 12 + 9 * (3 - l as u32);
             let pa = table + ((va >> shift) & 0x1ff) * 8;
@@ -110,15 +156,36 @@ impl Layout {
         None
     }
 
+    /// The stage 1 level `level` descriptor address for `va`.
+    pub fn pte(&self, va: u64, level: u8) -> Option<u64> {
+        self.pte_in(Tree::Stage1, va, level)
+    }
+
     fn map(&mut self, va: u64, desc: u64) {
         let s = self.slot(va, 3);
         self.mem.insert(s, desc);
     }
 
-    /// Where `va` translates in the initial tables.
+    fn map_s2(&mut self, ipa: u64, desc: u64) {
+        let s = self.slot_in(Tree::Stage2, ipa, 3);
+        self.mem.insert(s, desc);
+    }
+
+    /// Where `addr` translates in the initial tables of `tree`.
+    fn initial_in(&self, tree: Tree, addr: u64) -> Option<u64> {
+        let d = self.read(self.pte_in(tree, addr, 3)?);
+        (d & 0b11 == 0b11).then_some(d & 0x0000_ffff_ffff_f000 | addr & 0xfff)
+    }
+
+    /// Where `va` translates in the initial tables (through stage 2 when
+    /// enabled).
     pub fn initial_pa(&self, va: u64) -> Option<u64> {
-        let d = self.read(self.pte(va, 3)?);
-        (d & 0b11 == 0b11).then_some(d & 0x0000_ffff_ffff_f000 | va & 0xfff)
+        let ipa = self.initial_in(Tree::Stage1, va)?;
+        if self.stage2 {
+            self.initial_in(Tree::Stage2, ipa)
+        } else {
+            Some(ipa)
+        }
     }
 }
 
@@ -163,6 +230,15 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
                     }
                 }
             }
+            Some("intermediate") => {
+                l.stage2 = true;
+                for w in &words[1..] {
+                    if !l.ipas.contains_key(*w) {
+                        let ipa = IPA_BASE + 0x1000 * l.ipas.len() as u64;
+                        l.ipas.insert(w.to_string(), ipa);
+                    }
+                }
+            }
             Some("virtual") => {
                 for w in &words[1..] {
                     new_va(&mut l, w);
@@ -176,11 +252,11 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
             _ => {}
         }
     }
+    let mut identities = Vec::new();
     for st in &stmts {
         let words: Vec<&str> = st.split_whitespace().collect();
         match words.first().copied() {
-            Some("physical" | "virtual" | "aligned") => continue,
-            Some("intermediate") => return Err(unsupported("stage 2 (`intermediate`) setup")),
+            Some("physical" | "virtual" | "aligned" | "intermediate") => continue,
             Some("s1table" | "s2table") => {
                 return Err(unsupported("explicit tables (`s1table`/`s2table`)"))
             }
@@ -197,6 +273,7 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
                     .and_then(|w| parse_int(w))
                     .ok_or_else(|| unsupported(format!("identity mapping `{st}`")))?;
                 l.map(addr, page_desc(addr, 0b01));
+                identities.push(addr);
                 continue;
             }
             _ => {}
@@ -233,6 +310,22 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         if rhs.contains(" at level") || rhs.contains(" as ") {
             return Err(unsupported(format!("`{st}` (levels other than 3)")));
         }
+        if let Some(&ipa) = l.ipas.get(lhs) {
+            // A stage 2 mapping.
+            let desc = if rhs == "invalid" {
+                0
+            } else if let Some(&pa) = l.pas.get(rhs) {
+                s2_page_desc(pa)
+            } else {
+                return Err(unsupported(format!("stage 2 mapping target in `{st}`")));
+            };
+            if maybe {
+                l.slot_in(Tree::Stage2, ipa, 3);
+            } else {
+                l.map_s2(ipa, desc);
+            }
+            continue;
+        }
         let va = *l
             .vas
             .get(lhs)
@@ -250,7 +343,7 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         };
         let desc = if target == "invalid" {
             0
-        } else if let Some(&pa) = l.pas.get(target) {
+        } else if let Some(&pa) = l.pas.get(target).or_else(|| l.ipas.get(target)) {
             l.may_map.entry(va).or_default().insert(pa);
             page_desc(pa, ap)
         } else {
@@ -274,6 +367,17 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
             l.map(t, page_desc(t, 0b01));
             l.may_map.entry(t).or_default().insert(t);
             done.insert(t);
+        }
+    }
+    if l.stage2 {
+        // Stage 2 maps every physical name, stage 1 table page and code
+        // page at the same IPA (explicit stage 2 mappings of them stand).
+        let mut same: Vec<u64> = l.pas.values().copied().collect();
+        same.extend(l.tables.iter().filter(|&&t| t < S2_ROOT));
+        same.extend(identities);
+        for pa in same {
+            let slot = l.slot_in(Tree::Stage2, pa, 3);
+            l.mem.entry(slot).or_insert(s2_page_desc(pa));
         }
     }
     Ok(l)
@@ -374,8 +478,14 @@ impl ExprParser<'_> {
             if let Some(&v) = self.l.labels.get(&word) {
                 return Ok(v);
             }
+            if let Some(&v) = self.l.ipas.get(&word) {
+                return Ok(v);
+            }
             if word == "page_table_base" {
                 return Ok(ROOT);
+            }
+            if word == "s2_page_table_base" && self.l.stage2 {
+                return Ok(S2_ROOT);
             }
             return Err(unsupported(format!("value `{word}`")));
         }
@@ -386,14 +496,12 @@ impl ExprParser<'_> {
                 .ok_or_else(|| Error::Parse(format!("`{word}` needs argument {}", i + 1)))
         };
         let named = |n: &str| args.iter().find(|a| a.0.as_deref() == Some(n)).map(|a| a.1);
-        let base_ok = |b: u64| {
-            if b == ROOT {
-                Ok(())
-            } else {
-                Err(unsupported(format!(
-                    "`{word}` in a table other than page_table_base"
-                )))
-            }
+        let tree_of = |b: u64| match b {
+            ROOT => Ok(Tree::Stage1),
+            S2_ROOT => Ok(Tree::Stage2),
+            _ => Err(unsupported(format!(
+                "`{word}` in a table other than page_table_base and s2_page_table_base"
+            ))),
         };
         match word.as_str() {
             "extz" | "exts" => pos(0),
@@ -402,11 +510,11 @@ impl ExprParser<'_> {
             "bvor" => Ok(pos(0)? | pos(1)?),
             "bvlshr" => Ok(pos(0)? >> pos(1)?),
             "pte0" | "pte1" | "pte2" | "pte3" | "desc0" | "desc1" | "desc2" | "desc3" => {
-                base_ok(pos(1)?)?;
+                let tree = tree_of(pos(1)?)?;
                 let level = word.as_bytes()[word.len() - 1] - b'0';
                 let pte = self
                     .l
-                    .pte(pos(0)?, level)
+                    .pte_in(tree, pos(0)?, level)
                     .ok_or_else(|| unsupported(format!("`{word}` of an address without tables")))?;
                 if word.starts_with("pte") {
                     Ok(pte)
@@ -418,12 +526,15 @@ impl ExprParser<'_> {
                 let oa = named("oa").ok_or_else(|| unsupported("mkdesc3 without oa"))?;
                 Ok(page_desc(oa, named("AP").unwrap_or(0b01)))
             }
+            "s2mkdesc3" => {
+                let oa = named("oa").ok_or_else(|| unsupported("s2mkdesc3 without oa"))?;
+                Ok(s2_page_desc(oa))
+            }
+            "pa_to_ipa" => pos(0),
             "ttbr" => {
-                if named("vmid").is_some() {
-                    return Err(unsupported("stage 2 (`ttbr(vmid=..)`)"));
-                }
                 let base = named("base").ok_or_else(|| unsupported("ttbr without base"))?;
-                Ok(named("asid").unwrap_or(0) << 48 | base)
+                let tag = named("asid").or(named("vmid")).unwrap_or(0);
+                Ok(tag << 48 | base)
             }
             _ => Err(unsupported(format!("function `{word}`"))),
         }

@@ -9,6 +9,26 @@ use super::ghost::Ghost;
 use super::Machine;
 
 impl Machine {
+    /// PE `pe` has read the value a write by another PE left in the
+    /// descriptor at `pa`, and has since completed a `DSB`: the write is
+    /// visible to every observer (Armv8-A is other-multi-copy atomic), so
+    /// walkers can no longer refill the entries it removed, and an
+    /// invalidation issued from here on removes them. Returns how many
+    /// stale entry runs became so.
+    pub fn observed(&mut self, pe: usize, pa: u64) -> usize {
+        let seq = self.seq;
+        let mut n = 0;
+        for g in &mut self.ghosts {
+            let runs = (g.end - g.start) / crate::desc::entry_size(g.level);
+            let covers = (g.slot..g.slot + 8 * runs.max(1)).contains(&(pa & !7));
+            if covers && g.writer != pe && g.visible.is_none() {
+                g.visible = Some(seq);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Feeds `h` with what decides the machine's future answers: each PE's
     /// base and control registers and pending invalidations, and every
     /// stale entry with its holders. Sequence numbers are left out; what
