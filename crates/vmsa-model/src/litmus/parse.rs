@@ -133,6 +133,10 @@ pub fn parse(src: &str) -> Result<Test, Error> {
             sp: false,
         };
         for (k, v) in reset.iter().flatten() {
+            if k == "__isla_monomorphize_writes" {
+                // A hint to isla's solver, not a register.
+                continue;
+            }
             let text = v
                 .as_str()
                 .ok_or_else(|| Error::Parse(format!("thread {n} reset `{k}` is not a string")))?;

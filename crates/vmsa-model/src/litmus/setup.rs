@@ -253,6 +253,7 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         }
     }
     let mut identities = Vec::new();
+    let mut invalid_l2 = Vec::new();
     for st in &stmts {
         let words: Vec<&str> = st.split_whitespace().collect();
         match words.first().copied() {
@@ -307,6 +308,28 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         let (lhs, rhs) = st.split_once(arrow).expect("checked above");
         let lhs = lhs.trim();
         let rhs = rhs.trim();
+        if maybe && !l.ipas.contains_key(lhs) {
+            // An alternative: it only names a descriptor a thread may
+            // store; the tables reach the entry, the value is the thread's.
+            let va = *l.vas.get(lhs).ok_or_else(|| {
+                unsupported(format!("mapping of `{lhs}` (not a virtual address)"))
+            })?;
+            let target = rhs.split_whitespace().next().unwrap_or("");
+            if let Some(&pa) = l.pas.get(target).or_else(|| l.ipas.get(target)) {
+                l.may_map.entry(va).or_default().insert(pa);
+            }
+            l.slot(va, 3);
+            continue;
+        }
+        if let Some(v) = rhs.strip_suffix(" at level 2") {
+            if v.trim() == "invalid" {
+                let va = *l.vas.get(lhs).ok_or_else(|| {
+                    unsupported(format!("mapping of `{lhs}` (not a virtual address)"))
+                })?;
+                invalid_l2.push(va);
+                continue;
+            }
+        }
         if rhs.contains(" at level") || rhs.contains(" as ") {
             return Err(unsupported(format!("`{st}` (levels other than 3)")));
         }
@@ -355,6 +378,18 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         } else {
             l.map(va, desc);
         }
+    }
+    // Every symbolic address has tables down to level 3 (its `pte3` and
+    // `desc3` exist; unmapped, the descriptor is invalid).
+    let vas: Vec<u64> = l.vas.values().copied().collect();
+    for va in vas {
+        l.slot(va, 3);
+    }
+    // `x |-> invalid at level 2`: after every other mapping, so that no
+    // later one re-creates the level 3 table under it.
+    for va in invalid_l2 {
+        let s = l.slot(va, 2);
+        l.mem.insert(s, 0);
     }
     // Identity-map the table pages (which may need more tables).
     let mut done = BTreeSet::new();
