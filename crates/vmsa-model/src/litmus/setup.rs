@@ -252,6 +252,9 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
             _ => {}
         }
     }
+    for st in stmts.iter().filter(|s| s.starts_with("assert")) {
+        assume(&mut l, st)?;
+    }
     let mut identities = Vec::new();
     let mut invalid_l2 = Vec::new();
     for st in &stmts {
@@ -261,7 +264,7 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
             Some("s1table" | "s2table") => {
                 return Err(unsupported("explicit tables (`s1table`/`s2table`)"))
             }
-            Some("assert") => return Err(unsupported("setup `assert`")),
+            Some("assert") => continue,
             Some("option") => {
                 if st.contains("default_tables") && st.contains("false") {
                     return Err(unsupported("`option default_tables = false`"));
@@ -416,6 +419,40 @@ pub fn build(setup: &str, symbolic: &[String]) -> Result<Layout, Error> {
         }
     }
     Ok(l)
+}
+
+/// A setup `assert`: `assert pa == ipa` makes the intermediate address
+/// equal the physical one (before any mapping uses it); `assert x[48..21]
+/// != y[48..21]` holds already (every virtual address has its own 2 MiB).
+/// Others are unsupported.
+fn assume(l: &mut Layout, st: &str) -> Result<(), Error> {
+    let body = st.trim_start_matches("assert").trim();
+    if let Some((a, b)) = body.split_once("==") {
+        let (a, b) = (a.trim(), b.trim());
+        let pair = match (l.pas.get(a), l.ipas.get(b), l.pas.get(b), l.ipas.get(a)) {
+            (Some(&pa), Some(_), _, _) => Some((b, pa)),
+            (_, _, Some(&pa), Some(_)) => Some((a, pa)),
+            _ => None,
+        };
+        if let Some((ipa, pa)) = pair {
+            l.ipas.insert(ipa.to_string(), pa);
+            return Ok(());
+        }
+    } else if let Some((a, b)) = body.split_once("!=") {
+        let name = |s: &str| {
+            s.trim()
+                .strip_suffix("[48..21]")
+                .map(|n| n.trim().to_string())
+        };
+        if let (Some(a), Some(b)) = (name(a), name(b)) {
+            if let (Some(x), Some(y)) = (l.vas.get(&a), l.vas.get(&b)) {
+                if x >> 21 != y >> 21 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(unsupported(format!("setup `{st}`")))
 }
 
 /// `*x = n` for a virtual `x`: the page `x` is mapped to by a `|->` among
