@@ -13,6 +13,16 @@
 //!   read. A context synchronization event makes the PE's own earlier
 //!   stores visible to its later walks only if a DSB came between them;
 //!   without it the walk may still read the old descriptor.
+//!
+//! A valid entry from such an early walk that the model no longer lets the
+//! PE hold was removed by a completed TLBI: only the TLBI's own PE may
+//! still use it (the access can be ordered before the TLBI completes); an
+//! access of another PE performed after the completion cannot.
+//!
+//! With stage 2 enabled an EL0/EL1 access is translated at stage 1 and the
+//! IPA at stage 2, each with the choices above; the stage 1 walk's own
+//! table reads are not translated at stage 2 (the tables are mapped at the
+//! same IPA). EL2 runs with its MMU off.
 
 use std::collections::BTreeMap;
 

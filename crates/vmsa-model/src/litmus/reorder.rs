@@ -317,17 +317,18 @@ fn topo(
 /// faulting instruction or `SVC` with no barrier between them may be
 /// performed after an access of the handler to another location.
 pub fn handler_reorderable(spec: &ThreadSpec, sections: &[Block], layout: &Layout) -> bool {
-    let vbar = spec
+    use super::asm::SysReg;
+    let vbars: Vec<u64> = spec
         .sys
         .iter()
-        .find(|(r, _)| *r == super::asm::SysReg::VbarEl1)
-        .map(|&(_, v)| v);
-    let Some(vbar) = vbar else { return false };
+        .filter(|(r, _)| matches!(r, SysReg::VbarEl1 | SysReg::VbarEl2))
+        .map(|&(_, v)| v)
+        .collect();
     // The handlers' accesses, at the addresses the reset values give.
     let mut handler_addrs = Vec::new();
     for b in sections
         .iter()
-        .filter(|b| (vbar..vbar + 0x800).contains(&b.base))
+        .filter(|b| vbars.iter().any(|&v| (v..v + 0x800).contains(&b.base)))
     {
         let as_thread = ThreadSpec {
             block: b.clone(),
