@@ -742,8 +742,10 @@ impl State {
             Instr::Barrier(Barrier::Dsb { .. }) if s.dsb_is_idle(t) => {
                 // Nothing to wait for: the same in every interleaving (the
                 // mark stays, no store of its own lies after it).
+                s.trace.push(format!("T{t}: {text} (nothing to wait for)"));
             }
             Instr::Barrier(b) => {
+                s.trace.push(format!("T{t}: {text}"));
                 s.event(t, Event::Barrier(b));
                 match b {
                     Barrier::Dsb { stores_only, .. } => {
