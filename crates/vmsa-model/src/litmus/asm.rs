@@ -439,7 +439,7 @@ fn shift(s: &str) -> Option<u32> {
         .strip_prefix("LSL")
         .or_else(|| s.strip_prefix("lsl"))?
         .trim();
-    parse_int(rest).map(|v| v as u32)
+    parse_int(rest).filter(|&v| v < 64).map(|v| v as u32)
 }
 
 fn operand2(ops: &[String], line: &str) -> Result<Operand, Error> {

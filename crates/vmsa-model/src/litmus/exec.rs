@@ -490,7 +490,7 @@ impl State {
         th.sys[far_r as usize] = far;
         th.el = target;
         th.sp = true;
-        let vector = th.sys[vbar_r as usize] + offset;
+        let vector = th.sys[vbar_r as usize].wrapping_add(offset);
         th.pc = Some(vector);
         if !code.at.contains_key(&vector) {
             self.trace
@@ -595,7 +595,7 @@ impl State {
             s.threads[t].pc = None;
             return Ok(vec![s]);
         };
-        s.threads[t].pc = Some(pc + 4);
+        s.threads[t].pc = Some(pc.wrapping_add(4));
         match ins {
             Instr::Ldr {
                 rt, base, offset, ..
@@ -815,14 +815,14 @@ impl State {
             }
             Instr::Svc => {
                 s.trace.push(format!("T{t}: {text}"));
-                s.exception(code, t, 1, pc + 4, 0x15, 0);
+                s.exception(code, t, 1, pc.wrapping_add(4), 0x15, 0);
             }
             Instr::Hvc => {
                 if s.threads[t].el == 0 {
                     return Err(Error::Unsupported("HVC at EL0 (UNDEFINED)".into()));
                 }
                 s.trace.push(format!("T{t}: {text}"));
-                s.exception(code, t, 2, pc + 4, 0x16, 0);
+                s.exception(code, t, 2, pc.wrapping_add(4), 0x16, 0);
             }
             Instr::Eret => {
                 let el = s.threads[t].el;

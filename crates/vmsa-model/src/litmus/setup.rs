@@ -580,7 +580,10 @@ impl ExprParser<'_> {
             "page" => Ok(pos(0)? >> 12),
             "asid" => Ok(pos(0)? << 48),
             "bvor" => Ok(pos(0)? | pos(1)?),
-            "bvlshr" => Ok(pos(0)? >> pos(1)?),
+            "bvlshr" => Ok(u32::try_from(pos(1)?)
+                .ok()
+                .and_then(|b| pos(0).ok()?.checked_shr(b))
+                .unwrap_or(0)),
             "pte0" | "pte1" | "pte2" | "pte3" | "desc0" | "desc1" | "desc2" | "desc3" => {
                 let tree = tree_of(pos(1)?)?;
                 let level = word.as_bytes()[word.len() - 1] - b'0';
