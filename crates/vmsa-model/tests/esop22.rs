@@ -15,12 +15,15 @@ use vmsa_model::litmus::{run_file, Limits, Verdict};
 /// why.
 const DISAGREEMENTS: &[(&str, &str)] = &[(
     "RDW.alias",
-    "w and x alias one location; Arm lets the read of x (reading thread 2's \
-     write) be satisfied before the earlier read of w that still reads the \
-     initial value (reads of one location from different writes are not \
-     ordered by the ordered-before relation), and the address-dependent read \
-     of z with it. The runner keeps accesses to one location in program \
-     order, so it does not see that reordering and says forbidden.",
+    "w and x are two virtual addresses of one physical location. The strong \
+     model allows thread 1 to read w = 0 and then x = 1 with the \
+     address-dependent reads of y before and z after seeing the DMB-ordered \
+     writes out of order: the reads through the two aliases are not kept in \
+     order the way two reads of one virtual address are, so the read of x \
+     (and the read of z that depends on it) may be satisfied before the \
+     read of y. Sequentially consistent interleavings cannot produce it, and \
+     the runner's reorderings keep every access to one physical location in \
+     program order, so it says forbidden.",
 )];
 
 /// Bound for the tests the strong model did not finish (DNF).
