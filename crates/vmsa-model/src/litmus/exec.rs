@@ -104,6 +104,9 @@ pub struct State {
 struct Choice {
     /// Output address and grants, or a fault.
     out: Option<(u64, u8)>,
+    /// Level of the leaf or of the faulting descriptor (3 for TLB
+    /// entries, whose level the fault status does not need).
+    level: u8,
     /// Where it came from.
     why: String,
 }
@@ -122,6 +125,8 @@ enum Resolved {
     Fault {
         /// Which fault.
         what: &'static str,
+        /// The fault status code (ESR_ELx.ISS.DFSC).
+        dfsc: u64,
         /// For a stage 2 fault, the IPA.
         ipa: Option<u64>,
         /// The translations used.
@@ -135,10 +140,10 @@ impl Resolved {
             (Resolved::Access { pa: a, .. }, Resolved::Access { pa: b, .. }) => a == b,
             (
                 Resolved::Fault {
-                    what: a, ipa: x, ..
+                    dfsc: a, ipa: x, ..
                 },
                 Resolved::Fault {
-                    what: b, ipa: y, ..
+                    dfsc: b, ipa: y, ..
                 },
             ) => a == b && x == y,
             _ => false,
@@ -164,6 +169,11 @@ impl Code {
         Code { at }
     }
 }
+
+/// DFSC of a translation fault (the level in the low bits).
+const TRANSLATION_FAULT: u64 = 0b00_0100;
+/// DFSC of a permission fault.
+const PERMISSION_FAULT: u64 = 0b00_1100;
 
 /// At most this many instructions per thread; a longer run is cut.
 pub const MAX_STEPS: u32 = 80;
@@ -309,18 +319,25 @@ impl State {
 
     /// A walk of `va` from `root` (tables of `stage`) in memory as of `k`
     /// stores.
-    fn walk_at(&self, k: usize, stage: Stage, root: u64, va: u64) -> Option<(u64, u8)> {
+    /// Returns the output and grants (`None`: a translation fault) and the
+    /// level where the walk ended.
+    fn walk_at(&self, k: usize, stage: Stage, root: u64, va: u64) -> (Option<(u64, u8)>, u8) {
         let mut table = root;
         for level in 0..=3u8 {
             let shift = 12 + 9 * (3 - level as u32);
             let d = self.read_at(k, table + ((va >> shift) & 0x1ff) * 8);
             match decode(stage, level, d) {
-                Decoded::Fault => return None,
+                Decoded::Fault => return (None, level),
                 Decoded::Table { next } => table = next,
-                Decoded::Leaf(l) => return Some((l.oa + (va & (entry_size(level) - 1)), l.grants)),
+                Decoded::Leaf(l) => {
+                    return (
+                        Some((l.oa + (va & (entry_size(level) - 1)), l.grants)),
+                        level,
+                    )
+                }
             }
         }
-        None
+        (None, 3)
     }
 
     /// Every translation PE `t` may use for `va` in the EL1&0 stage 1
@@ -339,9 +356,13 @@ impl State {
         };
         let root = ttbr & 0x0000_ffff_ffff_f000;
         let mut out: Vec<Choice> = Vec::new();
-        let add = |out: &mut Vec<Choice>, c: Option<(u64, u8)>, why: String| {
-            if !out.iter().any(|o| o.out == c) {
-                out.push(Choice { out: c, why });
+        let add = |out: &mut Vec<Choice>, (c, level): (Option<(u64, u8)>, u8), why: String| {
+            // Faults at different levels differ in their syndrome.
+            if !out
+                .iter()
+                .any(|o| o.out == c && (c.is_some() || o.level == level))
+            {
+                out.push(Choice { out: c, level, why });
             }
         };
         let now = self.walk_at(self.log.len(), stage, root, va);
@@ -350,7 +371,7 @@ impl State {
         for &(pa, g) in &held {
             add(
                 &mut out,
-                Some((pa, g)),
+                (Some((pa, g)), 3),
                 format!("a TLB entry the model says it may hold (-> {pa:#x})"),
             );
         }
@@ -362,7 +383,7 @@ impl State {
             // performed, so this access (performed now) cannot use it,
             // unless the TLBI was this PE's own and the walk came before it
             // in program order.
-            if let Some(e) = early {
+            if let (Some(e), _) = early {
                 let own = th.tlbi_done.is_some_and(|d| d >= k);
                 if !held.contains(&e) && !own {
                     continue;
@@ -404,6 +425,7 @@ impl State {
             let Some((ipa, g)) = c1.out else {
                 add(Resolved::Fault {
                     what: "stage 1 translation",
+                    dfsc: TRANSLATION_FAULT | c1.level as u64,
                     ipa: None,
                     why: c1.why,
                 });
@@ -412,6 +434,7 @@ impl State {
             if g & need != need {
                 add(Resolved::Fault {
                     what: "stage 1 permission",
+                    dfsc: PERMISSION_FAULT | c1.level as u64,
                     ipa: None,
                     why: c1.why,
                 });
@@ -434,6 +457,12 @@ impl State {
                         } else {
                             "stage 2 translation"
                         },
+                        dfsc: c2.level as u64
+                            | if other.is_some() {
+                                PERMISSION_FAULT
+                            } else {
+                                TRANSLATION_FAULT
+                            },
                         ipa: Some(ipa),
                         why,
                     }),
@@ -456,9 +485,9 @@ impl State {
     }
 
     /// Takes an exception on PE `t` to EL `target` with return address
-    /// `elr` and syndrome class `ec`; `None` when there is no handler code
-    /// there (the thread stops).
-    fn exception(&mut self, code: &Code, t: usize, target: u8, elr: u64, ec: u64, far: u64) {
+    /// `elr` and syndrome `esr` (EC and ISS; IL is added); when there is no
+    /// handler code at the vector the thread stops.
+    fn exception(&mut self, code: &Code, t: usize, target: u8, elr: u64, esr: u64, far: u64) {
         let th = &mut self.threads[t];
         let (elr_r, spsr_r, esr_r, far_r, vbar_r) = if target == 2 {
             (
@@ -486,7 +515,7 @@ impl State {
         };
         th.sys[elr_r as usize] = elr;
         th.sys[spsr_r as usize] = (th.el as u64) << 2 | th.sp as u64;
-        th.sys[esr_r as usize] = ec << 26 | 1 << 25;
+        th.sys[esr_r as usize] = esr | 1 << 25;
         th.sys[far_r as usize] = far;
         th.el = target;
         th.sp = true;
@@ -655,18 +684,24 @@ impl State {
                                 ));
                             }
                         }
-                        Resolved::Fault { what, ipa, why } => {
+                        Resolved::Fault {
+                            what,
+                            dfsc,
+                            ipa,
+                            why,
+                        } => {
+                            let iss = dfsc | (store as u64) << 6;
                             n.trace.push(format!(
                                 "T{t}: {text}: {what} fault on VA {va:#x} (via {why})"
                             ));
                             match ipa {
                                 Some(ipa) => {
                                     n.threads[t].sys[SysReg::HpfarEl2 as usize] = ipa >> 12 << 4;
-                                    n.exception(code, t, 2, pc, 0x24, va);
+                                    n.exception(code, t, 2, pc, 0x24 << 26 | iss, va);
                                 }
                                 None => {
-                                    let ec = if el == 0 { 0x24 } else { 0x25 };
-                                    n.exception(code, t, el.max(1), pc, ec, va);
+                                    let ec: u64 = if el == 0 { 0x24 } else { 0x25 };
+                                    n.exception(code, t, el.max(1), pc, ec << 26 | iss, va);
                                 }
                             }
                         }
@@ -815,14 +850,14 @@ impl State {
             }
             Instr::Svc => {
                 s.trace.push(format!("T{t}: {text}"));
-                s.exception(code, t, 1, pc.wrapping_add(4), 0x15, 0);
+                s.exception(code, t, 1, pc.wrapping_add(4), 0x15 << 26, 0);
             }
             Instr::Hvc => {
                 if s.threads[t].el == 0 {
                     return Err(Error::Unsupported("HVC at EL0 (UNDEFINED)".into()));
                 }
                 s.trace.push(format!("T{t}: {text}"));
-                s.exception(code, t, 2, pc.wrapping_add(4), 0x16, 0);
+                s.exception(code, t, 2, pc.wrapping_add(4), 0x16 << 26, 0);
             }
             Instr::Eret => {
                 let el = s.threads[t].el;
