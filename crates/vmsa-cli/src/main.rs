@@ -4,6 +4,7 @@
 mod check;
 mod compare;
 mod example;
+mod litmus;
 mod replay;
 mod replay_ops;
 
@@ -179,6 +180,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run VMSA litmus tests (isla TOML, as in the ESOP 2022 paper
+    /// "Relaxed virtual memory in Armv8-A") on the model and print, per
+    /// test, whether its final condition is allowed or forbidden (with a
+    /// witness execution when allowed), or `unsupported: <why>`, then a
+    /// summary. Exit status 0 when every input was read, 2 when some file
+    /// could not be read or is not a test.
+    Litmus {
+        /// Test files, or directories searched for `*.litmus.toml`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print one JSON object instead: tests (file, name, verdict,
+        /// reason, witness, states), the counts, and errors.
+        #[arg(long)]
+        json: bool,
+        /// At most this many states per search; beyond it the test is
+        /// reported unsupported (too many interleavings).
+        #[arg(long, default_value_t = 200_000)]
+        max_states: usize,
+    },
     /// Write a generated Casemate trace.
     TraceGen {
         #[command(subcommand)]
@@ -300,6 +320,17 @@ fn main() {
                 })
                 .map_err(Into::into)
         }
+        Command::Litmus {
+            paths,
+            json,
+            max_states,
+        } => litmus::run(&paths, max_states, json, &mut std::io::stdout().lock())
+            .map(|code| {
+                if code != 0 {
+                    std::process::exit(code)
+                }
+            })
+            .map_err(Into::into),
         Command::TraceGen {
             kind:
                 TraceKind::BbmStress {

@@ -19,6 +19,7 @@
 pub mod cost;
 pub mod desc;
 pub mod event;
+pub mod litmus;
 pub mod machine;
 pub mod scope;
 pub mod trace;

@@ -27,6 +27,7 @@ pub mod check;
 mod effects;
 mod ghost;
 mod memory;
+mod query;
 
 use std::collections::{HashMap, HashSet};
 
