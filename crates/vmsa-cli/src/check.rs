@@ -14,7 +14,7 @@ use vmsa_model::{Config, ViolationKind};
 pub const CLEAN: i32 = 0;
 /// Exit status: the model found violations.
 pub const VIOLATIONS: i32 = 1;
-/// Exit status: the trace could not be opened or read.
+/// Exit status: the trace could not be opened or read, or had no records.
 pub const UNREADABLE: i32 = 2;
 
 /// Checks the trace in `file` on a model of `pes` PEs (with `locks`,
@@ -23,11 +23,15 @@ pub const UNREADABLE: i32 = 2;
 /// [`JsonReport`]) and errors to standard error. Returns the exit status.
 pub fn run(file: &Path, pes: usize, locks: bool, json: bool, out: &mut impl Write) -> i32 {
     let name = file.display();
-    let input = match File::open(file) {
-        Ok(f) => BufReader::with_capacity(1 << 20, f),
-        Err(e) => {
-            eprintln!("vmsa check: {name}: {e}");
-            return UNREADABLE;
+    let input: Box<dyn io::BufRead> = if file == Path::new("-") {
+        Box::new(BufReader::with_capacity(1 << 20, io::stdin()))
+    } else {
+        match File::open(file) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 20, f)),
+            Err(e) => {
+                eprintln!("vmsa check: {name}: {e}");
+                return UNREADABLE;
+            }
         }
     };
     let config = Config {
@@ -44,6 +48,12 @@ pub fn run(file: &Path, pes: usize, locks: bool, json: bool, out: &mut impl Writ
         }
     };
     let elapsed = start.elapsed();
+    if report.records == 0 {
+        // Nothing was judged: saying "0 violations" would pass an empty
+        // (or wrong) file as clean.
+        eprintln!("vmsa check: {name}: no records: the trace is empty");
+        return UNREADABLE;
+    }
     let printed = if json {
         (|| -> io::Result<()> {
             serde_json::to_writer_pretty(&mut *out, &JsonReport::new(&name.to_string(), &report))?;

@@ -35,6 +35,11 @@ struct JsonReport {
 
 /// The `*.litmus.toml` files under `path` (itself if a file), sorted.
 fn collect(path: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
+    if path == Path::new("-") {
+        // One test on standard input.
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
             .map(|e| e.map(|e| e.path()))
@@ -75,7 +80,15 @@ pub fn run(paths: &[PathBuf], states: usize, json: bool, out: &mut impl Write) -
     let mut tests = Vec::new();
     let (mut allowed, mut forbidden, mut unsupported) = (0, 0, 0);
     for f in &files {
-        let outcome: Outcome = match run_file(f, limits) {
+        let result = if f == Path::new("-") {
+            let mut src = String::new();
+            io::Read::read_to_string(&mut io::stdin(), &mut src)
+                .map_err(|e| vmsa_model::litmus::Error::Io(format!("-: {e}")))
+                .and_then(|_| vmsa_model::litmus::run_source(&src, limits))
+        } else {
+            run_file(f, limits)
+        };
+        let outcome: Outcome = match result {
             Ok(o) => o,
             Err(e) => {
                 errors.push(e.to_string());

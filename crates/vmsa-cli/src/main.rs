@@ -33,9 +33,9 @@ enum Command {
     },
     /// Check a Casemate trace against the model: print every violation and
     /// a summary. Exit status 0 when clean, 1 when there are violations, 2
-    /// when the trace cannot be opened or read.
+    /// when the trace cannot be opened or read or has no records.
     Check {
-        /// The trace file.
+        /// The trace file (`-` for standard input).
         file: PathBuf,
         /// Print one JSON object instead: file, records, violations (each
         /// with kind, kind_name, line, event, pes, address, message), costs
@@ -187,7 +187,8 @@ enum Command {
     /// summary. Exit status 0 when every input was read, 2 when some file
     /// could not be read or is not a test.
     Litmus {
-        /// Test files, or directories searched for `*.litmus.toml`.
+        /// Test files, or directories searched for `*.litmus.toml` (`-`: one
+        /// test on standard input).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Print one JSON object instead: tests (file, name, verdict,

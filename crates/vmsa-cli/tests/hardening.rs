@@ -193,3 +193,81 @@ fn replay_memory_does_not_grow_with_the_capture() {
         "peak {short} KiB for 10,000 lines, {long} KiB for 80,000"
     );
 }
+
+#[test]
+fn check_refuses_a_region_that_wraps() {
+    let r = vmsa(
+        &["check", "-"],
+        b"(mem-init (id 0) (tid 0) (address 0x1000) (size 0xffffffffffffffff) (src \"x.c:1\"))\n",
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("line 1")
+            && r.stderr
+                .contains("wraps past the top of the 64-bit address space"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_judges_huge_regions_without_visiting_every_page() {
+    // Not wrapping, but 2^60 bytes: judged, in bounded time and memory.
+    let r = vmsa(
+        &["check", "-"],
+        b"(mem-init (id 0) (tid 0) (address 0x0) (size 0x1000000000000000))\n\
+          (mem-free (id 1) (tid 0) (address 0x0) (size 0x1000000000000000))\n\
+          (mem-set (id 2) (tid 0) (address 0x0) (size 0x1000000000000000) (value 0x0))\n",
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("3 records, 0 violations"), "{}", r.stdout);
+}
+
+#[test]
+fn check_says_an_empty_trace_had_no_records() {
+    let r = vmsa(&["check", "-"], b"");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no records"), "{}", r.stderr);
+}
+
+#[test]
+fn errors_quote_only_a_short_excerpt_of_the_input() {
+    let mut line = b"(mem-frob ".to_vec();
+    line.extend(std::iter::repeat_n(b'x', 10 << 20));
+    line.extend(b")\n");
+    let r = vmsa(&["check", "-"], &line);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("line 1"), "{}", r.stderr);
+    assert!(r.stderr.len() < 1000, "{} bytes of message", r.stderr.len());
+}
+
+#[test]
+fn every_command_that_reads_a_file_takes_standard_input() {
+    let file = |rel: &str| std::fs::read(fixture(rel)).unwrap();
+    let trace = file("crates/vmsa-model/tests/data/casemate/good_write.log");
+    let r = vmsa(&["check", "-"], &trace);
+    assert_eq!(r.code, 0, "check: {}", r.stderr);
+    let capture = file("tests/fixtures/strace/python3-startup.strace");
+    let r = vmsa(&["replay", "--policy", "vmsa", "-"], &capture);
+    assert_eq!(r.code, 0, "replay: {}", r.stderr);
+    assert!(r.stdout.contains("stdin"), "{}", r.stdout);
+    let test = file("tests/litmus/pgtable/HAND/CoWTf.inv+dsb-isb.litmus.toml");
+    let r = vmsa(&["litmus", "-"], &test);
+    assert_eq!(r.code, 0, "litmus: {}", r.stderr);
+    assert!(
+        r.stdout.contains("CoWTf.inv+dsb-isb: forbidden"),
+        "{}",
+        r.stdout
+    );
+    let dir = fixture("tests/fixtures/oplog");
+    let log = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "ops"))
+        .expect("an operation log");
+    let r = vmsa(
+        &["replay-ops", "--policy", "vmsa", "-"],
+        &std::fs::read(log).unwrap(),
+    );
+    assert_eq!(r.code, 0, "replay-ops: {}", r.stderr);
+}

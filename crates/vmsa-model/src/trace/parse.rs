@@ -48,6 +48,24 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 #[cold]
+/// The `address` and `size` of a region record, which must not wrap past
+/// the top of the 64-bit address space (a size from the input can be
+/// anything).
+fn region(f: &mut Fields<'_>, line: u64) -> Result<(u64, u64), ParseError> {
+    let pa = f.require_hex(Key::Address)?;
+    let size = f.require_hex(Key::Size)?;
+    if pa.checked_add(size).is_none() {
+        return Err(error(
+            line,
+            format!(
+                "the region at {pa:#x} of size {size:#x} wraps past the top of the 64-bit \
+                 address space"
+            ),
+        ));
+    }
+    Ok((pa, size))
+}
+
 fn error(line: u64, message: impl Into<String>) -> ParseError {
     ParseError {
         line,
@@ -948,13 +966,12 @@ fn interpret(f: &mut Fields<'_>) -> Result<Record, ParseError> {
             pa: f.require_hex(Key::Address)?,
             value: f.require_hex(Key::Value)?,
         },
-        Kind::MemInit => Event::MemInit {
-            pa: f.require_hex(Key::Address)?,
-            size: f.require_hex(Key::Size)?,
-        },
+        Kind::MemInit => {
+            let (pa, size) = region(f, line)?;
+            Event::MemInit { pa, size }
+        }
         Kind::MemSet => {
-            let pa = f.require_hex(Key::Address)?;
-            let size = f.require_hex(Key::Size)?;
+            let (pa, size) = region(f, line)?;
             let item = f.require(Key::Value)?;
             let value = f.hex(item, "value")?;
             let byte = u8::try_from(value)
@@ -1090,10 +1107,10 @@ fn interpret(f: &mut Fields<'_>) -> Result<Record, ParseError> {
             };
             Event::Hint(hint)
         }
-        Kind::MemFree => Event::MemFree {
-            pa: f.require_hex(Key::Address)?,
-            size: f.require_hex(Key::Size)?,
-        },
+        Kind::MemFree => {
+            let (pa, size) = region(f, line)?;
+            Event::MemFree { pa, size }
+        }
         // Casemate traces a `trylock` that took the lock (its record has
         // only the address, like `lock`): the same acquisition.
         Kind::Lock | Kind::TryLock => Event::Lock {
