@@ -513,9 +513,15 @@ fn lock_discipline_thread_owners_and_lock_pairs() {
 fn huge_releases_end() {
     let text = "(mem-init (id 0) (tid 0) (address 0x10000) (size 0x1000))\n\
                 (mem-free (id 1) (tid 0) (address 0x0) (size 0xffffffffffffffff))\n\
-                (mem-free (id 2) (tid 0) (address 0xfffffffffffff000) (size 0xffffffffffffffff))\n\
                 (release-data (id 3) (tid 0) (address 0xfffffffffffff000) (size 0xffffffffffffffff))\n\
                 (tlbi (id 4) (tid 0) vae2is (addr 0xffffffffffffffff) (level 3))\n";
     let (k, all) = kinds_of(text, Config::default());
     assert!(k.is_empty(), "{all}");
+    // A region past the top of the address space is not a region.
+    let wraps =
+        "(mem-free (id 2) (tid 0) (address 0xfffffffffffff000) (size 0xffffffffffffffff))\n";
+    let e = check(wraps.as_bytes(), Config::default())
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("wraps past the top"), "{e}");
 }
