@@ -522,6 +522,6 @@ fn huge_releases_end() {
         "(mem-free (id 2) (tid 0) (address 0xfffffffffffff000) (size 0xffffffffffffffff))\n";
     let e = check(wraps.as_bytes(), Config::default())
         .err()
-        .expect("refused");
+        .unwrap_or_else(|| panic!("refused"));
     assert!(e.to_string().contains("wraps past the top"), "{e}");
 }
