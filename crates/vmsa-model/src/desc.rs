@@ -16,7 +16,7 @@ pub enum Stage {
     El2Stage1,
 }
 
-/// Output address bits [47:12] of a 4 KiB-granule descriptor.
+/// Output address bits \[47:12\] of a 4 KiB-granule descriptor.
 pub const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 
 /// Bytes one entry at `level` maps with the 4 KiB granule.

@@ -78,18 +78,18 @@ impl From<vmsa::effects::Barrier> for Barrier {
 /// accepted and ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reg {
-    /// Stage 2 base and VMID (bits [63:48], or [55:48] with 8-bit VMIDs).
+    /// Stage 2 base and VMID (bits \[63:48\], or \[55:48\] with 8-bit VMIDs).
     VttbrEl2,
     /// Stage 2 geometry (T0SZ, SL0, TG0).
     VtcrEl2,
-    /// EL1&0 stage 1 TTBR0: base and ASID in bits [63:48].
+    /// EL1&0 stage 1 TTBR0: base and ASID in bits \[63:48\].
     Ttbr0El1,
     /// EL1&0 stage 1 TTBR1 (the upper VA range): base and ASID.
     Ttbr1El1,
     /// EL1&0 stage 1 geometry (T0SZ, T1SZ, A1).
     TcrEl1,
     /// EL2 stage 1 base; with HCR_EL2.E2H 1 (the EL2&0 regime) it carries
-    /// an ASID in bits [63:48], which are RES0 otherwise.
+    /// an ASID in bits \[63:48\], which are RES0 otherwise.
     Ttbr0El2,
     /// The EL2&0 regime's TTBR1 (upper VA range, HCR_EL2.E2H 1 only).
     Ttbr1El2,

@@ -55,9 +55,9 @@ pub struct Scope {
     /// For operations by VA: whether the VA is in the upper (TTBR1) range.
     /// A TLBI by VA names one VA, and a VA is translated by TTBR0 or by
     /// TTBR1 by its top bits, so it removes entries of one of the two
-    /// tables only. The operand holds VA[55:12]; VA[55] (bit 43) selects
-    /// the range. For range forms (BaseADDR holds VA[48:12] with 4 KiB
-    /// pages) VA[48] is taken, which selects the range of 48-bit spaces.
+    /// tables only. The operand holds VA\[55:12\]; VA\[55\] (bit 43) selects
+    /// the range. For range forms (BaseADDR holds VA\[48:12\] with 4 KiB
+    /// pages) VA\[48\] is taken, which selects the range of 48-bit spaces.
     /// `None` when not by VA.
     pub upper: Option<bool>,
     /// Last-level forms: walk-cache entries are not removed.
@@ -75,8 +75,8 @@ pub struct Scope {
 
 const PAGE: u64 = 4096;
 
-/// Decodes a 4-bit TTL field (bits [47:44] of VA and IPA operands): [3:2]
-/// the granule (0b00: no hint), [1:0] the level. Returns (level hint, void).
+/// Decodes a 4-bit TTL field (bits \[47:44\] of VA and IPA operands): \[3:2\]
+/// the granule (0b00: no hint), \[1:0\] the level. Returns (level hint, void).
 fn ttl4(ttl: u64) -> (Option<u8>, bool) {
     match ttl >> 2 & 0b11 {
         0b00 => (None, false),
@@ -92,8 +92,8 @@ fn ttl4(ttl: u64) -> (Option<u8>, bool) {
     }
 }
 
-/// Decodes a FEAT_TLBIRANGE operand: ASID [63:48], TG [47:46], SCALE
-/// [45:44], NUM [43:39], TTL [38:37], BaseADDR [36:0]; the range is
+/// Decodes a FEAT_TLBIRANGE operand: ASID \[63:48\], TG \[47:46\], SCALE
+/// \[45:44\], NUM \[43:39\], TTL \[38:37\], BaseADDR \[36:0\]; the range is
 /// `BaseADDR * granule + [0, (NUM + 1) * 2^(5 * SCALE + 1) * granule)`.
 fn range_operand(xt: u64, by_ipa: bool) -> (Option<(u64, u64)>, Option<u8>, bool) {
     let tg = xt >> 46 & 0b11;

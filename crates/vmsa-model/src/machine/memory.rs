@@ -24,7 +24,7 @@ pub enum Key {
     Asid {
         /// VMID (from VTTBR_EL2 when the table was installed).
         vmid: u16,
-        /// ASID (TTBR0_EL1[63:48], or TTBR1_EL1's when TCR_EL1.A1 is 1).
+        /// ASID (TTBR0_EL1\[63:48\], or TTBR1_EL1's when TCR_EL1.A1 is 1).
         asid: u16,
     },
     /// An EL1&0 stage 1 table in TTBR1_EL1 (the upper VA range). A key of
@@ -35,7 +35,7 @@ pub enum Key {
     Asid1 {
         /// VMID (from VTTBR_EL2 when the table was installed).
         vmid: u16,
-        /// ASID (TTBR0_EL1[63:48] by default, TTBR1_EL1's when A1 is 1).
+        /// ASID (TTBR0_EL1\[63:48\] by default, TTBR1_EL1's when A1 is 1).
         asid: u16,
     },
     /// The EL2 regime with HCR_EL2.E2H 0 (no ASID, only TTBR0_EL2): one key
@@ -65,7 +65,7 @@ impl Key {
     }
 
     /// Whether the tables translate the upper VA range (TTBR1). Their input
-    /// addresses in the model are VA[47:0]: the upper range of a 48-bit
+    /// addresses in the model are VA\[47:0\]: the upper range of a 48-bit
     /// space is `0xffff_0000_0000_0000 + IA`, and a smaller one ends at the
     /// same place (its root sits at the top of the 48-bit index space).
     pub fn upper(self) -> bool {
@@ -91,7 +91,7 @@ impl Key {
     }
 
     /// An input address of this key's trees as software writes it: the
-    /// upper range's VAs have bits [63:48] set.
+    /// upper range's VAs have bits \[63:48\] set.
     pub fn full_address(self, ia: u64) -> u64 {
         if self.upper() {
             ia | 0xffff_0000_0000_0000

@@ -94,7 +94,7 @@ struct Pe {
     pending: Vec<PendingTlbi>,
 }
 
-/// TTBR BADDR field bits [47:12] (roots are 4 KiB aligned in the model).
+/// TTBR BADDR field bits \[47:12\] (roots are 4 KiB aligned in the model).
 const BADDR: u64 = 0x0000_ffff_ffff_f000;
 
 impl Pe {
@@ -263,7 +263,7 @@ enum VtcrProblem {
 }
 
 /// Start level, concatenated root pages for stage 2 from VTCR_EL2 (T0SZ
-/// [5:0], SL0 [7:6], TG0 [15:14]; D24.2.224).
+/// \[5:0\], SL0 \[7:6\], TG0 \[15:14\]; D24.2.224).
 fn vtcr_geometry(vtcr: u64) -> Result<(u8, u8), VtcrProblem> {
     if vtcr >> 14 & 0b11 != 0 {
         return Err(VtcrProblem::Unsupported(
@@ -1358,7 +1358,7 @@ impl Machine {
     }
 
     /// The table in TTBR0_EL1 (`upper` false) or TTBR1_EL1 of `pe` may now
-    /// be walked, with TCR_EL1.T0SZ or T1SZ [21:16] giving its size.
+    /// be walked, with TCR_EL1.T0SZ or T1SZ \[21:16\] giving its size.
     fn install_el1(&mut self, pe: usize, upper: bool, at: Origin) {
         let p = &self.pes[pe];
         let (ttbr, tsz) = if upper {
@@ -1371,7 +1371,7 @@ impl Machine {
     }
 
     /// The table in TTBR0_EL2 or (EL2&0 regime) TTBR1_EL2 of `pe` may now
-    /// be walked; TCR_EL2 has the TCR_EL1 layout (T1SZ [21:16]) with E2H.
+    /// be walked; TCR_EL2 has the TCR_EL1 layout (T1SZ \[21:16\]) with E2H.
     fn install_el2(&mut self, pe: usize, upper: bool, at: Origin) {
         let p = &self.pes[pe];
         let (ttbr, tsz) = if upper {

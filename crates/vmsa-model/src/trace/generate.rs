@@ -25,7 +25,7 @@ const S2_PAGE_ATTRS: u64 = 0b11 | (0b1111 << 2) | (0b11 << 6) | (0b11 << 8) | (1
 /// `VTCR_EL2`: T0SZ = 16 (48-bit IPA), SL0 = 0b10 (start at level 0 with
 /// TG0 = 0, the 4 KiB granule).
 const VTCR: u64 = 16 | (0b10 << 6);
-/// The VMID in `VTTBR_EL2` [63:48].
+/// The VMID in `VTTBR_EL2` \[63:48\].
 const VMID: u64 = 1;
 
 /// A small xorshift64 generator: the trace depends on the seed only.
