@@ -1,12 +1,7 @@
 //! `vmsa`: build, change and inspect AArch64 translation tables, and show
 //! the exact hardware effects each change needs.
 
-mod check;
-mod compare;
-mod example;
-mod litmus;
-mod replay;
-mod replay_ops;
+use vmsa_cli::{check, compare, example, litmus, replay, replay_ops};
 
 use std::path::PathBuf;
 

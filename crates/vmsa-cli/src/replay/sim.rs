@@ -624,7 +624,7 @@ pub fn replay(events: &[Event], policy: &str, profile: &Profile, opts: Options) 
 }
 
 /// A replay fed one event at a time (so that a capture streams through
-/// it): what [`replay`] does, in steps.
+/// it): what the tests' `replay` does at once, in steps.
 pub struct Replay<'a>(Sim<'a>);
 
 impl<'a> Replay<'a> {

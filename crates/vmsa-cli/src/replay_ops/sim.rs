@@ -26,7 +26,7 @@
 //! they are counted, not priced. `ReleaseFrame` becomes the model's
 //! data-page release, so a frame given back while the table or a stale
 //! entry may still translate to it is a use-after-free (see
-//! [`Sim::release`] for how the table part is checked cheaply).
+//! `Sim::release` for how the table part is checked cheaply).
 //!
 //! Nothing is sampled: every logged fault is an access and a retry. A
 //! policy that is not faithful keeps at most [`UNFAITHFUL_CAPACITY`]
