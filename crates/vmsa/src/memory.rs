@@ -114,11 +114,8 @@ impl Arena {
             "arena base must be page aligned"
         );
         let layout = core::alloc::Layout::array::<Unit>(units).expect("arena too large");
-        // Not zeroed here: each unit is zeroed when it is handed out, so an
-        // arena sized for the worst case costs only what is used (zeroing
-        // it all would touch every page of it).
         // SAFETY: the layout has non-zero size (units > 0).
-        let raw = unsafe { alloc::alloc::alloc(layout) };
+        let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
         let Some(mem) = NonNull::new(raw.cast::<Unit>()) else {
             alloc::alloc::handle_alloc_error(layout)
         };
@@ -181,9 +178,8 @@ impl Drop for Arena {
 }
 
 // SAFETY: units are handed out at most once until freed, are zeroed on
-// allocation (every unit, fresh or reused, is cleared as it is handed out:
-// no memory of the arena is read before it is written), and multi-unit
-// allocations are aligned to their size. `to_ptr`
+// allocation (fresh memory is zero from `alloc_zeroed`; reused units are
+// cleared), and multi-unit allocations are aligned to their size. `to_ptr`
 // maps addresses linearly into memory the arena owns.
 #[cfg(not(loom))]
 unsafe impl TableAllocator for Arena {
@@ -205,7 +201,6 @@ unsafe impl TableAllocator for Arena {
                     Some(_) => continue,
                     None if self.bump < self.units => {
                         self.bump += 1;
-                        self.zero(self.bump - 1, 1);
                         break Some(self.bump - 1);
                     }
                     None => break None,
