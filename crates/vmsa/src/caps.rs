@@ -12,7 +12,25 @@
 /// or needed.
 ///
 /// The default is the architecture's baseline: no optional feature, 16-bit
-/// VMIDs and ASIDs, no erratum.
+/// VMIDs and ASIDs, no erratum. Describe the CPU once (from its ID
+/// registers and errata list) and hand it to the [`Planner`](crate::Planner),
+/// which then uses range TLBIs and level hints only where they exist, and
+/// applies the errata on every path:
+///
+/// ```
+/// use vmsa::{tlbi, Barrier, Capabilities, Effect, Planner, Profile, Recorder, TlbiOp};
+///
+/// // An Armv8.4 CPU with Cortex-A76's repeat-TLBI erratum (1286807).
+/// let caps = Capabilities { repeat_tlbi: true, ..Capabilities::armv8_4() };
+/// assert!(caps.tlbi_range && caps.ttl);
+/// let _planner = Planner::new(caps, Profile::NATIVE);
+///
+/// // Every TLBI goes through tlbi::issue, which repeats the last one.
+/// let mut fx = Recorder::new();
+/// tlbi::issue(&mut fx, &caps, [(TlbiOp::Vmalls12e1is, 0)], Barrier::DsbIsh);
+/// let tlbis = fx.log().iter().filter(|e| matches!(e, Effect::Tlbi { .. })).count();
+/// assert_eq!(tlbis, 2);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Capabilities {
     /// FEAT_TLBIRANGE: `TLBI RVAE1IS`, `RIPAS2E1IS`, ... (Armv8.4).

@@ -296,6 +296,29 @@ impl fmt::Display for Effect {
 }
 
 /// Performs descriptor stores and records every effect, in order.
+///
+/// Tests and tools use it to see exactly what an operation does to the
+/// hardware; each effect prints as the instruction it stands for:
+///
+/// ```
+/// use vmsa::{Arena, Effect, Geometry, Granule, Ipa, MapOptions, Pa, Recorder, Stage2};
+/// use vmsa::{Stage2Attrs, Table, Vmid};
+///
+/// let mut fx = Recorder::new();
+/// let geometry = Geometry::stage2(Granule::K4, 40)?;
+/// let mut s2 = Table::new(Stage2::new(Vmid(1)), geometry, Arena::new(Pa(0x8000_0000), 8), &mut fx)?;
+/// s2.map(Ipa(0)..Ipa(0x1000), Pa(0x4000_0000), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx)?;
+/// // An inactive table: stores only (the level 1 and 2 table descriptors
+/// // and the leaf).
+/// let stores = fx.log().iter().filter(|e| matches!(e, Effect::Store { .. })).count();
+/// assert_eq!(stores, 3);
+/// for e in fx.log() {
+///     println!("{e}"); // e.g. "str     0x400000000007ff, [0x80003000]"
+/// }
+/// let log = fx.take(); // and start afresh
+/// assert!(fx.log().is_empty() && !log.is_empty());
+/// # Ok::<(), vmsa::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Recorder {
     log: Vec<Effect>,

@@ -184,6 +184,33 @@ pub fn covering_range(start_va: u64, end_va: u64, asid: u16) -> Option<RangeOper
 
 /// The pending TLB maintenance of one vCPU: what the host changed in the
 /// guest's stage 1 since the vCPU last returned to the guest.
+///
+/// The host adds to it as it changes the guest's tables and takes it when
+/// the vCPU returns; the guest's EL1 shim runs what the registers ask for
+/// ([`shim_execute`]):
+///
+/// ```
+/// use vmsa::request::{shim_execute, Request, RequestSlot, X8_SELECTIVE};
+/// use vmsa::{Capabilities, Effect, Recorder, TlbiOp};
+///
+/// let caps = Capabilities::default(); // no FEAT_TLBIRANGE
+/// let mut slot = RequestSlot::new();
+/// slot.add(0x40_0000, 0x40_2000, false); // two pages unmapped
+/// slot.add(0x40_3000, 0x40_4000, false); // and a third, merged
+/// let regs = slot.take(&caps, 7);
+/// assert!(slot.is_empty());
+/// assert_eq!(regs.x8, X8_SELECTIVE);
+/// assert_eq!(regs.decode(), Ok(Request::Pages { va: 0x40_0000, count: 4 }));
+///
+/// let mut fx = Recorder::new();
+/// shim_execute(&regs, &caps, 7, &mut fx).unwrap();
+/// let vae1is = fx
+///     .log()
+///     .iter()
+///     .filter(|e| matches!(e, Effect::Tlbi { op: TlbiOp::Vae1is, .. }))
+///     .count();
+/// assert_eq!(vae1is, 4); // the bounding union, page by page
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestSlot {
     /// First and last page number of the bounding union (inclusive).

@@ -358,6 +358,47 @@ impl Sequence {
 }
 
 /// vmsa's invalidator: the cheapest correct sequence under a profile.
+///
+/// A [`Table`](crate::Table) uses one by default; give it the CPU's
+/// [`Capabilities`] and a cost [`Profile`] to get the TLBI sequence a change
+/// needs on that CPU, here for one page unmapped from a live stage 2 table
+/// on an Armv8.4 CPU (FEAT_TTL gives the level hint):
+///
+/// ```
+/// use vmsa::tlbi::{ipa_operand, Ttl};
+/// use vmsa::{
+///     Arena, Barrier, Capabilities, Effect, Geometry, Granule, Ipa, MapOptions, Pa, Planner,
+///     Profile, Recorder, Stage2, Stage2Attrs, Table, TlbiOp, Vmid,
+/// };
+///
+/// let mut fx = Recorder::new();
+/// let geometry = Geometry::stage2(Granule::K4, 40)?;
+/// let mut s2 = Table::new(Stage2::new(Vmid(1)), geometry, Arena::new(Pa(0x8000_0000), 16), &mut fx)?;
+/// s2.set_invalidator(Box::new(Planner::new(Capabilities::armv8_4(), Profile::NATIVE)));
+/// let ram = Ipa(0)..Ipa(0x20_0000);
+/// s2.map(ram, Pa(0x4000_0000), Stage2Attrs::RAM, MapOptions::PAGES, &mut fx)?;
+/// s2.activate(&mut fx);
+/// fx.take();
+///
+/// s2.unmap(Ipa(0x3000)..Ipa(0x4000), &mut fx)?;
+/// s2.flush(&mut fx);
+/// let ops: Vec<Effect> = fx
+///     .log()
+///     .iter()
+///     .copied()
+///     .filter(|e| matches!(e, Effect::Tlbi { .. } | Effect::Barrier(_)))
+///     .collect();
+/// // The leaf, by IPA at level 3, then the combined stage 1+2 entries that
+/// // may hold it (VMALLE1IS), each batch completed by one DSB ISH.
+/// assert_eq!(ops[0], Effect::Barrier(Barrier::DsbIshst));
+/// assert_eq!(
+///     ops[1],
+///     Effect::Tlbi { op: TlbiOp::Ipas2le1is, operand: ipa_operand(0x3000, Ttl::at(0b01, 3)) }
+/// );
+/// assert!(ops.contains(&Effect::Tlbi { op: TlbiOp::Vmalle1is, operand: 0 }));
+/// assert_eq!(ops.last(), Some(&Effect::Barrier(Barrier::DsbIsh)));
+/// # Ok::<(), vmsa::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Planner {
     /// What the CPU can do.

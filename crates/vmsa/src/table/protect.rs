@@ -131,6 +131,28 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     /// shareability changes on a live table use break-before-make. Blocks
     /// that straddle the range's ends are split first.
     ///
+    /// The report says what changed, which is all a flush (or the caller's
+    /// own invalidation) needs; dirty logging write-protects so:
+    ///
+    /// ```
+    /// use vmsa::report::ChangeFlags;
+    /// use vmsa::{Arena, Direct, Geometry, Granule, Ipa, MapOptions, Pa, S2ap, Stage2};
+    /// use vmsa::{Stage2Attrs, Table, Vmid};
+    ///
+    /// let geometry = Geometry::stage2(Granule::K4, 40)?;
+    /// let mut s2 = Table::new(Stage2::new(Vmid(1)), geometry, Arena::new(Pa(0x8000_0000), 8), &mut Direct)?;
+    /// s2.map(Ipa(0)..Ipa(0x4000), Pa(0x4000_0000), Stage2Attrs::RAM, MapOptions::PAGES, &mut Direct)?;
+    /// let ro = Stage2Attrs::RAM.with_s2ap(S2ap::ReadOnly);
+    /// let report = s2.protect(Ipa(0x1000)..Ipa(0x3000), ro, &mut Direct)?;
+    /// // One run of two level 3 entries, permissions restricted in place.
+    /// let c = &report.changes[0];
+    /// assert_eq!((c.range.start, c.range.end, c.level), (0x1000, 0x3000, 3));
+    /// assert!(c.flags.contains(ChangeFlags::RESTRICTED));
+    /// assert_eq!(s2.translate(Ipa(0x1000)).unwrap().attrs, ro);
+    /// assert_eq!(s2.translate(Ipa(0)).unwrap().attrs, Stage2Attrs::RAM);
+    /// # Ok::<(), vmsa::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Misaligned`], [`Error::EmptyRange`],
     /// [`Error::InputOutOfRange`], [`Error::InvalidAttributes`],
