@@ -38,14 +38,25 @@ pub enum Error {
     },
     /// The attributes are not valid for the regime (reserved encodings,
     /// fields that are RES0 in the regime).
-    InvalidAttributes,
+    InvalidAttributes {
+        /// Which field, and why.
+        field: &'static str,
+    },
     /// The table allocator could not provide a table page. Nothing was
     /// changed: all pages an operation needs are allocated before it writes.
     OutOfMemory,
     /// The geometry is not supported (input size, start level, granule).
-    UnsupportedGeometry,
+    UnsupportedGeometry {
+        /// What is not supported.
+        why: &'static str,
+    },
     /// A VMID or ASID does not fit the configured width.
-    TagOutOfRange,
+    TagOutOfRange {
+        /// The tag given.
+        tag: u16,
+        /// The width configured (8 or 16 bits).
+        bits: u8,
+    },
     /// A fault-path (`&self`) operation cannot make this change: only an
     /// exclusive (`&mut self`) one may (the entry's earlier removal is not
     /// invalidated yet, finer mappings exist below it, or permissions would
@@ -77,10 +88,16 @@ impl fmt::Display for Error {
             }
             Error::AlreadyMapped { addr } => write!(f, "{addr:#x} is already mapped"),
             Error::NotABlock { addr } => write!(f, "{addr:#x} is not mapped by a block"),
-            Error::InvalidAttributes => write!(f, "attributes are not valid for this regime"),
+            Error::InvalidAttributes { field } => {
+                write!(f, "attributes not valid for this regime: {field}")
+            }
             Error::OutOfMemory => write!(f, "out of table memory"),
-            Error::UnsupportedGeometry => write!(f, "unsupported translation table geometry"),
-            Error::TagOutOfRange => write!(f, "VMID or ASID does not fit the configured width"),
+            Error::UnsupportedGeometry { why } => {
+                write!(f, "unsupported translation table geometry: {why}")
+            }
+            Error::TagOutOfRange { tag, bits } => {
+                write!(f, "VMID or ASID {tag} does not fit in {bits} bits")
+            }
             Error::NeedsExclusive { addr } => write!(
                 f,
                 "the entry for {addr:#x} can only be changed by an exclusive operation"

@@ -95,7 +95,9 @@ impl Geometry {
     /// (T0SZ 16..=39 for the 4 KiB granule).
     pub fn stage1(granule: Granule, input_bits: u8) -> Result<Self, Error> {
         if !(25..=48).contains(&input_bits) {
-            return Err(Error::UnsupportedGeometry);
+            return Err(Error::UnsupportedGeometry {
+                why: "stage 1 input size: 25 to 48 bits",
+            });
         }
         let per = granule.bits_per_level();
         let levels = (u32::from(input_bits) - granule.page_shift()).div_ceil(per);
@@ -119,7 +121,9 @@ impl Geometry {
     /// [`Error::UnsupportedGeometry`] when `ipa_bits` is outside 32..=48.
     pub fn stage2(granule: Granule, ipa_bits: u8) -> Result<Self, Error> {
         if !(32..=48).contains(&ipa_bits) {
-            return Err(Error::UnsupportedGeometry);
+            return Err(Error::UnsupportedGeometry {
+                why: "stage 2 IPA size: 32 to 48 bits",
+            });
         }
         let per = granule.bits_per_level();
         // Up to 4 bits more than one table resolves go to concatenation.
@@ -136,7 +140,9 @@ impl Geometry {
     /// outside 32..=48.
     pub fn stage2_at(granule: Granule, ipa_bits: u8, start_level: u8) -> Result<Self, Error> {
         if !(32..=48).contains(&ipa_bits) || start_level > 2 {
-            return Err(Error::UnsupportedGeometry);
+            return Err(Error::UnsupportedGeometry {
+                why: "stage 2: IPA size 32 to 48 bits, start level 0 to 2",
+            });
         }
         let g = Self {
             granule,
@@ -146,7 +152,9 @@ impl Geometry {
         let root_bits = u32::from(ipa_bits).checked_sub(g.level_shift(start_level));
         match root_bits {
             Some(bits) if bits >= 1 && bits <= granule.bits_per_level() + 4 => Ok(g),
-            _ => Err(Error::UnsupportedGeometry),
+            _ => Err(Error::UnsupportedGeometry {
+                why: "stage 2 start level: at most 16 concatenated root tables, at least 2 entries",
+            }),
         }
     }
 

@@ -236,7 +236,9 @@ impl Regime for Stage2 {
         if attrs.mem_attr.is_fwb_form() != self.config.fwb
             && !matches!(attrs.mem_attr, crate::descriptor::MemAttr::Device(_))
         {
-            return Err(Error::InvalidAttributes);
+            return Err(Error::InvalidAttributes {
+                field: "MemAttr: the FEAT_S2FWB form must match the table's configuration",
+            });
         }
         Ok(attrs.to_bits())
     }
@@ -266,11 +268,16 @@ impl Regime for Stage2 {
 
     fn check(&self, geometry: &Geometry) -> Result<(), Error> {
         if !self.config.vmid16 && self.vmid.0 > 0xff {
-            return Err(Error::TagOutOfRange);
+            return Err(Error::TagOutOfRange {
+                tag: self.vmid.0,
+                bits: 8,
+            });
         }
         if geometry.input_bits() > self.config.pa_size.bits() {
             // An IPA space larger than PS faults (VTCR_EL2.T0SZ vs PS).
-            return Err(Error::UnsupportedGeometry);
+            return Err(Error::UnsupportedGeometry {
+                why: "the IPA size is larger than the physical address size (VTCR_EL2.PS)",
+            });
         }
         Ok(())
     }
@@ -361,7 +368,9 @@ impl Regime for El1Stage1 {
 
     fn encode_attrs(&self, attrs: &Stage1Attrs) -> Result<u64, Error> {
         if attrs.attr_index > 7 {
-            return Err(Error::InvalidAttributes);
+            return Err(Error::InvalidAttributes {
+                field: "AttrIndx: 0 to 7 (an index into MAIR_EL1)",
+            });
         }
         Ok(attrs.to_bits())
     }
@@ -391,7 +400,10 @@ impl Regime for El1Stage1 {
 
     fn check(&self, _geometry: &Geometry) -> Result<(), Error> {
         if !self.asid16 && self.asid.0 > 0xff {
-            return Err(Error::TagOutOfRange);
+            return Err(Error::TagOutOfRange {
+                tag: self.asid.0,
+                bits: 8,
+            });
         }
         Ok(())
     }
@@ -467,12 +479,15 @@ impl Regime for El2Stage1 {
     /// attributes must use [`Ap::ReadWrite`] or [`Ap::ReadOnly`], with
     /// `pxn` and `ng` clear (execute permission is `uxn`, the XN bit).
     fn encode_attrs(&self, attrs: &Stage1Attrs) -> Result<u64, Error> {
-        if attrs.attr_index > 7
-            || attrs.pxn
-            || attrs.ng
-            || !matches!(attrs.ap, Ap::ReadWrite | Ap::ReadOnly)
-        {
-            return Err(Error::InvalidAttributes);
+        if attrs.attr_index > 7 {
+            return Err(Error::InvalidAttributes {
+                field: "AttrIndx: 0 to 7 (an index into MAIR_EL2)",
+            });
+        }
+        if attrs.pxn || attrs.ng || !matches!(attrs.ap, Ap::ReadWrite | Ap::ReadOnly) {
+            return Err(Error::InvalidAttributes {
+                field: "PXN, nG and EL0 access do not exist in the EL2 regime (no E2H)",
+            });
         }
         Ok(attrs.to_bits())
     }
@@ -633,7 +648,7 @@ mod tests {
         };
         assert_eq!(
             s2.check(&Geometry::stage2(Granule::K4, 40).unwrap()),
-            Err(Error::TagOutOfRange)
+            Err(Error::TagOutOfRange { tag: 300, bits: 8 })
         );
     }
 }

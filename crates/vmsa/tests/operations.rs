@@ -151,10 +151,10 @@ fn bad_arguments_are_typed_errors_and_change_nothing() {
         mem_attr: vmsa::MemAttr::FwbNormalWriteBack,
         ..ram
     };
-    assert_eq!(
-        t.map(ipa(M2..2 * M2), Pa(0), fwb_attrs, o, &mut fx),
-        Err(Error::InvalidAttributes)
-    );
+    let e = t.map(ipa(M2..2 * M2), Pa(0), fwb_attrs, o, &mut fx);
+    assert!(matches!(e, Err(Error::InvalidAttributes { .. })), "{e:?}");
+    // The message says which field.
+    assert!(e.unwrap_err().to_string().contains("MemAttr"));
     assert_eq!(
         t.split_block(Ipa(8 * M2), &mut fx),
         Err(Error::NotABlock { addr: 8 * M2 })

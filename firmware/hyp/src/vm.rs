@@ -506,7 +506,7 @@ impl Vm {
         let caps = vmsa_el2::cpu::capabilities();
         // Config::parse accepted only names of this registry.
         let policy = vmsa_baselines::stage2(cfg.policy())
-            .ok_or(Fatal("unknown stage 2 policy", Error::InvalidAttributes))?;
+            .ok_or(Fatal("unknown stage 2 policy", Error::InvalidAttributes { field: "policy name" }))?;
         table.set_invalidator(policy.make(caps, vmsa::Profile::NATIVE));
         let mut vm = Vm {
             table,

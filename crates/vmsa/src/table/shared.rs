@@ -215,7 +215,9 @@ impl<R: Regime, A: TableAllocator> Table<R, A> {
     ) -> Result<Installed<R>, Error> {
         let g = self.geometry;
         if level < g.start_level() || !g.leaf_allowed(level) {
-            return Err(Error::UnsupportedGeometry);
+            return Err(Error::UnsupportedGeometry {
+                why: "no leaf (block or page) at that level",
+            });
         }
         let size = g.entry_size(level);
         let start = addr.get() & !(size - 1);
