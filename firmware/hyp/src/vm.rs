@@ -505,8 +505,12 @@ impl Vm {
         .map_err(|e| Fatal("stage 2 root", e))?;
         let caps = vmsa_el2::cpu::capabilities();
         // Config::parse accepted only names of this registry.
-        let policy = vmsa_baselines::stage2(cfg.policy())
-            .ok_or(Fatal("unknown stage 2 policy", Error::InvalidAttributes { field: "policy name" }))?;
+        let policy = vmsa_baselines::stage2(cfg.policy()).ok_or(Fatal(
+            "unknown stage 2 policy",
+            Error::InvalidAttributes {
+                field: "policy name",
+            },
+        ))?;
         table.set_invalidator(policy.make(caps, vmsa::Profile::NATIVE));
         let mut vm = Vm {
             table,
