@@ -248,9 +248,13 @@ pub fn generate_bbm_stress(
 ) -> io::Result<()> {
     match output {
         Some(path) => {
-            let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
-            let records = trace::bbm_stress(&mut w, cycles, seed)?;
-            w.flush()?;
+            let named = |e: io::Error| {
+                io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            };
+            let file = File::create(path).map_err(named)?;
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            let records = trace::bbm_stress(&mut w, cycles, seed).map_err(named)?;
+            w.flush().map_err(named)?;
             eprintln!(
                 "vmsa trace-gen: wrote {records} records to {}",
                 path.display()

@@ -190,10 +190,12 @@ enum Command {
         /// reason, witness, states), the counts, and errors.
         #[arg(long)]
         json: bool,
-        /// At most this many states per search; beyond it the test is
-        /// reported unsupported (too many interleavings).
-        #[arg(long, default_value_t = 200_000)]
-        max_states: usize,
+        /// At most this many states per search (1 to 10,000,000: each
+        /// remembered state costs memory); beyond it the test is reported
+        /// unsupported (too many interleavings).
+        #[arg(long, default_value_t = 200_000,
+              value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        max_states: u64,
     },
     /// Write a generated Casemate trace.
     TraceGen {
@@ -208,8 +210,10 @@ enum TraceKind {
     /// CYCLES correct break-before-make sequences on random level 3
     /// entries (about 9 records each).
     BbmStress {
-        /// Number of break-before-make cycles.
-        #[arg(long, default_value_t = 100_000)]
+        /// Number of break-before-make cycles (at most 100,000,000: about
+        /// 900 million records, 60 GB of text).
+        #[arg(long, default_value_t = 100_000,
+              value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
         cycles: u64,
         /// Seed of the entry choice.
         #[arg(long, default_value_t = 1)]
@@ -320,13 +324,18 @@ fn main() {
             paths,
             json,
             max_states,
-        } => litmus::run(&paths, max_states, json, &mut std::io::stdout().lock())
-            .map(|code| {
-                if code != 0 {
-                    std::process::exit(code)
-                }
-            })
-            .map_err(Into::into),
+        } => litmus::run(
+            &paths,
+            max_states as usize,
+            json,
+            &mut std::io::stdout().lock(),
+        )
+        .map(|code| {
+            if code != 0 {
+                std::process::exit(code)
+            }
+        })
+        .map_err(Into::into),
         Command::TraceGen {
             kind:
                 TraceKind::BbmStress {

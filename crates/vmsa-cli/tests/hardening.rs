@@ -271,3 +271,38 @@ fn every_command_that_reads_a_file_takes_standard_input() {
     );
     assert_eq!(r.code, 0, "replay-ops: {}", r.stderr);
 }
+
+#[test]
+fn counts_from_the_command_line_are_bounded() {
+    let r = vmsa(
+        &["trace-gen", "bbm-stress", "--cycles", "1000000000000"],
+        b"",
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not in 0..=100000000"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    let r = vmsa(&["litmus", "--max-states", "0", "-"], b"");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not in 1..=10000000"), "{}", r.stderr);
+}
+
+#[test]
+fn a_generated_trace_to_a_bad_path_names_the_file() {
+    let r = vmsa(
+        &[
+            "trace-gen",
+            "bbm-stress",
+            "--cycles",
+            "10",
+            "-o",
+            "/nonexistent/t.log",
+        ],
+        b"",
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot write /nonexistent/t.log"),
+        "{}",
+        r.stderr
+    );
+}
