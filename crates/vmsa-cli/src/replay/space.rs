@@ -524,6 +524,9 @@ impl Space {
         ops
     }
 
+    /// What the table should hold for `page` (the tests' view of what
+    /// [`reconcile`](Self::reconcile) computes in one pass).
+    #[cfg(test)]
     fn want(&self, page: u64) -> Option<(u64, Perm)> {
         let frame = *self.frames.get(&page)?;
         let perm = perm_of(self.vma_at(page)?.1.prot)?;
@@ -531,18 +534,52 @@ impl Space {
     }
 
     fn reconcile(&mut self, s: u64, e: u64, ops: &mut Vec<Op>) {
-        let mut pages: Vec<u64> = self
-            .table
-            .range(s..e)
-            .map(|(&p, _)| p)
-            .chain(self.frames.range(s..e).map(|(&p, _)| p))
-            .collect();
-        pages.sort_unstable();
-        pages.dedup();
+        // One pass over the range: the table's entries and the frames, both
+        // in page order, merged, and the VMAs over the range in order (a
+        // page's permissions from a cursor, not a lookup per page).
+        let old_entries: Vec<(u64, (u64, Perm))> =
+            self.table.range(s..e).map(|(&p, &v)| (p, v)).collect();
+        let frames: Vec<(u64, u64)> = self.frames.range(s..e).map(|(&p, &f)| (p, f)).collect();
+        let mut vmas: Vec<(u64, u64, Option<Perm>)> = Vec::new();
+        if let Some((vs, v)) = self.vma_at(s) {
+            vmas.push((vs, v.end, perm_of(v.prot)));
+        }
+        for (&vs, v) in self.vmas.range((Bound::Excluded(s), Bound::Excluded(e))) {
+            vmas.push((vs, v.end, perm_of(v.prot)));
+        }
+        let mut vi = 0;
+        let mut perm_at = |p: u64| {
+            while vi < vmas.len() && vmas[vi].1 <= p {
+                vi += 1;
+            }
+            vmas.get(vi).filter(|v| v.0 <= p).and_then(|v| v.2)
+        };
+        let (mut i, mut j) = (0, 0);
+        let mut updates: Vec<(u64, Option<(u64, Perm)>)> = Vec::new();
         let mut run: Option<Op> = None;
-        for p in pages {
-            let old = self.table.get(&p).copied();
-            let new = self.want(p);
+        loop {
+            let p = match (old_entries.get(i), frames.get(j)) {
+                (None, None) => break,
+                (Some(&(a, _)), None) => a,
+                (None, Some(&(b, _))) => b,
+                (Some(&(a, _)), Some(&(b, _))) => a.min(b),
+            };
+            let old = match old_entries.get(i) {
+                Some(&(a, v)) if a == p => {
+                    i += 1;
+                    Some(v)
+                }
+                _ => None,
+            };
+            let frame = match frames.get(j) {
+                Some(&(b, f)) if b == p => {
+                    j += 1;
+                    Some(f)
+                }
+                _ => None,
+            };
+            // What `want` gives: a frame, in a VMA that allows access.
+            let new = frame.and_then(|f| perm_at(p).map(|perm| (f, perm)));
             let next = match (old, new) {
                 (None, None) => continue,
                 (Some(_), None) => Op::Unmap {
@@ -582,14 +619,7 @@ impl Space {
                     }
                 }
             };
-            match new {
-                Some(n) => {
-                    self.table.insert(p, n);
-                }
-                None => {
-                    self.table.remove(&p);
-                }
-            }
+            updates.push((p, new));
             run = match (run, next) {
                 (Some(Op::Unmap { start, .. }), Op::Unmap { end, .. }) => {
                     Some(Op::Unmap { start, end })
@@ -626,6 +656,16 @@ impl Space {
             };
         }
         ops.extend(run);
+        for (p, new) in updates {
+            match new {
+                Some(n) => {
+                    self.table.insert(p, n);
+                }
+                None => {
+                    self.table.remove(&p);
+                }
+            }
+        }
     }
 }
 
