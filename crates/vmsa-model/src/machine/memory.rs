@@ -1,6 +1,6 @@
 //! Physical memory holding tables, and the trees the roots span.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::desc::{decode, entry_size, Decoded, Leaf, Stage, OA_MASK};
 

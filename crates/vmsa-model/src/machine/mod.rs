@@ -29,7 +29,7 @@ mod ghost;
 mod memory;
 mod query;
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use vmsa::tlbi::TlbiOp;
 
@@ -328,20 +328,20 @@ impl Machine {
             config: Config { pes, ..config },
             pes: vec![Pe::default(); pes],
             mem: Memory::default(),
-            owners: HashMap::new(),
+            owners: HashMap::default(),
             ghosts: Vec::new(),
             violations: Vec::new(),
             costs: Costs::default(),
             seq: 0,
             current_pe: 0,
-            flushed_at: HashMap::new(),
-            ran_on: HashMap::new(),
-            reported: HashSet::new(),
+            flushed_at: HashMap::default(),
+            ran_on: HashMap::default(),
+            reported: HashSet::default(),
             completions: 0,
             written: Some(Vec::new()),
-            root_locks: HashMap::new(),
-            held: HashMap::new(),
-            thread_owner: HashMap::new(),
+            root_locks: HashMap::default(),
+            held: HashMap::default(),
+            thread_owner: HashMap::default(),
         }
     }
 
