@@ -286,27 +286,17 @@ impl Memory {
         self.pages.contains_key(&page) || self.zeroed.iter().any(|&(s, e)| s <= page && page < e)
     }
 
-    /// `[start, end)` (page aligned) is zeroed table memory, however large:
-    /// the pages kept in it are zeroed, the rest recorded as one region.
-    pub fn init_region(&mut self, start: u64, end: u64) {
-        for p in self.pages_in(start, end) {
-            self.init_page(p);
-        }
+    /// `[start, end)` (page aligned, however large) is zeroed table memory:
+    /// recorded as one region (the caller zeroes the pages kept in it).
+    pub fn add_zeroed(&mut self, start: u64, end: u64) {
         self.forget_zeroed(start, end);
         let at = self.zeroed.partition_point(|&(s, _)| s < start);
         self.zeroed.insert(at, (start, end));
     }
 
-    /// `[start, end)` (page aligned) is freed, however large.
-    pub fn free_region(&mut self, start: u64, end: u64) {
-        for p in self.pages_in(start, end) {
-            self.pages.remove(&p);
-        }
-        self.forget_zeroed(start, end);
-    }
-
-    /// Cuts `[start, end)` out of the zeroed regions.
-    fn forget_zeroed(&mut self, start: u64, end: u64) {
+    /// Cuts `[start, end)` out of the zeroed regions (the caller frees the
+    /// pages kept in it).
+    pub fn forget_zeroed(&mut self, start: u64, end: u64) {
         if self.zeroed.is_empty() {
             return;
         }

@@ -226,6 +226,17 @@ const MAX_WRITTEN_RANGES: usize = 4096;
 /// model loop or grow.
 const MAX_PAGES_ONE_BY_ONE: u64 = 4096;
 
+/// What a region's memory becomes once its tables are released.
+#[derive(Clone, Copy)]
+enum Reuse {
+    /// Zeroed table memory again (`mem-init`).
+    Zeroed,
+    /// Given back to its allocator (the library's page release).
+    Released,
+    /// Freed (`mem-free`).
+    Freed,
+}
+
 /// The pages `[start, end)` that `[pa, pa + size)` covers, clipped at the
 /// top of the address space.
 fn page_span(pa: u64, size: u64) -> (u64, u64) {
@@ -420,16 +431,7 @@ impl Machine {
             self.written = None;
         }
         match *event {
-            Event::MemInit { pa, size } => {
-                let (start, end) = page_span(pa, size);
-                for page in self.pages_touched(start, end) {
-                    self.release_page(page, origin, "re-initialised");
-                    self.mem.init_page(page);
-                }
-                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
-                    self.mem.init_region(start, end);
-                }
-            }
+            Event::MemInit { pa, size } => self.release_region(pa, size, origin, Reuse::Zeroed),
             Event::MemSet { pa, size, byte } => {
                 let value = u64::from_ne_bytes([byte; 8]);
                 let (start, end) = (pa & !7, pa.saturating_add(size));
@@ -479,27 +481,10 @@ impl Machine {
                 }
                 Hint::SetOwnerRoot { .. } => {}
             },
-            Event::Release { pa, size } => {
-                let (start, end) = page_span(pa, size);
-                for page in self.pages_touched(start, end) {
-                    self.release_page(page, origin, "released");
-                    self.mem.free_page(page);
-                }
-                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
-                    self.mem.free_region(start, end);
-                }
-            }
+            Event::Release { pa, size } => self.release_region(pa, size, origin, Reuse::Released),
             Event::MemFree { pa, size } => {
                 // Tables in it die; then nothing may translate to it.
-                // (A release of any size, as above.)
-                let (start, end) = page_span(pa, size);
-                for page in self.pages_touched(start, end) {
-                    self.release_page(page, origin, "freed");
-                    self.mem.free_page(page);
-                }
-                if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
-                    self.mem.free_region(start, end);
-                }
+                self.release_region(pa, size, origin, Reuse::Freed);
                 self.release_data(pa, size, origin);
             }
             Event::ReleaseData { pa, size } => self.release_data(pa, size, origin),
@@ -1630,6 +1615,34 @@ impl Machine {
             }
         }
         m
+    }
+
+    /// Table memory in `[pa, pa + size)` stops being what it was: every
+    /// table page in it is released (nothing may still walk it), then the
+    /// memory is zeroed table memory again or gone. Any size: beyond
+    /// [`MAX_PAGES_ONE_BY_ONE`] pages only the pages the model keeps and
+    /// those cached walks lead to are visited, and a zeroed region is kept
+    /// as a range.
+    fn release_region(&mut self, pa: u64, size: u64, origin: Origin, reuse: Reuse) {
+        let (start, end) = page_span(pa, size);
+        let what = match reuse {
+            Reuse::Zeroed => "re-initialised",
+            Reuse::Released => "released",
+            Reuse::Freed => "freed",
+        };
+        for page in self.pages_touched(start, end) {
+            self.release_page(page, origin, what);
+            match reuse {
+                Reuse::Zeroed => self.mem.init_page(page),
+                Reuse::Released | Reuse::Freed => self.mem.free_page(page),
+            }
+        }
+        if (end - start) / PAGE > MAX_PAGES_ONE_BY_ONE {
+            match reuse {
+                Reuse::Zeroed => self.mem.add_zeroed(start, end),
+                Reuse::Released | Reuse::Freed => self.mem.forget_zeroed(start, end),
+            }
+        }
     }
 
     /// The pages of `[start, end)` that something may refer to: all of them
