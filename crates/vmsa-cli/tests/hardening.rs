@@ -18,8 +18,10 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `vmsa args` with `stdin`, bounded in time and memory.
-fn vmsa(args: &[&str], stdin: &[u8]) -> Run {
+/// Runs `vmsa args` with `stdin`, bounded in time and memory, calling
+/// `watch` with its pid every few milliseconds while it runs.
+fn watched(args: &[&str], stdin: &[u8], mut watch: impl FnMut(u32)) -> Run {
+    // `exec` keeps the pid: the limit and `watch` apply to vmsa itself.
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -v {MEMORY_KIB}; exec \"$0\" \"$@\""))
@@ -35,24 +37,39 @@ fn vmsa(args: &[&str], stdin: &[u8]) -> Run {
     let feeder = std::thread::spawn(move || {
         let _ = input.write_all(&data);
     });
+    // Drained while it runs, so that a full pipe never stalls it.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = r.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if start.elapsed() > WATCHDOG {
             let _ = child.kill();
             panic!("vmsa {args:?} still running after {WATCHDOG:?}: it hangs");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        watch(child.id());
+        std::thread::sleep(Duration::from_millis(5));
+    };
     let _ = feeder.join();
-    let out = child.wait_with_output().unwrap();
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
     }
+}
+
+/// Runs `vmsa args` with `stdin`, bounded in time and memory.
+fn vmsa(args: &[&str], stdin: &[u8]) -> Run {
+    watched(args, stdin, |_| {})
 }
 
 fn fixture(rel: &str) -> String {
@@ -122,39 +139,18 @@ fn a_chart_that_cannot_be_written_still_leaves_the_table() {
 /// The peak resident set (KiB) of `vmsa args` fed `stdin`, read from
 /// /proc while it runs.
 fn peak_kib(args: &[&str], stdin: Vec<u8>) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmsa"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vmsa runs");
-    let status = format!("/proc/{}/status", child.id());
-    let mut input = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let (start, mut peak) = (Instant::now(), 0);
-    while child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < WATCHDOG, "vmsa {args:?} hangs");
-        if let Ok(s) = std::fs::read_to_string(&status) {
-            if let Some(kib) = s
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
-            {
-                peak = peak.max(kib);
-            }
+    let mut peak = 0;
+    let r = watched(args, &stdin, |pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    feeder.join().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    });
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(peak > 0, "no VmHWM read for vmsa {args:?}");
     peak
 }
