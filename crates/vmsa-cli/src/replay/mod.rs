@@ -226,14 +226,19 @@ pub fn row(workload: &str, policy: &str, profile_name: &str, o: &Outcome) -> Row
     )
 }
 
-/// The distinct replays a selection asks for: (policy, profile it is
-/// priced with, or "" for a baseline, whose choices do not depend on the
-/// profile, so that it is replayed once).
+/// The replay that gives `policy`'s row for `profile`: (policy, the profile
+/// it is priced with, or "" for a baseline, whose choices do not depend on
+/// the profile, so that it is replayed once).
+fn run_for(policy: &'static str, profile: &'static str) -> (&'static str, &'static str) {
+    (policy, if policy == "vmsa" { profile } else { "" })
+}
+
+/// The distinct replays a selection asks for (see [`run_for`]).
 fn runs(selection: &Selection) -> Vec<(&'static str, &'static str)> {
     let mut runs = Vec::new();
     for &profile in &selection.profiles {
         for &policy in &selection.policies {
-            let run = (policy, if policy == "vmsa" { profile } else { "" });
+            let run = run_for(policy, profile);
             if !runs.contains(&run) {
                 runs.push(run);
             }
@@ -340,7 +345,7 @@ pub fn replay_stream(
     };
     for &profile in &selection.profiles {
         for &policy in &selection.policies {
-            let k = if policy == "vmsa" { profile } else { "" };
+            let (_, k) = run_for(policy, profile);
             if let Some(o) = outcomes.get(&(policy, k)) {
                 r.rows.push(row(name, policy, profile, o));
                 r.stats = o.stats.clone();
