@@ -24,6 +24,7 @@
 //! of its own.
 
 pub mod parse;
+mod runs;
 pub mod sim;
 pub mod space;
 

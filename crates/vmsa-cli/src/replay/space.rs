@@ -7,11 +7,16 @@
 //! the table holds (a shadow kept here) and returns the operations that
 //! make the table match, fewest first: one unmap across holes, one protect
 //! per permission, one map per run of consecutive frames.
+//!
+//! Contents and table are kept as [`Runs`] of pages, not page by page: a
+//! call costs in proportion to the ranges it names and meets, not to their
+//! size (a replay's time goes to the tables and the model, not here).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::parse::{mremap, prot};
+use super::runs::Runs;
 use crate::compare::workloads::Perm;
 
 /// The page size (4 KiB granule).
@@ -122,10 +127,10 @@ pub fn pages(addr: u64, len: u64) -> Result<(u64, u64), Skip> {
 #[derive(Clone, Debug)]
 pub struct Space {
     vmas: BTreeMap<u64, Vma>,
-    /// Page -> frame, for pages with contents.
-    frames: BTreeMap<u64, u64>,
-    /// Page -> (frame, permissions) the table holds.
-    table: BTreeMap<u64, (u64, Perm)>,
+    /// Pages with contents -> their frames.
+    frames: Runs<u64>,
+    /// Pages the table maps -> (frame, permissions).
+    table: Runs<(u64, Perm)>,
     next_frame: u64,
     /// (start, current) of the heap, once known.
     brk: Option<(u64, u64)>,
@@ -139,8 +144,8 @@ impl Space {
     pub fn new(populate: Populate) -> Self {
         Space {
             vmas: BTreeMap::new(),
-            frames: BTreeMap::new(),
-            table: BTreeMap::new(),
+            frames: Runs::default(),
+            table: Runs::default(),
             next_frame: FRAMES,
             brk: None,
             populate,
@@ -157,18 +162,24 @@ impl Space {
     /// Pages with contents.
     #[cfg(test)]
     pub fn populated(&self) -> usize {
-        self.frames.len()
+        self.frames
+            .iter()
+            .map(|(s, e, _)| ((e - s) / PAGE) as usize)
+            .sum()
     }
 
     /// Pages the table maps.
     #[cfg(test)]
     pub fn mapped(&self) -> usize {
-        self.table.len()
+        self.table
+            .iter()
+            .map(|(s, e, _)| ((e - s) / PAGE) as usize)
+            .sum()
     }
 
     /// What the table maps at page `va`.
     pub fn entry(&self, va: u64) -> Option<(u64, Perm)> {
-        self.table.get(&(va & !(PAGE - 1))).copied()
+        self.table.get(va & !(PAGE - 1))
     }
 
     /// The `PROT_*` bits of the VMA holding `va`.
@@ -216,27 +227,25 @@ impl Space {
         }
     }
 
-    /// Removes the frames of `[s, e)` and returns them (page, frame).
-    fn drop_frames(&mut self, s: u64, e: u64) -> Vec<(u64, u64)> {
-        let gone: Vec<(u64, u64)> = self.frames.range(s..e).map(|(&p, &f)| (p, f)).collect();
-        for (p, _) in &gone {
-            self.frames.remove(p);
-        }
-        gone
+    /// Removes the frames of `[s, e)` and returns them (start, end, frame
+    /// of start).
+    fn drop_frames(&mut self, s: u64, e: u64) -> Vec<(u64, u64, u64)> {
+        self.frames.remove(s, e)
     }
 
-    /// Gives every page of `[s, e)` without contents a fresh frame.
+    /// Gives every page of `[s, e)` without contents a fresh frame, in
+    /// address order, while frames last.
     fn fill(&mut self, s: u64, e: u64) {
-        let mut p = s;
-        while p < e {
-            if self.next_frame >= FRAME_LIMIT {
+        for (gs, ge) in self.frames.gaps(s, e) {
+            let left = FRAME_LIMIT.saturating_sub(self.next_frame);
+            let take = (ge - gs).min(left);
+            if take > 0 {
+                self.frames.insert(gs, gs + take, self.next_frame);
+                self.next_frame += take;
+            }
+            if take < ge - gs {
                 return;
             }
-            if let std::collections::btree_map::Entry::Vacant(v) = self.frames.entry(p) {
-                v.insert(self.next_frame);
-                self.next_frame += PAGE;
-            }
-            p += PAGE;
         }
     }
 
@@ -441,9 +450,10 @@ impl Space {
                 },
             );
         }
-        for (page, frame) in moved {
-            if page < os + keep {
-                self.frames.insert(page - os + ns, frame);
+        for (ps, pe, frame) in moved {
+            let pe = pe.min(os + keep);
+            if ps < pe {
+                self.frames.insert(ps - os + ns, pe - os + ns, frame);
             }
         }
         if nl > ol {
@@ -466,10 +476,8 @@ impl Space {
         self.vmas.clear();
         self.frames.clear();
         self.brk = None;
-        if let (Some((&s, _)), Some((&e, _))) =
-            (self.table.first_key_value(), self.table.last_key_value())
-        {
-            self.mark(s, e + PAGE);
+        if let Some((s, e)) = self.table.span() {
+            self.mark(s, e);
         }
     }
 
@@ -477,7 +485,7 @@ impl Space {
     /// still to fill.
     pub fn fork(&self) -> Space {
         let mut child = Space {
-            table: BTreeMap::new(),
+            table: Runs::default(),
             dirty: Vec::new(),
             ..self.clone()
         };
@@ -497,12 +505,12 @@ impl Space {
         let Some((_, v)) = self.vma_at(page) else {
             return false;
         };
-        if perm_of(v.prot).is_none() || self.frames.contains_key(&page) {
+        if perm_of(v.prot).is_none() || self.frames.get(page).is_some() {
             return false;
         }
         self.fill(page, page + PAGE);
         self.mark(page, page + PAGE);
-        self.frames.contains_key(&page)
+        self.frames.get(page).is_some()
     }
 
     /// The table operations that make the table match the VMAs and
@@ -528,18 +536,18 @@ impl Space {
     /// [`reconcile`](Self::reconcile) computes in one pass).
     #[cfg(test)]
     fn want(&self, page: u64) -> Option<(u64, Perm)> {
-        let frame = *self.frames.get(&page)?;
+        let frame = self.frames.get(page)?;
         let perm = perm_of(self.vma_at(page)?.1.prot)?;
         Some((frame, perm))
     }
 
     fn reconcile(&mut self, s: u64, e: u64, ops: &mut Vec<Op>) {
-        // One pass over the range: the table's entries and the frames, both
-        // in page order, merged, and the VMAs over the range in order (a
-        // page's permissions from a cursor, not a lookup per page).
-        let old_entries: Vec<(u64, (u64, Perm))> =
-            self.table.range(s..e).map(|(&p, &v)| (p, v)).collect();
-        let frames: Vec<(u64, u64)> = self.frames.range(s..e).map(|(&p, &f)| (p, f)).collect();
+        // One pass over the range in pieces: the table's runs, the frames'
+        // runs and the VMAs, cut wherever one of them starts or ends, so
+        // that within a piece every page is alike (same change, frames
+        // consecutive) and a piece is decided as its first page would be.
+        let old = self.table.within(s, e);
+        let frames = self.frames.within(s, e);
         let mut vmas: Vec<(u64, u64, Option<Perm>)> = Vec::new();
         if let Some((vs, v)) = self.vma_at(s) {
             vmas.push((vs, v.end, perm_of(v.prot)));
@@ -547,63 +555,66 @@ impl Space {
         for (&vs, v) in self.vmas.range((Bound::Excluded(s), Bound::Excluded(e))) {
             vmas.push((vs, v.end, perm_of(v.prot)));
         }
-        let mut vi = 0;
+        let mut cuts: Vec<u64> = Vec::with_capacity(2 * (old.len() + frames.len() + vmas.len()));
+        for &(a, b, _) in &old {
+            cuts.extend([a, b]);
+        }
+        for &(a, b, _) in &frames {
+            cuts.extend([a, b]);
+        }
+        for &(a, b, _) in &vmas {
+            cuts.extend([a.max(s), b.min(e)]);
+        }
+        cuts.sort_unstable();
+        cuts.dedup();
+        // Cursors: the run of each list that may hold the piece at `a`.
+        fn at<V: super::runs::Shift>(runs: &[(u64, u64, V)], i: &mut usize, a: u64) -> Option<V> {
+            while *i < runs.len() && runs[*i].1 <= a {
+                *i += 1;
+            }
+            runs.get(*i)
+                .filter(|r| r.0 <= a)
+                .map(|r| r.2.shift(a - r.0))
+        }
+        let (mut i, mut j, mut vi) = (0, 0, 0);
         let mut perm_at = |p: u64| {
             while vi < vmas.len() && vmas[vi].1 <= p {
                 vi += 1;
             }
             vmas.get(vi).filter(|v| v.0 <= p).and_then(|v| v.2)
         };
-        let (mut i, mut j) = (0, 0);
-        let mut updates: Vec<(u64, Option<(u64, Perm)>)> = Vec::new();
+        let mut wanted: Vec<(u64, u64, (u64, Perm))> = Vec::new();
         let mut run: Option<Op> = None;
-        loop {
-            let p = match (old_entries.get(i), frames.get(j)) {
-                (None, None) => break,
-                (Some(&(a, _)), None) => a,
-                (None, Some(&(b, _))) => b,
-                (Some(&(a, _)), Some(&(b, _))) => a.min(b),
-            };
-            let old = match old_entries.get(i) {
-                Some(&(a, v)) if a == p => {
-                    i += 1;
-                    Some(v)
-                }
-                _ => None,
-            };
-            let frame = match frames.get(j) {
-                Some(&(b, f)) if b == p => {
-                    j += 1;
-                    Some(f)
-                }
-                _ => None,
-            };
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            let was = at(&old, &mut i, a);
+            let frame = at(&frames, &mut j, a);
             // What `want` gives: a frame, in a VMA that allows access.
-            let new = frame.and_then(|f| perm_at(p).map(|perm| (f, perm)));
-            let next = match (old, new) {
+            let new = frame.and_then(|f| perm_at(a).map(|perm| (f, perm)));
+            if let Some(n) = new {
+                wanted.push((a, b, n));
+            }
+            let next = match (was, new) {
                 (None, None) => continue,
-                (Some(_), None) => Op::Unmap {
-                    start: p,
-                    end: p + PAGE,
-                },
+                (Some(_), None) => Op::Unmap { start: a, end: b },
                 (None, Some((frame, perm))) => Op::Map {
-                    start: p,
-                    end: p + PAGE,
+                    start: a,
+                    end: b,
                     frame,
                     perm,
                 },
                 (Some((f0, p0)), Some((frame, perm))) => {
                     if f0 != frame {
                         Op::Map {
-                            start: p,
-                            end: p + PAGE,
+                            start: a,
+                            end: b,
                             frame,
                             perm,
                         }
                     } else if p0 != perm {
                         Op::Protect {
-                            start: p,
-                            end: p + PAGE,
+                            start: a,
+                            end: b,
                             perm,
                         }
                     } else {
@@ -611,7 +622,7 @@ impl Space {
                         // run over it; anything else ends here.
                         match &mut run {
                             Some(Op::Protect { end, perm: rp, .. }) if *rp == perm => {
-                                *end = p + PAGE;
+                                *end = b;
                             }
                             _ => ops.extend(run.take()),
                         }
@@ -619,7 +630,6 @@ impl Space {
                     }
                 }
             };
-            updates.push((p, new));
             run = match (run, next) {
                 (Some(Op::Unmap { start, .. }), Op::Unmap { end, .. }) => {
                     Some(Op::Unmap { start, end })
@@ -656,15 +666,11 @@ impl Space {
             };
         }
         ops.extend(run);
-        for (p, new) in updates {
-            match new {
-                Some(n) => {
-                    self.table.insert(p, n);
-                }
-                None => {
-                    self.table.remove(&p);
-                }
-            }
+        // The table now holds what is wanted over the range, and nothing
+        // else there.
+        self.table.remove(s, e);
+        for (a, b, v) in wanted {
+            self.table.insert(a, b, v);
         }
     }
 }
@@ -679,6 +685,30 @@ mod tests {
     const RX: u8 = prot::READ | prot::EXEC;
     const B: u64 = 0x7f00_0000_0000;
     const K: u64 = PAGE;
+
+    impl Space {
+        /// The table, page by page.
+        fn table_pages(&self) -> BTreeMap<u64, (u64, Perm)> {
+            let mut out = BTreeMap::new();
+            for (s, e, (f, perm)) in self.table.iter() {
+                for p in (s..e).step_by(PAGE as usize) {
+                    out.insert(p, (f + (p - s), perm));
+                }
+            }
+            out
+        }
+
+        /// The contents, page by page (page -> frame).
+        fn frame_pages(&self) -> BTreeMap<u64, u64> {
+            let mut out = BTreeMap::new();
+            for (s, e, f) in self.frames.iter() {
+                for p in (s..e).step_by(PAGE as usize) {
+                    out.insert(p, f + (p - s));
+                }
+            }
+            out
+        }
+    }
 
     fn eager() -> Space {
         Space::new(Populate::Eager { limit: 1 << 20 })
@@ -1056,22 +1086,27 @@ mod tests {
                     }
                 }
                 // The table as it was, to apply the operations to.
-                let mut table = s.table.clone();
+                let mut table = s.table_pages();
                 let ops = s.ops();
                 let mut end = 0;
                 for (start, v) in &s.vmas {
                     prop_assert!(*start >= end && v.end > *start);
                     end = v.end;
                 }
-                for &p in s.frames.keys() {
+                let frames = s.frame_pages();
+                for &p in frames.keys() {
                     prop_assert!(s.vma_at(p).is_some(), "contents outside areas at {p:#x}");
                 }
-                let want: BTreeMap<u64, (u64, Perm)> = s
-                    .frames
+                // Frames are never shared.
+                let mut used: Vec<u64> = frames.values().copied().collect();
+                used.sort_unstable();
+                used.dedup();
+                prop_assert_eq!(used.len(), frames.len());
+                let want: BTreeMap<u64, (u64, Perm)> = frames
                     .keys()
                     .filter_map(|&p| s.want(p).map(|w| (p, w)))
                     .collect();
-                prop_assert_eq!(&s.table, &want);
+                prop_assert_eq!(&s.table_pages(), &want);
                 for op in ops {
                     match op {
                         Op::Map { start, end, frame, perm } => {
