@@ -88,6 +88,8 @@ pub struct Arena {
     live: usize,
     allocations: u64,
     fail_after: Option<u64>,
+    /// Units past `bump` are not zeroed yet (see [`Arena::lazy`]).
+    lazy: bool,
 }
 
 // SAFETY: the arena owns its memory exclusively; moving it to another thread
@@ -109,13 +111,45 @@ impl Arena {
     /// If `base` is not 4 KiB aligned or `units` is zero: both are
     /// programming errors in the caller's set-up, not runtime input.
     pub fn new(base: Pa, units: usize) -> Self {
+        Self::with_zeroing(base, units, false)
+    }
+
+    /// Like [`new`](Self::new), but each unit is zeroed when it is first
+    /// handed out instead of all of them at creation: creating a large
+    /// arena costs nothing, and memory the tables never use is never
+    /// touched. For many short-lived arenas of which little is used (a
+    /// replay's one per address space); [`new`](Self::new) keeps the cost
+    /// out of the allocations instead.
+    ///
+    /// ```
+    /// use vmsa::memory::{Arena, TableAllocator};
+    /// use vmsa::{Granule, Pa};
+    /// let mut a = Arena::lazy(Pa(0x4000_0000), 1 << 16); // 256 MiB, untouched
+    /// let pa = a.allocate_zeroed(Granule::K4, 1).unwrap();
+    /// assert_eq!(pa, Pa(0x4000_0000));
+    /// ```
+    ///
+    /// # Panics
+    /// As [`new`](Self::new).
+    pub fn lazy(base: Pa, units: usize) -> Self {
+        Self::with_zeroing(base, units, true)
+    }
+
+    fn with_zeroing(base: Pa, units: usize, lazy: bool) -> Self {
         assert!(
             base.0 % UNIT as u64 == 0 && units > 0,
             "arena base must be page aligned"
         );
         let layout = core::alloc::Layout::array::<Unit>(units).expect("arena too large");
-        // SAFETY: the layout has non-zero size (units > 0).
-        let raw = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        // SAFETY: the layout has non-zero size (units > 0). A lazy arena's
+        // memory is not read before `allocate_zeroed` zeroes it.
+        let raw = unsafe {
+            if lazy {
+                alloc::alloc::alloc(layout)
+            } else {
+                alloc::alloc::alloc_zeroed(layout)
+            }
+        };
         let Some(mem) = NonNull::new(raw.cast::<Unit>()) else {
             alloc::alloc::handle_alloc_error(layout)
         };
@@ -129,6 +163,7 @@ impl Arena {
             live: 0,
             allocations: 0,
             fail_after: None,
+            lazy,
         }
     }
 
@@ -178,8 +213,8 @@ impl Drop for Arena {
 }
 
 // SAFETY: units are handed out at most once until freed, are zeroed on
-// allocation (fresh memory is zero from `alloc_zeroed`; reused units are
-// cleared), and multi-unit allocations are aligned to their size. `to_ptr`
+// allocation (fresh memory is zero from `alloc_zeroed`, or in a lazy arena
+// cleared as the bump pointer passes it; reused units are cleared), and multi-unit allocations are aligned to their size. `to_ptr`
 // maps addresses linearly into memory the arena owns.
 #[cfg(not(loom))]
 unsafe impl TableAllocator for Arena {
@@ -201,6 +236,9 @@ unsafe impl TableAllocator for Arena {
                     Some(_) => continue,
                     None if self.bump < self.units => {
                         self.bump += 1;
+                        if self.lazy {
+                            self.zero(self.bump - 1, 1);
+                        }
                         break Some(self.bump - 1);
                     }
                     None => break None,
@@ -251,6 +289,28 @@ unsafe impl TableAllocator for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lazy_arena_hands_out_zeroed_units() {
+        // Leave garbage where the arena's memory is likely to come from.
+        let garbage = vec![0xaau8; 17 * UNIT];
+        drop(core::hint::black_box(garbage));
+        let mut a = Arena::lazy(Pa(0x8000_0000), 16);
+        let mut pages = Vec::new();
+        pages.push(a.allocate_zeroed(Granule::K4, 2).unwrap());
+        for _ in 0..14 {
+            pages.push(a.allocate_zeroed(Granule::K4, 1).unwrap());
+        }
+        for (n, &pa) in pages.iter().enumerate() {
+            let words = if n == 0 { 1024 } else { 512 };
+            for i in 0..words {
+                // SAFETY: the unit was just allocated and is ours alone.
+                let v = unsafe { &*a.to_ptr(Pa(pa.0 + 8 * i as u64)).as_ptr() }
+                    .load(core::sync::atomic::Ordering::Relaxed);
+                assert_eq!(v, 0, "word {i} of the unit at {:#x}", pa.0);
+            }
+        }
+    }
 
     #[test]
     fn allocates_zeroed_aligned_and_reuses() {

@@ -134,7 +134,7 @@ impl Env {
             seq: 0,
             gather,
         };
-        let arena = Arena::new(Pa(0x8000_0000), 8192);
+        let arena = Arena::lazy(Pa(0x8000_0000), 8192);
         // Every PE runs VMID 1 (for stage 1 spaces the VM they belong to).
         for pe in 0..pes {
             e.ev(
@@ -250,7 +250,7 @@ impl Env {
         let mut t = Table::new(
             Stage2::new(Vmid(VMID)),
             Geometry::stage2(Granule::K4, 40).expect("40-bit IPA"),
-            Arena::new(Pa(0x8000_0000), 8192),
+            Arena::lazy(Pa(0x8000_0000), 8192),
             &mut fx,
         )
         .expect("root");
