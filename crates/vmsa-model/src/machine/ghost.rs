@@ -261,11 +261,13 @@ const SMALL: u64 = 1 << 21;
 /// Applies completed invalidations, in issue order, to every ghost they
 /// reach. Address-scoped ones are looked up by address, so that a batch
 /// of per-page TLBIs over a large unmap costs per page, not per page per
-/// ghost.
-pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
+/// ghost. Returns whether some ghost was reached (and so may have moved,
+/// shrunk, split or gone).
+pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
     if batch.is_empty() || ghosts.is_empty() {
-        return;
+        return false;
     }
+    let mut reached = false;
     let mut small: Vec<(u64, usize)> = Vec::new();
     let mut big: Vec<usize> = Vec::new();
     for (i, a) in batch.iter().enumerate() {
@@ -299,6 +301,7 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
         if cands.is_empty() {
             continue;
         }
+        reached = true;
         cands.sort_unstable();
         pieces.clear();
         pieces.push(g.clone());
@@ -328,7 +331,7 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
         }
     }
     let Some(&(first, _)) = changed.first() else {
-        return;
+        return reached;
     };
     // Rebuild from the first ghost that went away or was split (usually
     // among the newest, at the end).
@@ -340,6 +343,7 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) {
             None => ghosts.push(g),
         }
     }
+    true
 }
 
 /// The kinds of cached entry a stage's descriptors produce: stage 2 leaves

@@ -26,6 +26,7 @@
 pub mod check;
 mod effects;
 mod ghost;
+mod index;
 mod memory;
 mod query;
 
@@ -40,6 +41,7 @@ use crate::scope::{kinds, Scope, Target};
 use check::{pe_list, Violation, ViolationKind};
 pub use effects::ModelEffects;
 use ghost::{Cached, Ghost};
+use index::GhostIndex;
 pub use memory::Key;
 use memory::{Link, Memory, Tree, TreeId, PAGE};
 
@@ -188,6 +190,11 @@ pub struct Machine {
     /// Key -> the tree that owns it (it may since have been released).
     owners: HashMap<Key, TreeId>,
     ghosts: Vec<Ghost>,
+    /// Where the ghosts are (kept in step with `ghosts`: see
+    /// [`index`]).
+    ghost_index: GhostIndex,
+    /// Scratch for index lookups.
+    found: Vec<usize>,
     violations: Vec<Violation>,
     costs: Costs,
     seq: u64,
@@ -341,6 +348,8 @@ impl Machine {
             mem: Memory::default(),
             owners: HashMap::default(),
             ghosts: Vec::new(),
+            ghost_index: GhostIndex::default(),
+            found: Vec::new(),
             violations: Vec::new(),
             costs: Costs::default(),
             seq: 0,
@@ -737,8 +746,12 @@ impl Machine {
                 && !last.reported
                 && extends(last, &g)
             {
+                let old_end = last.end;
                 last.end = g.end;
                 last.clean_at = 0;
+                let start = last.start;
+                self.ghost_index
+                    .extended(self.ghosts.len() - 1, start, old_end, g.end);
                 return;
             }
         }
@@ -751,6 +764,7 @@ impl Machine {
     pub fn oracle_clean(&mut self) -> usize {
         let n = self.ghosts.len();
         self.ghosts.clear();
+        self.ghost_index.reshaped();
         n
     }
 
@@ -793,6 +807,7 @@ impl Machine {
         }
         if any {
             self.ghosts.retain(Ghost::held);
+            self.ghost_index.reshaped();
         }
     }
 
@@ -813,14 +828,24 @@ impl Machine {
         let stage = key.stage();
         // Entries held by PEs that do not run the tag now cannot meet the
         // new one: they must flush before running it again.
+        if self
+            .reported
+            .contains(&(ViolationKind::BbmUncleanToValid, pa))
+        {
+            // Reported here already: a second finding would not be.
+            return;
+        }
         let running = self.running(key);
-        let conflict = self.ghosts.iter().find(|g| {
-            g.holder_mask() & running != 0
-                && tag_matches(g, key)
-                && g.start < end
-                && ia < g.end
-                && !self.compatible(g, stage, level, ia, newd)
-        });
+        self.ghost_index.catch_up(&self.ghosts);
+        let conflict = self
+            .ghost_index
+            .first(&self.ghosts, ia, end, |i| {
+                let g = &self.ghosts[i];
+                g.holder_mask() & running != 0
+                    && tag_matches(g, key)
+                    && !self.compatible(g, stage, level, ia, newd)
+            })
+            .map(|i| &self.ghosts[i]);
         if let Some(g) = conflict {
             let why = format!(
                 "{:#x} written at level {level} for {} {:#x} of {key}, but {} may still hold {} \
@@ -1156,7 +1181,8 @@ impl Machine {
                 // may hold (its tag ran nowhere else).
                 let seq = self.seq;
                 let own = 1u64 << pe;
-                for g in self.ghosts.iter_mut() {
+                let from = self.ghost_index.visible;
+                for g in self.ghosts.iter_mut().skip(from) {
                     if g.writer == pe
                         && g.visible.is_none()
                         && (shareable || g.holder_mask() & !own == 0)
@@ -1164,6 +1190,14 @@ impl Machine {
                         g.visible = Some(seq);
                     }
                 }
+                // Visible stays visible: the next DSB starts past these.
+                debug_assert!(from <= self.ghosts.len(), "ghosts moved without reshaped");
+                self.ghost_index.visible += self
+                    .ghosts
+                    .iter()
+                    .skip(from)
+                    .take_while(|g| g.visible.is_some())
+                    .count();
                 if stores_only || domain == Domain::NonShareable {
                     self.costs.dsb_light += 1;
                 } else {
@@ -1192,7 +1226,9 @@ impl Machine {
                     });
                 }
                 let now = self.seq;
-                ghost::invalidate_batch(&mut self.ghosts, &batch, now);
+                if ghost::invalidate_batch(&mut self.ghosts, &batch, now) {
+                    self.ghost_index.reshaped();
+                }
                 for a in &batch {
                     if a.scope.broadcast {
                         self.note_flush(&a.scope);
@@ -1918,21 +1954,33 @@ impl Machine {
             .filter(|&(_, g)| g & need == need);
         let bit = 1u64 << pe.min(63);
         let mut stricter = Vec::new();
-        for (i, g) in self.ghosts.iter().enumerate() {
-            if g.holder_mask() & bit == 0 || !tag_matches(g, key) || addr < g.start || addr >= g.end
-            {
-                continue;
-            }
-            if let Cached::Leaf(l) = g.cached {
-                let out = l.oa + (addr - g.start);
-                if l.grants & need == need {
-                    if !matches!(now, Some((o, _)) if o == out) {
-                        return Access::Stale { pa: out };
-                    }
-                } else if now.is_some() {
-                    stricter.push(i);
+        self.ghost_index.catch_up(&self.ghosts);
+        let mine = |g: &Ghost| g.holder_mask() & bit != 0 && tag_matches(g, key);
+        // The first (in order) stale entry is what the access uses ...
+        let mut stale_pa = 0;
+        let stale = self.ghost_index.first(&self.ghosts, addr, addr + 1, |i| {
+            let g = &self.ghosts[i];
+            match g.cached {
+                Cached::Leaf(l) if mine(g) && l.grants & need == need => {
+                    stale_pa = l.oa + (addr - g.start);
+                    !matches!(now, Some((o, _)) if o == stale_pa)
                 }
+                _ => false,
             }
+        });
+        if stale.is_some() {
+            return Access::Stale { pa: stale_pa };
+        }
+        // ... else entries stricter than the tables make it fault.
+        if now.is_some() {
+            let mut near = core::mem::take(&mut self.found);
+            self.ghost_index
+                .all(&self.ghosts, addr, addr + 1, &mut near);
+            stricter.extend(near.iter().copied().filter(|&i| {
+                let g = &self.ghosts[i];
+                matches!(g.cached, Cached::Leaf(l) if mine(g) && l.grants & need != need)
+            }));
+            self.found = near;
         }
         if !stricter.is_empty() {
             self.costs.spurious_faults += 1;
@@ -1942,6 +1990,7 @@ impl Machine {
                 }
             }
             self.ghosts.retain(Ghost::held);
+            self.ghost_index.reshaped();
             return Access::SpuriousFault;
         }
         match now {
@@ -1998,7 +2047,8 @@ impl Machine {
         // Ghosts mostly share one tree and tag: its liveness and where it
         // runs, looked up once per run of ghosts.
         let mut last: Option<(TreeId, Key, bool, u64)> = None;
-        for (i, g) in self.ghosts.iter().enumerate() {
+        let settled = self.ghost_index.settled;
+        for (i, g) in self.ghosts.iter().enumerate().skip(settled) {
             if g.reported || !g.held() {
                 continue;
             }
@@ -2041,6 +2091,13 @@ impl Machine {
         }
         for (i, why) in found {
             self.ghosts[i].reported = true;
+            if self
+                .reported
+                .contains(&(ViolationKind::StaleTranslation, self.ghosts[i].slot))
+            {
+                // Reported there already: the message would be dropped.
+                continue;
+            }
             let g = self.ghosts[i].clone();
             let text = format!(
                 "{} may still hold {} (from {:#x} at {:#x}, cached since event {}, removed at event {}{}), \
@@ -2062,6 +2119,17 @@ impl Machine {
                 text,
             );
         }
+        // Reported or held by no PE stays so: later points start past these.
+        debug_assert!(
+            settled <= self.ghosts.len(),
+            "ghosts moved without reshaped"
+        );
+        self.ghost_index.settled += self
+            .ghosts
+            .iter()
+            .skip(settled)
+            .take_while(|g| g.reported || !g.held())
+            .count();
     }
 
     /// Whether the entries of ghost `g` grant something the tables of its
