@@ -258,6 +258,44 @@ fn joinable(a: &Ghost, b: &Ghost) -> bool {
 /// every ghost rather than looked up by address.
 const SMALL: u64 = 1 << 21;
 
+/// `batch` with each run of consecutive invalidations that differ only in
+/// naming the next range (the per-page TLBIs of an unmap) made one, where
+/// that removes exactly what the run removes: the same PEs, and no ghost
+/// made visible (or its stage 2 part cleared) between the first's issue
+/// and the last's, so that each ghost is eligible for all of them or for
+/// none. Applying the run one by one splits a ghost run page by page and
+/// joins the pieces again; applying it at once gives the same pieces.
+fn coalesce(ghosts: &[Ghost], batch: &[Applied]) -> Vec<Applied> {
+    // The times at which a ghost's eligibility changes.
+    let mut times: Vec<u64> = ghosts
+        .iter()
+        .flat_map(|g| [g.visible, g.s2_clear])
+        .flatten()
+        .collect();
+    times.sort_unstable();
+    let any_in = |from: u64, to: u64| {
+        let i = times.partition_point(|&t| t < from);
+        times.get(i).is_some_and(|&t| t < to)
+    };
+    let mut out: Vec<Applied> = Vec::with_capacity(batch.len());
+    for a in batch {
+        if let Some(m) = out.last_mut() {
+            if let (Some((ms, me)), Some((s, e))) = (m.scope.range, a.scope.range) {
+                let same = Scope {
+                    range: a.scope.range,
+                    ..m.scope
+                } == a.scope;
+                if same && me == s && m.pes == a.pes && !any_in(m.issued, a.issued) {
+                    m.scope.range = Some((ms, e));
+                    continue;
+                }
+            }
+        }
+        out.push(*a);
+    }
+    out
+}
+
 /// Applies completed invalidations, in issue order, to every ghost they
 /// reach. Address-scoped ones are looked up by address, so that a batch
 /// of per-page TLBIs over a large unmap costs per page, not per page per
@@ -267,6 +305,15 @@ pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) ->
     if batch.is_empty() || ghosts.is_empty() {
         return false;
     }
+    if batch.len() > 1 {
+        apply_batch(ghosts, &coalesce(ghosts, batch), now)
+    } else {
+        apply_batch(ghosts, batch, now)
+    }
+}
+
+/// [`invalidate_batch`] without [`coalesce`].
+fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
     let mut reached = false;
     let mut small: Vec<(u64, usize)> = Vec::new();
     let mut big: Vec<usize> = Vec::new();
@@ -378,4 +425,90 @@ pub fn holders(k: u8, pes: u64) -> [u64; 3] {
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vmsa::tlbi::TlbiOp;
+
+    const P: u64 = 4096;
+
+    fn leaf_run(start: u64, pages: u64, holders: [u64; 3], visible: Option<u64>) -> Ghost {
+        Ghost {
+            tree: 0,
+            key: Key::Vmid(1),
+            stage: Stage::Stage2,
+            level: 3,
+            start: start * P,
+            end: (start + pages) * P,
+            cached: Cached::Leaf(Leaf {
+                oa: 0x4000_0000 + start * P,
+                grants: 3,
+                attrs: 0,
+                global: true,
+            }),
+            holders,
+            slot: 0x9000_0000 + start * 8,
+            value: 0,
+            since: 0,
+            removed: Origin { seq: 0, line: 0 },
+            writer: 0,
+            visible,
+            s2_clear: None,
+            s2_gone: 0,
+            reported: false,
+            clean_at: 0,
+        }
+    }
+
+    proptest! {
+        /// Coalescing a batch changes nothing: the ghosts left are the same
+        /// as when each invalidation is applied on its own.
+        #[test]
+        fn coalescing_removes_what_the_invalidations_do(
+            runs in proptest::collection::vec(
+                (0..8u64, 1..12u64, 0..16u64, 0..16u64, prop_oneof![Just(Some(0u64)), proptest::option::of(0..40u64)]),
+                1..6,
+            ),
+            // (first page, pages, PEs, PEs alternating with all, whole-VMID instead)
+            tlbis in proptest::collection::vec(
+                (0..70u64, 1..12u64, prop_oneof![Just(15u64), 1..16u64],
+                    any::<bool>(), proptest::bool::weighted(0.1)),
+                1..8,
+            ),
+        ) {
+            let mut ghosts: Vec<Ghost> = runs
+                .iter()
+                .map(|&(s, n, a, b, v)| leaf_run(s * 8, n, [a, b, a | b], v))
+                .collect();
+            // Runs of consecutive pages, as an unmap issues them; issued
+            // at odd times, so that a ghost made visible at an even one
+            // lies between two of them.
+            let mut batch = Vec::new();
+            for &(first, pages, pes, mixed, whole) in &tlbis {
+                if whole {
+                    batch.push((TlbiOp::Vmalls12e1is, 0, pes));
+                } else {
+                    batch.extend((first..first + pages).map(|p| {
+                        (TlbiOp::Ipas2e1is, p, if mixed && p % 2 == 1 { 15 } else { pes })
+                    }));
+                }
+            }
+            let batch: Vec<Applied> = batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, (op, operand, pes))| Applied {
+                    scope: Scope::of(op, operand, 1),
+                    pes,
+                    issued: 1 + 2 * i as u64,
+                })
+                .collect();
+            let mut each = ghosts.clone();
+            apply_batch(&mut each, &batch, 1000);
+            invalidate_batch(&mut ghosts, &batch, 1000);
+            prop_assert_eq!(format!("{ghosts:?}"), format!("{each:?}"));
+        }
+    }
 }
