@@ -301,22 +301,46 @@ fn coalesce(ghosts: &[Ghost], batch: &[Applied]) -> Vec<Applied> {
 /// of per-page TLBIs over a large unmap costs per page, not per page per
 /// ghost. Returns whether some ghost was reached (and so may have moved,
 /// shrunk, split or gone).
-pub fn invalidate_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
+pub fn invalidate_batch(
+    ghosts: &mut Vec<Ghost>,
+    batch: &[Applied],
+    now: u64,
+    scratch: &mut Scratch,
+) -> bool {
     if batch.is_empty() || ghosts.is_empty() {
         return false;
     }
     if batch.len() > 1 {
-        apply_batch(ghosts, &coalesce(ghosts, batch), now)
+        apply_batch(ghosts, &coalesce(ghosts, batch), now, scratch)
     } else {
-        apply_batch(ghosts, batch, now)
+        apply_batch(ghosts, batch, now, scratch)
     }
 }
 
+/// Room [`invalidate_batch`] works in, kept from one batch to the next (a
+/// policy that completes every TLBI with its own DSB runs a batch per
+/// page).
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    small: Vec<(u64, usize)>,
+    big: Vec<usize>,
+    cands: Vec<usize>,
+    pieces: Vec<Ghost>,
+    next: Vec<Ghost>,
+}
+
 /// [`invalidate_batch`] without [`coalesce`].
-fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
+fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64, s: &mut Scratch) -> bool {
     let mut reached = false;
-    let mut small: Vec<(u64, usize)> = Vec::new();
-    let mut big: Vec<usize> = Vec::new();
+    let Scratch {
+        small,
+        big,
+        cands,
+        pieces,
+        next,
+    } = s;
+    small.clear();
+    big.clear();
     for (i, a) in batch.iter().enumerate() {
         if a.scope.void {
             continue;
@@ -331,9 +355,6 @@ fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
     // the vector is rebuilt (in order) only when some ghost went away or
     // was split.
     let mut changed: Vec<(usize, Vec<Ghost>)> = Vec::new();
-    let mut cands: Vec<usize> = Vec::new();
-    let mut pieces: Vec<Ghost> = Vec::new();
-    let mut next: Vec<Ghost> = Vec::new();
     for (gi, g) in ghosts.iter_mut().enumerate() {
         cands.clear();
         cands.extend(big.iter().copied());
@@ -352,10 +373,10 @@ fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
         cands.sort_unstable();
         pieces.clear();
         pieces.push(g.clone());
-        for &i in &cands {
+        for &i in cands.iter() {
             next.clear();
             for p in pieces.drain(..) {
-                apply_one(p, &batch[i], now, &mut next);
+                apply_one(p, &batch[i], now, next);
             }
             // Rejoin neighbours that ended up alike.
             for p in next.drain(..) {
@@ -374,7 +395,7 @@ fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64) -> bool {
         if pieces.len() == 1 {
             *g = pieces.pop().expect("one piece");
         } else {
-            changed.push((gi, core::mem::take(&mut pieces)));
+            changed.push((gi, core::mem::take(pieces)));
         }
     }
     let Some(&(first, _)) = changed.first() else {
@@ -506,8 +527,9 @@ mod tests {
                 })
                 .collect();
             let mut each = ghosts.clone();
-            apply_batch(&mut each, &batch, 1000);
-            invalidate_batch(&mut ghosts, &batch, 1000);
+            let mut scratch = Scratch::default();
+            apply_batch(&mut each, &batch, 1000, &mut scratch);
+            invalidate_batch(&mut ghosts, &batch, 1000, &mut scratch);
             prop_assert_eq!(format!("{ghosts:?}"), format!("{each:?}"));
         }
     }

@@ -195,6 +195,8 @@ pub struct Machine {
     ghost_index: GhostIndex,
     /// Scratch for index lookups.
     found: Vec<usize>,
+    /// Scratch for invalidations.
+    scratch: ghost::Scratch,
     violations: Vec<Violation>,
     costs: Costs,
     seq: u64,
@@ -350,6 +352,7 @@ impl Machine {
             ghosts: Vec::new(),
             ghost_index: GhostIndex::default(),
             found: Vec::new(),
+            scratch: ghost::Scratch::default(),
             violations: Vec::new(),
             costs: Costs::default(),
             seq: 0,
@@ -1226,7 +1229,7 @@ impl Machine {
                     });
                 }
                 let now = self.seq;
-                if ghost::invalidate_batch(&mut self.ghosts, &batch, now) {
+                if ghost::invalidate_batch(&mut self.ghosts, &batch, now, &mut self.scratch) {
                     self.ghost_index.reshaped();
                 }
                 for a in &batch {
