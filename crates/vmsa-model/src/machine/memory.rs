@@ -242,15 +242,23 @@ impl Memory {
             .unwrap_or(0)
     }
 
-    /// Stores `value` at `pa`; returns the old value.
-    pub fn write(&mut self, pa: u64, value: u64, seq: u64) -> u64 {
+    /// Stores `value` at `pa` (written by event `seq`), with one look-up of
+    /// the page: returns the old value, the sequence number of the write it
+    /// replaces (0 if none) and the descriptor's [`slot`](Self::slot).
+    pub fn store(&mut self, pa: u64, value: u64, seq: u64) -> (u64, u64, Option<Slot>) {
         let page = self
             .pages
             .entry(pa & !(PAGE - 1))
             .or_insert_with(Page::zeroed);
         let i = (pa as usize & 0xfff) >> 3;
-        page.written[i] = seq;
-        core::mem::replace(&mut page.words[i], value)
+        let since = core::mem::replace(&mut page.written[i], seq);
+        let old = core::mem::replace(&mut page.words[i], value);
+        let slot = page.link.map(|link| Slot {
+            tree: link.tree,
+            level: link.level,
+            ia: link.base.wrapping_add(i as u64 * entry_size(link.level)),
+        });
+        (old, since, slot)
     }
 
     /// Zeroes the page at `pa` and forgets its link.

@@ -529,17 +529,14 @@ impl Machine {
     // ----- descriptor writes -------------------------------------------
 
     fn write(&mut self, pe: usize, pa: u64, value: u64, at: Origin) {
-        let slot = self.mem.slot(pa);
+        // One look-up of the page: the slot (the store does not move the
+        // page's link), the old value and when it was written.
+        let (old, since, slot) = self.mem.store(pa, value, at.seq);
         if self.config.locks {
             if let Some(slot) = slot {
                 self.check_locked(pe, pa, slot.tree, at);
             }
         }
-        let since = self
-            .mem
-            .page(pa)
-            .map(|p| p.written[(pa as usize & 0xfff) >> 3]);
-        let old = self.mem.write(pa, value, at.seq);
         if old == value {
             return;
         }
@@ -557,7 +554,7 @@ impl Machine {
         // may stay cached: they become ghosts.
         if live && !matches!(oldd, Decoded::Fault) {
             let key = key.expect("live trees have a key");
-            let since = since.unwrap_or(0).max(self.mem.trees[tree].installed_at);
+            let since = since.max(self.mem.trees[tree].installed_at);
             self.ghosts_of(
                 tree, key, stage, pa, slot.level, slot.ia, old, since, &oldd, pe, at,
             );
@@ -809,6 +806,11 @@ impl Machine {
         newd: &Decoded,
         at: Origin,
     ) {
+        if self.ghosts.is_empty() {
+            // Nothing may be cached but what the tables hold (the usual
+            // case right after a completed invalidation).
+            return;
+        }
         let end = ia + entry_size(level);
         let stage = key.stage();
         // Entries held by PEs that do not run the tag now cannot meet the
