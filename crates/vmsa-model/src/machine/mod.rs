@@ -1868,12 +1868,9 @@ impl Machine {
         if !self.mem.trees[tree].live() {
             return out;
         }
-        self.mem
-            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
-                if let Some((l, at)) = now {
-                    out.push((l.oa + (addr - at), l.grants));
-                }
-            });
+        if let Some((l, at)) = self.mem.translate_at(tree, addr) {
+            out.push((l.oa + (addr - at), l.grants));
+        }
         let bit = 1u64 << pe.min(63);
         for g in &self.ghosts {
             if g.holder_mask() & bit == 0 || !tag_matches(g, key) || addr < g.start || addr >= g.end
@@ -1957,14 +1954,8 @@ impl Machine {
         if !self.mem.trees[tree].live() {
             return None;
         }
-        let mut out = None;
-        self.mem
-            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
-                if let Some((l, at)) = now {
-                    out = Some((l.oa + (addr - at), l.grants));
-                }
-            });
-        out
+        let (l, at) = self.mem.translate_at(tree, addr)?;
+        Some((l.oa + (addr - at), l.grants))
     }
 
     // ----- completion points -------------------------------------------
