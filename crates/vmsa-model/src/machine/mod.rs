@@ -628,6 +628,25 @@ impl Machine {
         at: Origin,
     ) {
         let pes = self.all_pes() & self.ran(key);
+        if let Decoded::Leaf(l) = d {
+            // An unmap removes descriptors in order: the next one of the
+            // last run extends it (as `push_ghost` would), without a ghost
+            // built first.
+            let holders = ghost::holders(ghost::kinds_of(stage, true), pes);
+            if let Some(last) = self.ghosts.last_mut() {
+                if last.tree == tree
+                    && last.writer == writer
+                    && last.visible.is_none()
+                    && last.holders == holders
+                    && !last.reported
+                    && extends_leaf(last, level, ia, slot_pa, l)
+                {
+                    last.end = ia + entry_size(level);
+                    last.clean_at = 0;
+                    return;
+                }
+            }
+        }
         let base = Ghost {
             tree,
             key,
@@ -2161,17 +2180,26 @@ fn tag_matches(g: &Ghost, k: Key) -> bool {
 
 /// Whether leaf ghost `g` (a run) continues with the leaf ghost `n`.
 fn extends(r: &Ghost, n: &Ghost) -> bool {
-    match (r.cached, n.cached) {
-        (Cached::Leaf(a), Cached::Leaf(b)) => {
-            r.level == n.level
-                && r.end == n.start
-                && n.slot == r.slot + (r.end - r.start) / entry_size(r.level) * 8
+    match n.cached {
+        Cached::Leaf(b) => extends_leaf(r, n.level, n.start, n.slot, &b),
+        Cached::Walk { .. } => false,
+    }
+}
+
+/// Whether leaf ghost `r` (a run) continues with leaf `b` of the descriptor
+/// at `slot` (at `level`, input address `start`).
+fn extends_leaf(r: &Ghost, level: u8, start: u64, slot: u64, b: &Leaf) -> bool {
+    match r.cached {
+        Cached::Leaf(a) => {
+            r.level == level
+                && r.end == start
+                && slot == r.slot + (r.end - r.start) / entry_size(r.level) * 8
                 && a.oa + (r.end - r.start) == b.oa
                 && a.grants == b.grants
                 && a.attrs == b.attrs
                 && a.global == b.global
         }
-        _ => false,
+        Cached::Walk { .. } => false,
     }
 }
 
