@@ -245,6 +245,7 @@ impl Memory {
     /// Stores `value` at `pa` (written by event `seq`), with one look-up of
     /// the page: returns the old value, the sequence number of the write it
     /// replaces (0 if none) and the descriptor's [`slot`](Self::slot).
+    #[inline]
     pub fn store(&mut self, pa: u64, value: u64, seq: u64) -> (u64, u64, Option<Slot>) {
         let page = self
             .pages

@@ -402,24 +402,7 @@ impl Machine {
     /// Applies one event issued by PE `pe`. Events are numbered by the
     /// machine in the order they arrive; `origin` names them in reports.
     pub fn step(&mut self, pe: usize, event: &Event, origin: Origin) {
-        self.seq += 1;
-        self.costs.events += 1;
-        let pe = pe.min(63);
-        self.current_pe = pe;
-        if pe >= self.pes.len() {
-            // A PE seen for the first time was there all along: it may hold
-            // whatever any PE may still hold (it saw every broadcast
-            // invalidation the others saw, and no local one).
-            let new = mask(pe + 1) & !self.all_pes();
-            for g in &mut self.ghosts {
-                for m in g.holders.iter_mut() {
-                    if *m != 0 {
-                        *m |= new;
-                    }
-                }
-            }
-            self.pes.resize(pe + 1, Pe::default());
-        }
+        let pe = self.begin_event(pe);
         if matches!(
             event,
             Event::MemInit { .. }
@@ -494,6 +477,44 @@ impl Machine {
             }
             Event::Complete => self.completion_point(origin),
         }
+    }
+
+    /// What every event does first: counts it and makes PE `pe` (at most
+    /// 63, returned) the current one, adding it if it is new.
+    #[inline(always)]
+    fn begin_event(&mut self, pe: usize) -> usize {
+        self.seq += 1;
+        self.costs.events += 1;
+        let pe = pe.min(63);
+        self.current_pe = pe;
+        if pe >= self.pes.len() {
+            self.add_pes(pe);
+        }
+        pe
+    }
+
+    /// A PE seen for the first time was there all along: it may hold
+    /// whatever any PE may still hold (it saw every broadcast invalidation
+    /// the others saw, and no local one).
+    #[cold]
+    fn add_pes(&mut self, pe: usize) {
+        let new = mask(pe + 1) & !self.all_pes();
+        for g in &mut self.ghosts {
+            for m in g.holders.iter_mut() {
+                if *m != 0 {
+                    *m |= new;
+                }
+            }
+        }
+        self.pes.resize(pe + 1, Pe::default());
+    }
+
+    /// [`step`](Self::step) with `Event::Write { pa, value, .. }`: the
+    /// library's descriptor stores, most of the events a replay makes,
+    /// without matching on the event.
+    pub fn step_write(&mut self, pe: usize, pa: u64, value: u64, origin: Origin) {
+        let pe = self.begin_event(pe);
+        self.write(pe, pa & !7, value, origin);
     }
 
     /// The end of the input: a completion point.
