@@ -577,7 +577,16 @@ impl Planner {
         needs: &[Need],
         mapped: &mut dyn FnMut() -> u64,
     ) -> Sequence {
-        let mut ops = Vec::new();
+        // One operation per entry: room for them up front (up to a bound,
+        // however large the needs), not grown push by push.
+        let count: u64 = needs
+            .iter()
+            .map(|n| {
+                let size = space.entry_size[n.level as usize & 3];
+                n.end.saturating_sub(n.start).div_ceil(size.max(1))
+            })
+            .fold(0, u64::saturating_add);
+        let mut ops = Vec::with_capacity(count.min(1024) as usize);
         let mut refill = 0u64;
         for n in needs {
             let size = space.entry_size[n.level as usize & 3];
