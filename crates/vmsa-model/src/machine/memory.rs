@@ -513,12 +513,12 @@ impl Memory {
     /// Calls `f(start, end, leaf)` for the translation of every part of
     /// `[start, end)` in `tree` (`None` where it faults), in address order
     /// only within each table.
-    pub fn translate_range(
+    pub fn translate_range<F: FnMut(u64, u64, Option<(Leaf, u64)>) + ?Sized>(
         &self,
         tree: TreeId,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+        f: &mut F,
     ) {
         let t = &self.trees[tree];
         let span = ENTRIES as u64 * entry_size(t.start_level);
@@ -571,7 +571,7 @@ impl Memory {
 
     /// Like [`translate_range`](Self::translate_range), from a given table.
     #[allow(clippy::too_many_arguments)]
-    pub fn translate_in(
+    pub fn translate_in<F: FnMut(u64, u64, Option<(Leaf, u64)>) + ?Sized>(
         &self,
         stage: Stage,
         page: u64,
@@ -579,15 +579,23 @@ impl Memory {
         base: u64,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+        f: &mut F,
     ) {
         let size = entry_size(level);
         let first = (start - base) / size;
         let mut ia = base + first * size;
         let mut i = first;
+        // A table page is looked up once, not per entry (as `read` of each
+        // would; an unaligned `page`, which no descriptor gives, still is).
+        let aligned = page & (PAGE - 1) == 0;
+        let words = if aligned { self.page(page) } else { None }.map(|p| &p.words);
         while ia < end && i < ENTRIES as u64 {
             let (s, e) = (start.max(ia), end.min(ia + size));
-            let w = self.read(page + 8 * i);
+            let w = match words {
+                Some(words) => words[i as usize],
+                None if aligned => 0,
+                None => self.read(page + 8 * i),
+            };
             match decode(stage, level, w) {
                 Decoded::Fault => f(s, e, None),
                 Decoded::Leaf(l) => f(s, e, Some((l, ia))),
