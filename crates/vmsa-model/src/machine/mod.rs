@@ -385,6 +385,13 @@ impl Machine {
         mask(self.pes.len())
     }
 
+    /// Whether a violation of `kind` at `location` was reported: a second
+    /// [`report`](Self::report) of it would be dropped, so callers need
+    /// not look for it (nor format its explanation).
+    fn is_reported(&self, kind: ViolationKind, location: u64) -> bool {
+        self.reported.contains(&(kind, location))
+    }
+
     fn report(&mut self, kind: ViolationKind, at: Origin, location: u64, pes: u64, why: String) {
         // One report per kind and location: the first is the one to fix.
         if !self.reported.insert((kind, location)) {
@@ -599,24 +606,28 @@ impl Machine {
         if live {
             let key = key.expect("live trees have a key");
             if needs_bbm(&oldd, &newd) {
-                self.report(
-                    ViolationKind::BbmValidToValid,
-                    at,
-                    pa,
-                    self.all_pes(),
-                    format!(
-                        "level {} descriptor for {} {:#x} of {} changed from {:#x} to {:#x} while valid; \
-                         the change needs break-before-make (Arm ARM D8.17.1): write an invalid \
-                         descriptor, DSB, TLBI covering {:#x}, DSB, then the new one",
-                        slot.level,
-                        addr_name(stage),
-                        slot.ia,
-                        key,
-                        old,
-                        value,
-                        slot.ia
-                    ),
-                );
+                // Once reported, not worth formatting again (`report`
+                // would drop it).
+                if !self.is_reported(ViolationKind::BbmValidToValid, pa) {
+                    self.report(
+                        ViolationKind::BbmValidToValid,
+                        at,
+                        pa,
+                        self.all_pes(),
+                        format!(
+                            "level {} descriptor for {} {:#x} of {} changed from {:#x} to {:#x} while valid; \
+                             the change needs break-before-make (Arm ARM D8.17.1): write an invalid \
+                             descriptor, DSB, TLBI covering {:#x}, DSB, then the new one",
+                            slot.level,
+                            addr_name(stage),
+                            slot.ia,
+                            key,
+                            old,
+                            value,
+                            slot.ia
+                        ),
+                    );
+                }
             } else if !matches!(newd, Decoded::Fault) {
                 self.check_unclean(key, pa, slot.level, slot.ia, value, &newd, at);
             }
@@ -849,6 +860,11 @@ impl Machine {
         if self.ghosts.is_empty() {
             // Nothing may be cached but what the tables hold (the usual
             // case right after a completed invalidation).
+            return;
+        }
+        if self.is_reported(ViolationKind::BbmUncleanToValid, pa) {
+            // The first report stands (see `report`): what the scan could
+            // find would not be reported.
             return;
         }
         let end = ia + entry_size(level);
