@@ -100,11 +100,11 @@ impl Machine {
 impl Effects for ModelEffects<'_> {
     fn store_descriptor(&mut self, slot: &AtomicU64, at: Pa, new: u64) {
         slot.store(new, Ordering::Release);
-        self.step(Event::Write {
-            pa: at.0,
-            value: new,
-            release: false,
-        });
+        // `Event::Write { pa: at.0, value: new, release: false }`, by the
+        // short path.
+        let seq = self.machine.seq + 1;
+        self.machine
+            .step_write(self.pe, at.0, new, Origin { seq, line: 0 });
     }
 
     fn compare_exchange_descriptor(
@@ -115,11 +115,10 @@ impl Effects for ModelEffects<'_> {
         new: u64,
     ) -> Result<(), u64> {
         slot.compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)?;
-        self.step(Event::Write {
-            pa: at.0,
-            value: new,
-            release: true,
-        });
+        // `Event::Write { pa: at.0, value: new, release: true }`.
+        let seq = self.machine.seq + 1;
+        self.machine
+            .step_write(self.pe, at.0, new, Origin { seq, line: 0 });
         Ok(())
     }
 

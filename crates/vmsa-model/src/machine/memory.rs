@@ -242,15 +242,24 @@ impl Memory {
             .unwrap_or(0)
     }
 
-    /// Stores `value` at `pa`; returns the old value.
-    pub fn write(&mut self, pa: u64, value: u64, seq: u64) -> u64 {
+    /// Stores `value` at `pa` (written by event `seq`), with one look-up of
+    /// the page: returns the old value, the sequence number of the write it
+    /// replaces (0 if none) and the descriptor's [`slot`](Self::slot).
+    #[inline]
+    pub fn store(&mut self, pa: u64, value: u64, seq: u64) -> (u64, u64, Option<Slot>) {
         let page = self
             .pages
             .entry(pa & !(PAGE - 1))
             .or_insert_with(Page::zeroed);
         let i = (pa as usize & 0xfff) >> 3;
-        page.written[i] = seq;
-        core::mem::replace(&mut page.words[i], value)
+        let since = core::mem::replace(&mut page.written[i], seq);
+        let old = core::mem::replace(&mut page.words[i], value);
+        let slot = page.link.map(|link| Slot {
+            tree: link.tree,
+            level: link.level,
+            ia: link.base.wrapping_add(i as u64 * entry_size(link.level)),
+        });
+        (old, since, slot)
     }
 
     /// Zeroes the page at `pa` and forgets its link.
@@ -504,12 +513,12 @@ impl Memory {
     /// Calls `f(start, end, leaf)` for the translation of every part of
     /// `[start, end)` in `tree` (`None` where it faults), in address order
     /// only within each table.
-    pub fn translate_range(
+    pub fn translate_range<F: FnMut(u64, u64, Option<(Leaf, u64)>) + ?Sized>(
         &self,
         tree: TreeId,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+        f: &mut F,
     ) {
         let t = &self.trees[tree];
         let span = ENTRIES as u64 * entry_size(t.start_level);
@@ -530,9 +539,39 @@ impl Memory {
         }
     }
 
+    /// The translation of the single address `addr` in `tree`: the leaf and
+    /// the input address it starts at, or `None` where it faults. What
+    /// [`translate_range`](Self::translate_range) reports for
+    /// `[addr, addr + 1)`, with one walk and no callback.
+    pub fn translate_at(&self, tree: TreeId, addr: u64) -> Option<(Leaf, u64)> {
+        let t = &self.trees[tree];
+        let span = ENTRIES as u64 * entry_size(t.start_level);
+        let first = t.root_base();
+        if addr < first {
+            return None;
+        }
+        let i = (addr - first) / span;
+        if i >= t.root_pages as u64 {
+            return None;
+        }
+        let (mut page, mut level, mut base) = (t.root + i * PAGE, t.start_level, first + i * span);
+        loop {
+            let size = entry_size(level);
+            let idx = (addr - base) / size;
+            let ia = base + idx * size;
+            match decode(t.stage, level, self.read(page + 8 * idx)) {
+                Decoded::Leaf(l) => return Some((l, ia)),
+                Decoded::Table { next } if level < 3 => {
+                    (page, level, base) = (next, level + 1, ia);
+                }
+                Decoded::Table { .. } | Decoded::Fault => return None,
+            }
+        }
+    }
+
     /// Like [`translate_range`](Self::translate_range), from a given table.
     #[allow(clippy::too_many_arguments)]
-    pub fn translate_in(
+    pub fn translate_in<F: FnMut(u64, u64, Option<(Leaf, u64)>) + ?Sized>(
         &self,
         stage: Stage,
         page: u64,
@@ -540,15 +579,23 @@ impl Memory {
         base: u64,
         start: u64,
         end: u64,
-        f: &mut dyn FnMut(u64, u64, Option<(Leaf, u64)>),
+        f: &mut F,
     ) {
         let size = entry_size(level);
         let first = (start - base) / size;
         let mut ia = base + first * size;
         let mut i = first;
+        // A table page is looked up once, not per entry (as `read` of each
+        // would; an unaligned `page`, which no descriptor gives, still is).
+        let aligned = page & (PAGE - 1) == 0;
+        let words = if aligned { self.page(page) } else { None }.map(|p| &p.words);
         while ia < end && i < ENTRIES as u64 {
             let (s, e) = (start.max(ia), end.min(ia + size));
-            let w = self.read(page + 8 * i);
+            let w = match words {
+                Some(words) => words[i as usize],
+                None if aligned => 0,
+                None => self.read(page + 8 * i),
+            };
             match decode(stage, level, w) {
                 Decoded::Fault => f(s, e, None),
                 Decoded::Leaf(l) => f(s, e, Some((l, ia))),
@@ -559,6 +606,86 @@ impl Memory {
             }
             ia += size;
             i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `translate_at` agrees with `translate_range` over one address.
+    #[test]
+    fn translate_at_is_translate_range_of_one_address() {
+        for (key, start_level, root_pages) in [
+            (Key::Asid { vmid: 0, asid: 1 }, 0, 1),
+            (Key::Asid1 { vmid: 0, asid: 1 }, 1, 1),
+            (Key::Vmid(3), 1, 2),
+        ] {
+            let mut m = Memory::default();
+            m.trees.push(Tree {
+                root: 0x10_0000,
+                stage: key.stage(),
+                key: Some(key),
+                start_level,
+                root_pages,
+                installed: true,
+                released: false,
+                installed_at: 0,
+                leaves: 0,
+                left_at: 0,
+                declared: false,
+            });
+            let first = m.trees[0].root_base();
+            let span = ENTRIES as u64 * entry_size(start_level);
+            let af = 1 << 10;
+            // Root entry 1 -> a table with a block at 3 and a table at 5
+            // holding pages at 0, 7 (AF clear: faults) and 511; the last
+            // root page's entry 0 is a block where blocks exist.
+            let mut w = |pa: u64, v: u64| {
+                m.store(pa, v, 1);
+            };
+            w(0x10_0000 + 8, 0x20_0000 | 0b11);
+            w(0x20_0000 + 8 * 3, 0x4000_0000 | af | 0b01);
+            w(0x20_0000 + 8 * 5, 0x30_0000 | 0b11);
+            // (Pages at level 3, blocks above.)
+            let leaf = if start_level + 2 == 3 { 0b11 } else { 0b01 };
+            w(0x30_0000, 0x5000_0000 | af | leaf);
+            w(0x30_0000 + 8 * 7, 0x5000_7000 | leaf);
+            w(0x30_0000 + 8 * 511, 0x5001_f000 | af | leaf);
+            let last_root = 0x10_0000 + (root_pages as u64 - 1) * PAGE;
+            w(last_root, 0x6000_0000 | af | 0b01);
+            let s1 = entry_size(start_level);
+            let s2 = entry_size(start_level + 1);
+            let s3 = entry_size((start_level + 2).min(3));
+            let mut addrs = vec![0, first.saturating_sub(1), u64::MAX - 1];
+            for base in [first, first + (root_pages as u64 - 1) * span] {
+                for a in [
+                    0,
+                    s1,
+                    s1 + 3 * s2 + 17,
+                    s1 + 5 * s2,
+                    s1 + 5 * s2 + 7 * s3 + 5,
+                    s1 + 5 * s2 + 511 * s3 + s3 - 1,
+                    s1 + 6 * s2,
+                    span - 1,
+                    span,
+                ] {
+                    addrs.push(base.wrapping_add(a));
+                }
+            }
+            let mut mapped = 0;
+            for addr in addrs {
+                let mut by_range = None;
+                m.translate_range(0, addr, addr + 1, &mut |_, _, now| {
+                    if now.is_some() {
+                        by_range = now;
+                    }
+                });
+                assert_eq!(m.translate_at(0, addr), by_range, "{key} {addr:#x}");
+                mapped += by_range.is_some() as u32;
+            }
+            assert!(mapped >= 4, "{key}: only {mapped} addresses mapped");
         }
     }
 }

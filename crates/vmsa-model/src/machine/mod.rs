@@ -397,6 +397,13 @@ impl Machine {
         mask(self.pes.len())
     }
 
+    /// Whether a violation of `kind` at `location` was reported: a second
+    /// [`report`](Self::report) of it would be dropped, so callers need
+    /// not look for it (nor format its explanation).
+    fn is_reported(&self, kind: ViolationKind, location: u64) -> bool {
+        self.reported.contains(&(kind, location))
+    }
+
     fn report(&mut self, kind: ViolationKind, at: Origin, location: u64, pes: u64, why: String) {
         // One report per kind and location: the first is the one to fix.
         if !self.reported.insert((kind, location)) {
@@ -414,24 +421,7 @@ impl Machine {
     /// Applies one event issued by PE `pe`. Events are numbered by the
     /// machine in the order they arrive; `origin` names them in reports.
     pub fn step(&mut self, pe: usize, event: &Event, origin: Origin) {
-        self.seq += 1;
-        self.costs.events += 1;
-        let pe = pe.min(63);
-        self.current_pe = pe;
-        if pe >= self.pes.len() {
-            // A PE seen for the first time was there all along: it may hold
-            // whatever any PE may still hold (it saw every broadcast
-            // invalidation the others saw, and no local one).
-            let new = mask(pe + 1) & !self.all_pes();
-            for g in &mut self.ghosts {
-                for m in g.holders.iter_mut() {
-                    if *m != 0 {
-                        *m |= new;
-                    }
-                }
-            }
-            self.pes.resize(pe + 1, Pe::default());
-        }
+        let pe = self.begin_event(pe);
         if matches!(
             event,
             Event::MemInit { .. }
@@ -508,6 +498,44 @@ impl Machine {
         }
     }
 
+    /// What every event does first: counts it and makes PE `pe` (at most
+    /// 63, returned) the current one, adding it if it is new.
+    #[inline(always)]
+    fn begin_event(&mut self, pe: usize) -> usize {
+        self.seq += 1;
+        self.costs.events += 1;
+        let pe = pe.min(63);
+        self.current_pe = pe;
+        if pe >= self.pes.len() {
+            self.add_pes(pe);
+        }
+        pe
+    }
+
+    /// A PE seen for the first time was there all along: it may hold
+    /// whatever any PE may still hold (it saw every broadcast invalidation
+    /// the others saw, and no local one).
+    #[cold]
+    fn add_pes(&mut self, pe: usize) {
+        let new = mask(pe + 1) & !self.all_pes();
+        for g in &mut self.ghosts {
+            for m in g.holders.iter_mut() {
+                if *m != 0 {
+                    *m |= new;
+                }
+            }
+        }
+        self.pes.resize(pe + 1, Pe::default());
+    }
+
+    /// [`step`](Self::step) with `Event::Write { pa, value, .. }`: the
+    /// library's descriptor stores, most of the events a replay makes,
+    /// without matching on the event.
+    pub fn step_write(&mut self, pe: usize, pa: u64, value: u64, origin: Origin) {
+        let pe = self.begin_event(pe);
+        self.write(pe, pa & !7, value, origin);
+    }
+
     /// The end of the input: a completion point.
     pub fn finish(&mut self, origin: Origin) {
         self.completion_point(origin);
@@ -541,17 +569,14 @@ impl Machine {
     // ----- descriptor writes -------------------------------------------
 
     fn write(&mut self, pe: usize, pa: u64, value: u64, at: Origin) {
-        let slot = self.mem.slot(pa);
+        // One look-up of the page: the slot (the store does not move the
+        // page's link), the old value and when it was written.
+        let (old, since, slot) = self.mem.store(pa, value, at.seq);
         if self.config.locks {
             if let Some(slot) = slot {
                 self.check_locked(pe, pa, slot.tree, at);
             }
         }
-        let since = self
-            .mem
-            .page(pa)
-            .map(|p| p.written[(pa as usize & 0xfff) >> 3]);
-        let old = self.mem.write(pa, value, at.seq);
         if old == value {
             return;
         }
@@ -569,7 +594,7 @@ impl Machine {
         // may stay cached: they become ghosts.
         if live && !matches!(oldd, Decoded::Fault) {
             let key = key.expect("live trees have a key");
-            let since = since.unwrap_or(0).max(self.mem.trees[tree].installed_at);
+            let since = since.max(self.mem.trees[tree].installed_at);
             self.ghosts_of(
                 tree, key, stage, pa, slot.level, slot.ia, old, since, &oldd, pe, at,
             );
@@ -593,24 +618,28 @@ impl Machine {
         if live {
             let key = key.expect("live trees have a key");
             if needs_bbm(&oldd, &newd) {
-                self.report(
-                    ViolationKind::BbmValidToValid,
-                    at,
-                    pa,
-                    self.all_pes(),
-                    format!(
-                        "level {} descriptor for {} {:#x} of {} changed from {:#x} to {:#x} while valid; \
-                         the change needs break-before-make (Arm ARM D8.17.1): write an invalid \
-                         descriptor, DSB, TLBI covering {:#x}, DSB, then the new one",
-                        slot.level,
-                        addr_name(stage),
-                        slot.ia,
-                        key,
-                        old,
-                        value,
-                        slot.ia
-                    ),
-                );
+                // Once reported, not worth formatting again (`report`
+                // would drop it).
+                if !self.is_reported(ViolationKind::BbmValidToValid, pa) {
+                    self.report(
+                        ViolationKind::BbmValidToValid,
+                        at,
+                        pa,
+                        self.all_pes(),
+                        format!(
+                            "level {} descriptor for {} {:#x} of {} changed from {:#x} to {:#x} while valid; \
+                             the change needs break-before-make (Arm ARM D8.17.1): write an invalid \
+                             descriptor, DSB, TLBI covering {:#x}, DSB, then the new one",
+                            slot.level,
+                            addr_name(stage),
+                            slot.ia,
+                            key,
+                            old,
+                            value,
+                            slot.ia
+                        ),
+                    );
+                }
             } else if !matches!(newd, Decoded::Fault) {
                 self.check_unclean(key, pa, slot.level, slot.ia, value, &newd, at);
             }
@@ -643,6 +672,25 @@ impl Machine {
         at: Origin,
     ) {
         let pes = self.all_pes() & self.ran(key);
+        if let Decoded::Leaf(l) = d {
+            // An unmap removes descriptors in order: the next one of the
+            // last run extends it (as `push_ghost` would), without a ghost
+            // built first.
+            let holders = ghost::holders(ghost::kinds_of(stage, true), pes);
+            if let Some(last) = self.ghosts.last_mut() {
+                if last.tree == tree
+                    && last.writer == writer
+                    && last.visible.is_none()
+                    && last.holders == holders
+                    && !last.reported
+                    && extends_leaf(last, level, ia, slot_pa, l)
+                {
+                    last.end = ia + entry_size(level);
+                    last.clean_at = 0;
+                    return;
+                }
+            }
+        }
         let base = Ghost {
             tree,
             key,
@@ -827,6 +875,16 @@ impl Machine {
         newd: &Decoded,
         at: Origin,
     ) {
+        if self.ghosts.is_empty() {
+            // Nothing may be cached but what the tables hold (the usual
+            // case right after a completed invalidation).
+            return;
+        }
+        if self.is_reported(ViolationKind::BbmUncleanToValid, pa) {
+            // The first report stands (see `report`): what the scan could
+            // find would not be reported.
+            return;
+        }
         let end = ia + entry_size(level);
         let stage = key.stage();
         // Entries held by PEs that do not run the tag now cannot meet the
@@ -1905,12 +1963,9 @@ impl Machine {
         if !self.mem.trees[tree].live() {
             return out;
         }
-        self.mem
-            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
-                if let Some((l, at)) = now {
-                    out.push((l.oa + (addr - at), l.grants));
-                }
-            });
+        if let Some((l, at)) = self.mem.translate_at(tree, addr) {
+            out.push((l.oa + (addr - at), l.grants));
+        }
         let bit = 1u64 << pe.min(63);
         for g in &self.ghosts {
             if g.holder_mask() & bit == 0 || !tag_matches(g, key) || addr < g.start || addr >= g.end
@@ -2007,14 +2062,8 @@ impl Machine {
         if !self.mem.trees[tree].live() {
             return None;
         }
-        let mut out = None;
-        self.mem
-            .translate_range(tree, addr, addr + 1, &mut |_, _, now| {
-                if let Some((l, at)) = now {
-                    out = Some((l.oa + (addr - at), l.grants));
-                }
-            });
-        out
+        let (l, at) = self.mem.translate_at(tree, addr)?;
+        Some((l.oa + (addr - at), l.grants))
     }
 
     // ----- completion points -------------------------------------------
@@ -2239,17 +2288,26 @@ fn tag_matches(g: &Ghost, k: Key) -> bool {
 
 /// Whether leaf ghost `g` (a run) continues with the leaf ghost `n`.
 fn extends(r: &Ghost, n: &Ghost) -> bool {
-    match (r.cached, n.cached) {
-        (Cached::Leaf(a), Cached::Leaf(b)) => {
-            r.level == n.level
-                && r.end == n.start
-                && n.slot == r.slot + (r.end - r.start) / entry_size(r.level) * 8
+    match n.cached {
+        Cached::Leaf(b) => extends_leaf(r, n.level, n.start, n.slot, &b),
+        Cached::Walk { .. } => false,
+    }
+}
+
+/// Whether leaf ghost `r` (a run) continues with leaf `b` of the descriptor
+/// at `slot` (at `level`, input address `start`).
+fn extends_leaf(r: &Ghost, level: u8, start: u64, slot: u64, b: &Leaf) -> bool {
+    match r.cached {
+        Cached::Leaf(a) => {
+            r.level == level
+                && r.end == start
+                && slot == r.slot + (r.end - r.start) / entry_size(r.level) * 8
                 && a.oa + (r.end - r.start) == b.oa
                 && a.grants == b.grants
                 && a.attrs == b.attrs
                 && a.global == b.global
         }
-        _ => false,
+        Cached::Walk { .. } => false,
     }
 }
 

@@ -327,12 +327,36 @@ pub struct Sequence {
     pub local: bool,
 }
 
-/// The non-shareable form of a broadcast operation.
+/// The non-shareable form of a broadcast operation (the operation itself
+/// for a local one): the mnemonic without its `is`.
 pub fn local_form(op: TlbiOp) -> TlbiOp {
-    op.mnemonic()
-        .strip_suffix("is")
-        .and_then(TlbiOp::from_mnemonic)
-        .unwrap_or(op)
+    use TlbiOp::*;
+    // Planning asks this for every operation it weighs: a match, not a
+    // search of the mnemonics (`local_form_drops_is` checks they agree).
+    match op {
+        Vae1is => Vae1,
+        Vale1is => Vale1,
+        Vaae1is => Vaae1,
+        Vaale1is => Vaale1,
+        Aside1is => Aside1,
+        Vmalle1is => Vmalle1,
+        Ipas2e1is => Ipas2e1,
+        Ipas2le1is => Ipas2le1,
+        Vmalls12e1is => Vmalls12e1,
+        Alle1is => Alle1,
+        Vae2is => Vae2,
+        Vale2is => Vale2,
+        Alle2is => Alle2,
+        Rvae1is => Rvae1,
+        Rvale1is => Rvale1,
+        Rvaae1is => Rvaae1,
+        Rvaale1is => Rvaale1,
+        Ripas2e1is => Ripas2e1,
+        Ripas2le1is => Ripas2le1,
+        Vae1 | Vale1 | Vaae1 | Vaale1 | Aside1 | Vmalle1 | Ipas2e1 | Ipas2le1 | Vmalls12e1
+        | Alle1 | Vae2 | Vale2 | Alle2 | Rvae1 | Rvale1 | Rvaae1 | Rvaale1 | Ripas2e1
+        | Ripas2le1 => op,
+    }
 }
 
 impl Sequence {
@@ -553,7 +577,16 @@ impl Planner {
         needs: &[Need],
         mapped: &mut dyn FnMut() -> u64,
     ) -> Sequence {
-        let mut ops = Vec::new();
+        // One operation per entry: room for them up front (up to a bound,
+        // however large the needs), not grown push by push.
+        let count: u64 = needs
+            .iter()
+            .map(|n| {
+                let size = space.entry_size[n.level as usize & 3];
+                n.end.saturating_sub(n.start).div_ceil(size.max(1))
+            })
+            .fold(0, u64::saturating_add);
+        let mut ops = Vec::with_capacity(count.min(1024) as usize);
         let mut refill = 0u64;
         for n in needs {
             let size = space.entry_size[n.level as usize & 3];
@@ -1026,6 +1059,19 @@ mod tests {
         assert!(run(&p, &s2, &[change(0, 0x1000, 3, ChangeFlags::IS_VALID)], 1).is_empty());
         let dead = Space { dead: true, ..s2 };
         assert!(run(&p, &dead, &[change(0, 0x1000, 3, UNMAPPED)], 1).is_empty());
+    }
+
+    #[test]
+    fn local_form_drops_is() {
+        for op in TlbiOp::ALL {
+            let by_name = op
+                .mnemonic()
+                .strip_suffix("is")
+                .and_then(TlbiOp::from_mnemonic)
+                .unwrap_or(op);
+            assert_eq!(local_form(op), by_name, "{op:?}");
+            assert!(!local_form(op).is_broadcast(), "{op:?}");
+        }
     }
 
     #[test]
