@@ -685,8 +685,12 @@ impl Machine {
                     && !last.reported
                     && extends_leaf(last, level, ia, slot_pa, l)
                 {
+                    let (start, old_end) = (last.start, last.end);
                     last.end = ia + entry_size(level);
                     last.clean_at = 0;
+                    let at = self.ghosts.len() - 1;
+                    self.ghost_index
+                        .extended(at, start, old_end, ia + entry_size(level));
                     return;
                 }
             }
@@ -889,13 +893,6 @@ impl Machine {
         let stage = key.stage();
         // Entries held by PEs that do not run the tag now cannot meet the
         // new one: they must flush before running it again.
-        if self
-            .reported
-            .contains(&(ViolationKind::BbmUncleanToValid, pa))
-        {
-            // Reported here already: a second finding would not be.
-            return;
-        }
         let running = self.running(key);
         self.ghost_index.catch_up(&self.ghosts);
         let conflict = self
@@ -1339,6 +1336,14 @@ impl Machine {
             }
             match scope.range {
                 None => total += t.leaves * per_leaf,
+                // One page (a TLBI by address): within one leaf at most.
+                Some((a, b)) if b <= (a | (PAGE - 1)) + 1 => {
+                    let n = self
+                        .mem
+                        .translate_at(id, a)
+                        .is_some_and(|(leaf, _)| leaf.grants != 0);
+                    total += u64::from(n) * per_leaf;
+                }
                 Some((a, b)) => {
                     let mut n = 0;
                     let mut last = None;
@@ -2143,10 +2148,7 @@ impl Machine {
         }
         for (i, why) in found {
             self.ghosts[i].reported = true;
-            if self
-                .reported
-                .contains(&(ViolationKind::StaleTranslation, self.ghosts[i].slot))
-            {
+            if self.is_reported(ViolationKind::StaleTranslation, self.ghosts[i].slot) {
                 // Reported there already: the message would be dropped.
                 continue;
             }
