@@ -640,7 +640,7 @@ impl Machine {
                         ),
                     );
                 }
-            } else if !matches!(newd, Decoded::Fault) {
+            } else if !matches!(newd, Decoded::Fault) && !self.ghosts.is_empty() {
                 self.check_unclean(key, pa, slot.level, slot.ia, value, &newd, at);
             }
         }
@@ -676,12 +676,18 @@ impl Machine {
             // An unmap removes descriptors in order: the next one of the
             // last run extends it (as `push_ghost` would), without a ghost
             // built first.
-            let holders = ghost::holders(ghost::kinds_of(stage, true), pes);
+            let kinds = ghost::kinds_of(stage, true);
             if let Some(last) = self.ghosts.last_mut() {
+                // (`holders(kinds, pes)`, compared in place.)
+                let same_holders = last
+                    .holders
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &m)| m == if kinds & (1 << i) != 0 { pes } else { 0 });
                 if last.tree == tree
                     && last.writer == writer
                     && last.visible.is_none()
-                    && last.holders == holders
+                    && same_holders
                     && !last.reported
                     && extends_leaf(last, level, ia, slot_pa, l)
                 {
