@@ -24,7 +24,7 @@
 //! of its own.
 
 pub mod parse;
-mod runs;
+pub mod runs;
 pub mod sim;
 pub mod space;
 
