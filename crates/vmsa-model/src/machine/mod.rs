@@ -674,31 +674,11 @@ impl Machine {
         let pes = self.all_pes() & self.ran(key);
         if let Decoded::Leaf(l) = d {
             // An unmap removes descriptors in order: the next one of the
-            // last run extends it (as `push_ghost` would), without a ghost
-            // built first.
-            let kinds = ghost::kinds_of(stage, true);
-            if let Some(last) = self.ghosts.last_mut() {
-                // (`holders(kinds, pes)`, compared in place.)
-                let same_holders = last
-                    .holders
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &m)| m == if kinds & (1 << i) != 0 { pes } else { 0 });
-                if last.tree == tree
-                    && last.writer == writer
-                    && last.visible.is_none()
-                    && same_holders
-                    && !last.reported
-                    && extends_leaf(last, level, ia, slot_pa, l)
-                {
-                    let (start, old_end) = (last.start, last.end);
-                    last.end = ia + entry_size(level);
-                    last.clean_at = 0;
-                    let at = self.ghosts.len() - 1;
-                    self.ghost_index
-                        .extended(at, start, old_end, ia + entry_size(level));
-                    return;
-                }
+            // last run extends it, without a ghost built first.
+            let holders = ghost::holders(ghost::kinds_of(stage, true), pes);
+            let end = ia + entry_size(level);
+            if self.extend_last_run(tree, writer, None, &holders, level, ia, end, slot_pa, l) {
+                return;
             }
         }
         let base = Ghost {
@@ -797,26 +777,54 @@ impl Machine {
     }
 
     fn push_ghost(&mut self, g: Ghost) {
-        // Consecutive removals (an unmap walks a table in order) extend
-        // the last run instead of adding one per descriptor.
-        if let Some(last) = self.ghosts.last_mut() {
-            if last.tree == g.tree
-                && last.writer == g.writer
-                && last.visible == g.visible
-                && last.holders == g.holders
-                && !last.reported
-                && extends(last, &g)
-            {
-                let old_end = last.end;
-                last.end = g.end;
-                last.clean_at = 0;
-                let start = last.start;
-                self.ghost_index
-                    .extended(self.ghosts.len() - 1, start, old_end, g.end);
+        if let Cached::Leaf(l) = &g.cached {
+            let (tree, writer, visible) = (g.tree, g.writer, g.visible);
+            if self.extend_last_run(
+                tree, writer, visible, &g.holders, g.level, g.start, g.end, g.slot, l,
+            ) {
                 return;
             }
         }
         self.ghosts.push(g);
+    }
+
+    /// Consecutive removals (an unmap walks a table in order) extend the
+    /// last run instead of adding one per descriptor: extends the last
+    /// ghost to `end` when the leaves of `[start, end)` (descriptors from
+    /// `slot` on, at `level`, the first being `leaf`), removed by `writer`
+    /// and held by `holders`, continue it. Returns whether it did.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn extend_last_run(
+        &mut self,
+        tree: TreeId,
+        writer: usize,
+        visible: Option<u64>,
+        holders: &[u64; 3],
+        level: u8,
+        start: u64,
+        end: u64,
+        slot: u64,
+        leaf: &Leaf,
+    ) -> bool {
+        let Some(last) = self.ghosts.last_mut() else {
+            return false;
+        };
+        if !(last.tree == tree
+            && last.writer == writer
+            && last.visible == visible
+            && last.holders == *holders
+            && !last.reported
+            && extends_leaf(last, level, start, slot, leaf))
+        {
+            return false;
+        }
+        let (first, old_end) = (last.start, last.end);
+        last.end = end;
+        last.clean_at = 0;
+        let at = self.ghosts.len() - 1;
+        self.ghost_index.extended(at, first, old_end, end);
+        true
     }
 
     /// The oracle: removes exactly the entries that are stale (every
@@ -1342,14 +1350,6 @@ impl Machine {
             }
             match scope.range {
                 None => total += t.leaves * per_leaf,
-                // One page (a TLBI by address): within one leaf at most.
-                Some((a, b)) if b <= (a | (PAGE - 1)) + 1 => {
-                    let n = self
-                        .mem
-                        .translate_at(id, a)
-                        .is_some_and(|(leaf, _)| leaf.grants != 0);
-                    total += u64::from(n) * per_leaf;
-                }
                 Some((a, b)) => {
                     let mut n = 0;
                     let mut last = None;
