@@ -150,6 +150,12 @@ impl<V: Shift> Runs<V> {
         self.map.clear();
     }
 
+    /// The bytes the runs cover.
+    #[cfg(test)]
+    pub fn covered(&self) -> u64 {
+        self.iter().map(|(s, e, _)| e - s).sum()
+    }
+
     /// Every run, in order, as `(start, end, value at start)`.
     #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (u64, u64, V)> + '_ {

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::parse::{mremap, prot};
-use super::runs::Runs;
+use super::runs::{Runs, Shift};
 use crate::compare::workloads::Perm;
 
 /// The page size (4 KiB granule).
@@ -162,19 +162,13 @@ impl Space {
     /// Pages with contents.
     #[cfg(test)]
     pub fn populated(&self) -> usize {
-        self.frames
-            .iter()
-            .map(|(s, e, _)| ((e - s) / PAGE) as usize)
-            .sum()
+        (self.frames.covered() / PAGE) as usize
     }
 
     /// Pages the table maps.
     #[cfg(test)]
     pub fn mapped(&self) -> usize {
-        self.table
-            .iter()
-            .map(|(s, e, _)| ((e - s) / PAGE) as usize)
-            .sum()
+        (self.table.covered() / PAGE) as usize
     }
 
     /// What the table maps at page `va`.
@@ -567,30 +561,24 @@ impl Space {
         }
         cuts.sort_unstable();
         cuts.dedup();
-        // Cursors: the run of each list that may hold the piece at `a`.
-        fn at<V: super::runs::Shift>(runs: &[(u64, u64, V)], i: &mut usize, a: u64) -> Option<V> {
-            while *i < runs.len() && runs[*i].1 <= a {
+        // A cursor over each list (in order, pieces visited in order): the
+        // entry holding `a`, as (its start, its value).
+        fn holding<V: Copy>(list: &[(u64, u64, V)], i: &mut usize, a: u64) -> Option<(u64, V)> {
+            while *i < list.len() && list[*i].1 <= a {
                 *i += 1;
             }
-            runs.get(*i)
-                .filter(|r| r.0 <= a)
-                .map(|r| r.2.shift(a - r.0))
+            list.get(*i).filter(|r| r.0 <= a).map(|r| (r.0, r.2))
         }
         let (mut i, mut j, mut vi) = (0, 0, 0);
-        let mut perm_at = |p: u64| {
-            while vi < vmas.len() && vmas[vi].1 <= p {
-                vi += 1;
-            }
-            vmas.get(vi).filter(|v| v.0 <= p).and_then(|v| v.2)
-        };
         let mut wanted: Vec<(u64, u64, (u64, Perm))> = Vec::new();
         let mut run: Option<Op> = None;
         for w in cuts.windows(2) {
             let (a, b) = (w[0], w[1]);
-            let was = at(&old, &mut i, a);
-            let frame = at(&frames, &mut j, a);
+            let was = holding(&old, &mut i, a).map(|(rs, v)| v.shift(a - rs));
+            let frame = holding(&frames, &mut j, a).map(|(rs, f)| f.shift(a - rs));
+            let perm = holding(&vmas, &mut vi, a).and_then(|(_, p)| p);
             // What `want` gives: a frame, in a VMA that allows access.
-            let new = frame.and_then(|f| perm_at(a).map(|perm| (f, perm)));
+            let new = frame.and_then(|f| perm.map(|perm| (f, perm)));
             if let Some(n) = new {
                 wanted.push((a, b, n));
             }
