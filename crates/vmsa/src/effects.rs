@@ -142,6 +142,35 @@ pub trait Effects {
     /// Implementations must perform the store (as a single-copy-atomic
     /// 64-bit write) before returning.
     fn store_descriptor(&mut self, slot: &Slot, at: Pa, new: u64);
+    /// Stores `first`, `first + step`, `first + 2 * step`, ... (wrapping)
+    /// into the consecutive descriptors `slots`, the first of which is at
+    /// physical address `at`: one [`store_descriptor`](Self::store_descriptor)
+    /// per descriptor, in order, which is what the default does. The
+    /// library's runs of leaves (a map's or an unmap's entries in one
+    /// table) come this way, so an implementation that models the stores
+    /// can take a run at once.
+    ///
+    /// ```
+    /// use vmsa::effects::{Effect, Effects, Recorder};
+    /// use vmsa::memory::Slot;
+    /// use vmsa::Pa;
+    /// let slots = [Slot::new(0), Slot::new(0), Slot::new(0)];
+    /// let mut rec = Recorder::new();
+    /// rec.store_descriptors(&slots, Pa(0x1000), 0x4000_0703, 0x1000);
+    /// assert_eq!(slots[2].load(core::sync::atomic::Ordering::Relaxed), 0x4000_2703);
+    /// assert_eq!(
+    ///     rec.log()[1],
+    ///     Effect::Store { pa: Pa(0x1008), old: 0, new: 0x4000_1703 }
+    /// );
+    /// ```
+    #[inline(always)]
+    fn store_descriptors(&mut self, slots: &[Slot], at: Pa, first: u64, step: u64) {
+        let mut value = first;
+        for (i, slot) in slots.iter().enumerate() {
+            self.store_descriptor(slot, Pa(at.0 + 8 * i as u64), value);
+            value = value.wrapping_add(step);
+        }
+    }
     /// Stores descriptor `new` at `slot` (physical address `at`) if it
     /// holds `current`, as one atomic compare-and-swap (acquire-release):
     /// `Ok(())` when the store happened, `Err(value)` with what the slot
@@ -177,6 +206,10 @@ impl<E: Effects + ?Sized> Effects for &mut E {
     #[inline(always)]
     fn store_descriptor(&mut self, slot: &Slot, at: Pa, new: u64) {
         (**self).store_descriptor(slot, at, new)
+    }
+    #[inline(always)]
+    fn store_descriptors(&mut self, slots: &[Slot], at: Pa, first: u64, step: u64) {
+        (**self).store_descriptors(slots, at, first, step)
     }
     #[inline(always)]
     fn compare_exchange_descriptor(

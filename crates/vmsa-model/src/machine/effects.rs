@@ -107,6 +107,16 @@ impl Effects for ModelEffects<'_> {
             .step_write(self.pe, at.0, new, Origin { seq, line: 0 });
     }
 
+    fn store_descriptors(&mut self, slots: &[AtomicU64], at: Pa, first: u64, step: u64) {
+        let mut value = first;
+        for slot in slots {
+            slot.store(value, Ordering::Release);
+            value = value.wrapping_add(step);
+        }
+        self.machine
+            .step_write_run(self.pe, at.0, slots.len(), first, step);
+    }
+
     fn compare_exchange_descriptor(
         &mut self,
         slot: &AtomicU64,

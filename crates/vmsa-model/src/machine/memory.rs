@@ -262,6 +262,56 @@ impl Memory {
         (old, since, slot)
     }
 
+    /// The first of `n` consecutive descriptors from `pa` (all in one page
+    /// of `tree`'s tables at `level`, a leaf level) if every one of them
+    /// and of the values `first`, `first + step`, ... is a leaf or invalid
+    /// there: a run of stores that links or unlinks no table.
+    pub fn leaf_run(&self, pa: u64, n: usize, first: u64, step: u64) -> Option<Slot> {
+        let i = (pa as usize & 0xfff) >> 3;
+        let page = self.page(pa)?;
+        let link = page.link?;
+        let words = page.words.get(i..i.checked_add(n)?)?;
+        let stage = self.trees[link.tree].stage;
+        let is_table = |v: u64| matches!(decode(stage, link.level, v), Decoded::Table { .. });
+        let mut value = first;
+        for &old in words {
+            if is_table(old) || is_table(value) {
+                return None;
+            }
+            value = value.wrapping_add(step);
+        }
+        Some(Slot {
+            tree: link.tree,
+            level: link.level,
+            ia: link.base.wrapping_add(i as u64 * entry_size(link.level)),
+        })
+    }
+
+    /// [`store`](Self::store) of `first`, `first + step`, ... at the `n`
+    /// descriptors from `pa` (in one existing page), written by events
+    /// `seq`, `seq + 1`, ...: pushes each old value and the sequence number
+    /// of the write it replaces onto `olds`.
+    pub fn store_run(
+        &mut self,
+        pa: u64,
+        n: usize,
+        (first, step): (u64, u64),
+        seq: u64,
+        olds: &mut Vec<(u64, u64)>,
+    ) {
+        let i = (pa as usize & 0xfff) >> 3;
+        let Some(page) = self.pages.get_mut(&(pa & !(PAGE - 1))) else {
+            return;
+        };
+        let mut value = first;
+        for k in 0..n {
+            let since = core::mem::replace(&mut page.written[i + k], seq + k as u64);
+            let old = core::mem::replace(&mut page.words[i + k], value);
+            olds.push((old, since));
+            value = value.wrapping_add(step);
+        }
+    }
+
     /// Zeroes the page at `pa` and forgets its link.
     pub fn init_page(&mut self, pa: u64) {
         self.pages.insert(pa & !(PAGE - 1), Page::zeroed());

@@ -29,6 +29,7 @@ mod ghost;
 mod index;
 mod memory;
 mod query;
+mod run;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -197,6 +198,8 @@ pub struct Machine {
     found: Vec<usize>,
     /// Scratch for invalidations.
     scratch: ghost::Scratch,
+    /// Scratch for runs of writes: each old value and when it was written.
+    run_olds: Vec<(u64, u64)>,
     violations: Vec<Violation>,
     costs: Costs,
     seq: u64,
@@ -353,6 +356,7 @@ impl Machine {
             ghost_index: GhostIndex::default(),
             found: Vec::new(),
             scratch: ghost::Scratch::default(),
+            run_olds: Vec::new(),
             violations: Vec::new(),
             costs: Costs::default(),
             seq: 0,
@@ -582,6 +586,25 @@ impl Machine {
         }
         self.costs.writes += 1;
         let Some(slot) = slot else { return };
+        self.changed(pe, pa, slot, old, since, value, at);
+    }
+
+    /// What a write by `pe` of `value` over `old` (written by event
+    /// `since`) at `pa`, descriptor `slot` of a tree, changes: ghosts of
+    /// what the old value let PEs cache, break-before-make checks, links
+    /// and leaf counts.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn changed(
+        &mut self,
+        pe: usize,
+        pa: u64,
+        slot: memory::Slot,
+        old: u64,
+        since: u64,
+        value: u64,
+        at: Origin,
+    ) {
         let tree = slot.tree;
         self.note_written(tree, slot.ia, slot.ia + entry_size(slot.level));
         let live = self.mem.trees[tree].live();

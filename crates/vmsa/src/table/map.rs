@@ -79,12 +79,21 @@ impl<R: Regime> Visitor<R> for MapVisitor {
         if op.plan {
             return Ok(true);
         }
-        for (k, i) in r.idx.clone().enumerate() {
-            op.store_run(
-                r,
-                i,
-                Descriptor::leaf(r.level, oa0 + k as u64 * size, self.attr_bits).0,
-            );
+        // The output address is the only field that changes along the run,
+        // and it is aligned to `size`: the descriptors step by `size`.
+        let span = (r.idx.len() as u64).saturating_sub(1) * size;
+        let first = Descriptor::leaf(r.level, oa0, self.attr_bits).0;
+        let last = Descriptor::leaf(r.level, oa0 + span, self.attr_bits).0;
+        if last == first.wrapping_add(span) {
+            op.store_run_fill(r, r.idx.clone(), first, size);
+        } else {
+            for (k, i) in r.idx.clone().enumerate() {
+                op.store_run(
+                    r,
+                    i,
+                    Descriptor::leaf(r.level, oa0 + k as u64 * size, self.attr_bits).0,
+                );
+            }
         }
         op.mark_written();
         op.leaves_added(r.idx.len() as u64);

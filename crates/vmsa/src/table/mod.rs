@@ -753,6 +753,9 @@ impl Effects for Watch<'_> {
     fn store_descriptor(&mut self, slot: &crate::memory::Slot, at: Pa, new: u64) {
         self.inner.store_descriptor(slot, at, new)
     }
+    fn store_descriptors(&mut self, slots: &[crate::memory::Slot], at: Pa, first: u64, step: u64) {
+        self.inner.store_descriptors(slots, at, first, step)
+    }
     fn compare_exchange_descriptor(
         &mut self,
         slot: &crate::memory::Slot,

@@ -54,9 +54,11 @@ impl<R: Regime> Visitor<R> for UnmapVisitor {
                         if o & !OA_MASK_48 != low {
                             break;
                         }
-                        op.store_run(r, j, 0);
                         j += 1;
                     }
+                    // Reading on before storing is the same: the stores
+                    // are to the run's own slots, already read.
+                    op.store_run_fill(r, i..j, 0, 0);
                     wrote = true;
                     op.leaves_removed((j - i) as u64);
                     let start = r.first + (i - r.idx.start) as u64 * size;

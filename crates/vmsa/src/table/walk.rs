@@ -232,6 +232,21 @@ impl<'a, R: Regime, A: TableAllocator, E: Effects> Op<'a, R, A, E> {
         self.fx.store_descriptor(cell, run.slot(i), new);
     }
 
+    /// Stores `first`, `first + step`, ... at indices `idx` of a run, as
+    /// one [`Effects::store_descriptors`]. Fast paths call
+    /// [`Op::mark_written`] once afterwards.
+    #[inline(always)]
+    pub fn store_run_fill(&mut self, run: &Run, idx: Range<usize>, first: u64, step: u64) {
+        debug_assert!(run.idx.start <= idx.start && idx.end <= run.idx.end);
+        // SAFETY: as in `peek_run`: the indices are the run's, within one
+        // table page of this tree.
+        let slots = unsafe {
+            core::slice::from_raw_parts(run.ptr.as_ptr().add(idx.start) as *const Slot, idx.len())
+        };
+        self.fx
+            .store_descriptors(slots, run.slot(idx.start), first, step);
+    }
+
     /// Notes that descriptors were stored.
     #[inline(always)]
     pub fn mark_written(&mut self) {
