@@ -71,6 +71,19 @@ pub struct Leaf {
     pub global: bool,
 }
 
+/// Whether `desc` at `level` is a table descriptor ([`decode`] gives
+/// [`Decoded::Table`]), without decoding it.
+#[inline(always)]
+pub fn is_table(level: u8, desc: u64) -> bool {
+    level < 3 && desc & 0b11 == 0b11
+}
+
+/// Whether descriptors at `level` are never tables (the last level).
+#[inline(always)]
+pub fn is_leaf_level(level: u8) -> bool {
+    level >= 3
+}
+
 /// Decodes `desc` found at `level` of a table of `stage`.
 pub fn decode(stage: Stage, level: u8, desc: u64) -> Decoded {
     match desc & 0b11 {
@@ -185,6 +198,27 @@ pub fn needs_bbm(old: &Decoded, new: &Decoded) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_table_agrees_with_decode() {
+        for level in 0..=3u8 {
+            for low in 0..4u64 {
+                for d in [
+                    0x4000_0400 | low,
+                    0x4000_0000 | low,
+                    0xffff_ffff_ffff_fffc | low,
+                ] {
+                    for stage in [Stage::Stage2, Stage::El1Stage1, Stage::El2Stage1] {
+                        let decoded = matches!(decode(stage, level, d), Decoded::Table { .. });
+                        assert_eq!(is_table(level, d), decoded, "level {level} {d:#x}");
+                        if is_leaf_level(level) {
+                            assert!(!decoded);
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn stage2_page_decodes_fields() {

@@ -271,14 +271,16 @@ impl Memory {
         let page = self.page(pa)?;
         let link = page.link?;
         let words = page.words.get(i..i.checked_add(n)?)?;
-        let stage = self.trees[link.tree].stage;
-        let is_table = |v: u64| matches!(decode(stage, link.level, v), Decoded::Table { .. });
-        let mut value = first;
-        for &old in words {
-            if is_table(old) || is_table(value) {
-                return None;
+        if !crate::desc::is_leaf_level(link.level) {
+            let mut value = first;
+            for &old in words {
+                if crate::desc::is_table(link.level, old)
+                    || crate::desc::is_table(link.level, value)
+                {
+                    return None;
+                }
+                value = value.wrapping_add(step);
             }
-            value = value.wrapping_add(step);
         }
         Some(Slot {
             tree: link.tree,
