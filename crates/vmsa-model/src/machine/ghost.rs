@@ -139,14 +139,19 @@ impl Ghost {
     /// Copy of this ghost restricted to `[start, end)` (within it).
     fn piece(&self, start: u64, end: u64) -> Ghost {
         let mut g = self.clone();
-        let off = start - self.start;
-        g.start = start;
+        g.start_at(start);
         g.end = end;
-        if let Cached::Leaf(ref mut l) = g.cached {
+        g
+    }
+
+    /// Drops the part before `start` (within it), in place.
+    fn start_at(&mut self, start: u64) {
+        let off = start - self.start;
+        self.start = start;
+        if let Cached::Leaf(ref mut l) = self.cached {
             l.oa += off;
         }
-        g.slot += off / entry_size(self.level) * 8;
-        g
+        self.slot += off / entry_size(self.level) * 8;
     }
 }
 
@@ -194,30 +199,8 @@ fn apply_one(g: Ghost, a: &Applied, now: u64, out: &mut Vec<Ghost>) {
         g.piece(lo, hi)
     };
     const S2: usize = 1; // kinds::STAGE2_ONLY
-    const COMBINED: usize = 2; // kinds::COMBINED
     let s2_before = mid.holders[S2];
-    // PEs that cannot rebuild a combined entry: those whose stage-2-only
-    // entry was removed by an invalidation completed before this one was
-    // issued (KVM's `__kvm_tlb_flush_vmid_ipa` completes the IPA
-    // invalidation with a DSB before `TLBI VMALLE1IS` for that reason).
-    // Entries of stage 1 tables have no stage 2 part to rebuild from.
-    let settled = if mid.stage != crate::desc::Stage::Stage2 {
-        u64::MAX
-    } else if mid.s2_clear.is_some_and(|c| c < a.issued) {
-        mid.s2_gone
-    } else {
-        0
-    };
-    for (k, m) in mid.holders.iter_mut().enumerate() {
-        if a.scope.kinds & (1 << k) == 0 {
-            continue;
-        }
-        if k == COMBINED && a.scope.kinds & (1 << S2) == 0 {
-            *m &= !(a.pes & settled);
-        } else {
-            *m &= !a.pes;
-        }
-    }
+    mid.holders = left_holding(&mid, a);
     let gone = s2_before & !mid.holders[S2];
     if gone != 0 {
         mid.s2_gone |= gone;
@@ -228,6 +211,74 @@ fn apply_one(g: Ghost, a: &Applied, now: u64, out: &mut Vec<Ghost>) {
     }
     if hi < g.end {
         out.push(g.piece(hi, g.end));
+    }
+}
+
+/// The holders of the entries of `g` that `a` reaches (and is eligible to
+/// remove) once it has removed them.
+fn left_holding(g: &Ghost, a: &Applied) -> [u64; 3] {
+    const S2: usize = 1; // kinds::STAGE2_ONLY
+    const COMBINED: usize = 2; // kinds::COMBINED
+                               // PEs that cannot rebuild a combined entry: those whose stage-2-only
+                               // entry was removed by an invalidation completed before this one was
+                               // issued (KVM's `__kvm_tlb_flush_vmid_ipa` completes the IPA
+                               // invalidation with a DSB before `TLBI VMALLE1IS` for that reason).
+                               // Entries of stage 1 tables have no stage 2 part to rebuild from.
+    let settled = if g.stage != crate::desc::Stage::Stage2 {
+        u64::MAX
+    } else if g.s2_clear.is_some_and(|c| c < a.issued) {
+        g.s2_gone
+    } else {
+        0
+    };
+    let mut holders = g.holders;
+    for (k, m) in holders.iter_mut().enumerate() {
+        if a.scope.kinds & (1 << k) == 0 {
+            continue;
+        }
+        if k == COMBINED && a.scope.kinds & (1 << S2) == 0 {
+            *m &= !(a.pes & settled);
+        } else {
+            *m &= !a.pes;
+        }
+    }
+    holders
+}
+
+/// What [`trim`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trim {
+    /// The ghost is what [`apply_one`] leaves of it (perhaps shortened).
+    Kept,
+    /// Nothing is left of it.
+    Gone,
+    /// It does not end as one piece or none: use [`apply_one`].
+    Split,
+}
+
+/// [`apply_one`] in place for the common cases, without copying the
+/// ghost: `a` does not apply to it, or removes all it reaches from every
+/// holder and what it reaches is the whole ghost, its start or its end (a
+/// per-page TLBI walking along an unmapped run).
+fn trim(g: &mut Ghost, a: &Applied) -> Trim {
+    if !(g.visible.is_some_and(|v| v < a.issued) && g.in_scope(&a.scope)) {
+        return Trim::Kept;
+    }
+    let (lo, hi) = reach(g, a.scope.range);
+    if lo >= hi || left_holding(g, a).iter().any(|&m| m != 0) {
+        return Trim::Split;
+    }
+    match (lo == g.start, hi == g.end) {
+        (true, true) => Trim::Gone,
+        (true, false) => {
+            g.start_at(hi);
+            Trim::Kept
+        }
+        (false, true) => {
+            g.end = lo;
+            Trim::Kept
+        }
+        (false, false) => Trim::Split,
     }
 }
 
@@ -370,6 +421,16 @@ fn apply_batch(ghosts: &mut Vec<Ghost>, batch: &[Applied], now: u64, s: &mut Scr
             continue;
         }
         reached = true;
+        if let [i] = cands[..] {
+            match trim(g, &batch[i]) {
+                Trim::Kept => continue,
+                Trim::Gone => {
+                    changed.push((gi, Vec::new()));
+                    continue;
+                }
+                Trim::Split => {}
+            }
+        }
         cands.sort_unstable();
         pieces.clear();
         pieces.push(g.clone());
@@ -481,6 +542,87 @@ mod tests {
             s2_gone: 0,
             reported: false,
             clean_at: 0,
+        }
+    }
+
+    /// [`apply_batch`] the plain way: every invalidation, in order, to
+    /// every piece of every ghost, neighbours rejoined after each.
+    fn apply_each(ghosts: &[Ghost], batch: &[Applied], now: u64) -> Vec<Ghost> {
+        let mut out = Vec::new();
+        for g in ghosts {
+            let mut pieces = vec![g.clone()];
+            for a in batch {
+                let mut next = Vec::new();
+                for p in pieces.drain(..) {
+                    apply_one(p, a, now, &mut next);
+                }
+                for p in next {
+                    match pieces.last_mut() {
+                        Some(last) if joinable(last, &p) => {
+                            last.end = p.end;
+                            last.clean_at = last.clean_at.min(p.clean_at);
+                        }
+                        _ => pieces.push(p),
+                    }
+                }
+            }
+            out.extend(pieces);
+        }
+        out
+    }
+
+    proptest! {
+        /// Looking invalidations up by address and trimming ghosts in
+        /// place removes what applying each invalidation to every ghost
+        /// does.
+        #[test]
+        fn the_batch_removes_what_each_invalidation_does(
+            runs in proptest::collection::vec(
+                (0..8u64, 1..12u64, 0..16u64, 0..16u64, prop_oneof![Just(Some(0u64)), proptest::option::of(0..40u64)]),
+                1..6,
+            ),
+            // (first page, pages, PEs, kinds, whole-VMID instead)
+            tlbis in proptest::collection::vec(
+                (0..70u64, 1..4u64, prop_oneof![Just(15u64), 1..16u64],
+                    0..3u8, proptest::bool::weighted(0.1)),
+                1..4,
+            ),
+        ) {
+            // Stage 1 runs where both `a` and `b` are even: by-VA TLBIs
+            // remove all their entries, so runs shrink from either end.
+            let ghosts: Vec<Ghost> = runs
+                .iter()
+                .map(|&(s, n, a, b, v)| {
+                    let mut g = leaf_run(s * 8, n, [a, b, a | b], v);
+                    if a % 2 == 0 && b % 2 == 0 {
+                        g.key = Key::Asid { vmid: 1, asid: 0 };
+                        g.stage = Stage::El1Stage1;
+                        g.holders = holders(kinds::STAGE1, a | b | 1);
+                    }
+                    g
+                })
+                .collect();
+            let batch: Vec<Applied> = tlbis
+                .iter()
+                .enumerate()
+                .map(|(i, &(first, pages, pes, kind, whole))| {
+                    let op = match (whole, kind) {
+                        (true, _) => TlbiOp::Vmalls12e1is,
+                        (false, 0) => TlbiOp::Ipas2e1is,
+                        (false, 1) => TlbiOp::Vmalle1is,
+                        _ => TlbiOp::Vae1is,
+                    };
+                    let mut scope = Scope::of(op, first, 1);
+                    if let Some((s, _)) = scope.range {
+                        scope.range = Some((s, s + pages * P));
+                    }
+                    Applied { scope, pes, issued: 1 + 2 * i as u64 }
+                })
+                .collect();
+            let each = apply_each(&ghosts, &batch, 1000);
+            let mut batched = ghosts.clone();
+            apply_batch(&mut batched, &batch, 1000, &mut Scratch::default());
+            prop_assert_eq!(format!("{batched:?}"), format!("{each:?}"));
         }
     }
 
