@@ -202,10 +202,32 @@ impl Tree {
     }
 }
 
+/// The last walk of [`Memory::translate_at`] that reached a last-level
+/// table: the table and the pages it read above it. A translation in the
+/// same 2 MiB of the same tree then reads one page, not four, until one
+/// of those pages is written or memory changes in another way.
+#[derive(Clone, Copy, Debug)]
+struct LastWalk {
+    tree: TreeId,
+    /// What the walk started from: root, start level, root pages, stage
+    /// and the first input address.
+    from: (u64, u8, u8, Stage, u64),
+    /// `addr >> 21` of the addresses the table translates.
+    region: u64,
+    /// The last-level table and its first input address.
+    table: u64,
+    base: u64,
+}
+
 /// Table memory and the trees in it.
 #[derive(Clone, Default)]
 pub struct Memory {
     pages: HashMap<u64, Page>,
+    /// See [`LastWalk`].
+    last_walk: core::cell::Cell<Option<LastWalk>>,
+    /// The pages the last walk read above the last level (`u64::MAX`
+    /// where unused): a store to one of them drops it.
+    walk_uppers: core::cell::Cell<[u64; 3]>,
     /// Regions initialised as a whole, sorted and disjoint: a `mem-init`
     /// of more pages than are worth keeping one by one (its size comes
     /// from the input and may be anything). Their pages exist and read as
@@ -247,6 +269,7 @@ impl Memory {
     /// replaces (0 if none) and the descriptor's [`slot`](Self::slot).
     #[inline]
     pub fn store(&mut self, pa: u64, value: u64, seq: u64) -> (u64, u64, Option<Slot>) {
+        self.written_page(pa & !(PAGE - 1));
         let page = self
             .pages
             .entry(pa & !(PAGE - 1))
@@ -302,6 +325,7 @@ impl Memory {
         olds: &mut Vec<(u64, u64)>,
     ) {
         let i = (pa as usize & 0xfff) >> 3;
+        self.written_page(pa & !(PAGE - 1));
         let Some(page) = self.pages.get_mut(&(pa & !(PAGE - 1))) else {
             return;
         };
@@ -314,13 +338,24 @@ impl Memory {
         }
     }
 
+    /// A store into `page` is coming: the last walk goes if it read it
+    /// above the last level.
+    #[inline(always)]
+    fn written_page(&mut self, page: u64) {
+        if self.walk_uppers.get().contains(&page) {
+            self.last_walk.set(None);
+        }
+    }
+
     /// Zeroes the page at `pa` and forgets its link.
     pub fn init_page(&mut self, pa: u64) {
+        self.last_walk.set(None);
         self.pages.insert(pa & !(PAGE - 1), Page::zeroed());
     }
 
     /// Forgets the page at `pa` (freed memory reads as zero).
     pub fn free_page(&mut self, pa: u64) {
+        self.last_walk.set(None);
         let page = pa & !(PAGE - 1);
         self.pages.remove(&page);
         self.forget_zeroed(page, page.saturating_add(PAGE));
@@ -350,6 +385,7 @@ impl Memory {
     /// `[start, end)` (page aligned, however large) is zeroed table memory:
     /// recorded as one region (the caller zeroes the pages kept in it).
     pub fn add_zeroed(&mut self, start: u64, end: u64) {
+        self.last_walk.set(None);
         self.forget_zeroed(start, end);
         let at = self.zeroed.partition_point(|&(s, _)| s < start);
         self.zeroed.insert(at, (start, end));
@@ -358,6 +394,7 @@ impl Memory {
     /// Cuts `[start, end)` out of the zeroed regions (the caller frees the
     /// pages kept in it).
     pub fn forget_zeroed(&mut self, start: u64, end: u64) {
+        self.last_walk.set(None);
         if self.zeroed.is_empty() {
             return;
         }
@@ -396,6 +433,7 @@ impl Memory {
 
     /// Links the pages of `tree`'s root with its geometry.
     pub fn link_root(&mut self, tree: TreeId) {
+        self.last_walk.set(None);
         let t = &self.trees[tree];
         let (root, level, pages, first) = (t.root, t.start_level, t.root_pages, t.root_base());
         let span = ENTRIES as u64 * entry_size(level);
@@ -421,6 +459,7 @@ impl Memory {
     /// already linked somewhere else are left alone (the caller reports
     /// the double use).
     pub fn link(&mut self, page: u64, link: Link) -> u64 {
+        self.last_walk.set(None);
         let mut leaves = 0;
         let mut stack = vec![(page, link)];
         let stage = self.trees[link.tree].stage;
@@ -460,6 +499,7 @@ impl Memory {
     /// Unlinks `page` and every page below it that was linked through it.
     /// Returns the number of valid leaves that were reachable.
     pub fn unlink(&mut self, page: u64) -> u64 {
+        self.last_walk.set(None);
         let mut leaves = 0;
         let mut stack = vec![page];
         while let Some(pa) = stack.pop() {
@@ -606,7 +646,19 @@ impl Memory {
         if i >= t.root_pages as u64 {
             return None;
         }
+        let from = (t.root, t.start_level, t.root_pages, t.stage, first);
+        let region = addr >> 21;
+        if let Some(w) = self.last_walk.get() {
+            if w.tree == tree && w.region == region && w.from == from {
+                let idx = (addr - w.base) / PAGE;
+                return match decode(t.stage, 3, self.read(w.table + 8 * idx)) {
+                    Decoded::Leaf(l) => Some((l, w.base + idx * PAGE)),
+                    _ => None,
+                };
+            }
+        }
         let (mut page, mut level, mut base) = (t.root + i * PAGE, t.start_level, first + i * span);
+        let mut uppers = [u64::MAX; 3];
         loop {
             let size = entry_size(level);
             let idx = (addr - base) / size;
@@ -614,6 +666,17 @@ impl Memory {
             match decode(t.stage, level, self.read(page + 8 * idx)) {
                 Decoded::Leaf(l) => return Some((l, ia)),
                 Decoded::Table { next } if level < 3 => {
+                    uppers[level as usize % 3] = page & !(PAGE - 1);
+                    if level == 2 {
+                        self.last_walk.set(Some(LastWalk {
+                            tree,
+                            from,
+                            region,
+                            table: next,
+                            base: ia,
+                        }));
+                        self.walk_uppers.set(uppers);
+                    }
                     (page, level, base) = (next, level + 1, ia);
                 }
                 Decoded::Table { .. } | Decoded::Fault => return None,
@@ -738,6 +801,71 @@ mod tests {
                 mapped += by_range.is_some() as u32;
             }
             assert!(mapped >= 4, "{key}: only {mapped} addresses mapped");
+        }
+    }
+
+    proptest::proptest! {
+        /// `translate_at`'s remembered walk never answers for tables that
+        /// changed: after any stores (tables pointing anywhere among a few
+        /// pages, leaves, invalid entries) and page resets, it agrees with
+        /// `translate_range`, which walks afresh.
+        #[test]
+        fn the_remembered_walk_follows_the_tables(
+            ops in proptest::collection::vec(
+                (0..6u64, 0..4u64, 0..4u8, 0..6u64, proptest::bool::weighted(0.15)),
+                1..60,
+            ),
+            probes in proptest::collection::vec((0..4u64, 0..4u64), 1..6),
+        ) {
+            // Root at level 0; pages 1..6 are tables or leaves' homes.
+            let page = |i: u64| 0x10_0000 + i * PAGE;
+            let mut m = Memory::default();
+            m.trees.push(Tree {
+                root: page(0),
+                stage: Stage::Stage2,
+                key: Some(Key::Vmid(1)),
+                start_level: 0,
+                root_pages: 1,
+                installed: true,
+                released: false,
+                installed_at: 0,
+                leaves: 0,
+                left_at: 0,
+                declared: false,
+            });
+            let af = 1 << 10;
+            // Addresses in the first two entries of each level.
+            let addr = |a: u64, b: u64| a * entry_size(1) + b * entry_size(2) + (a ^ b) * PAGE;
+            // Start with every probe mapped: root -> 1 -> 2 -> 3 -> pages.
+            m.store(page(0), page(1) | 0b11, 1);
+            for i in 0..4 {
+                m.store(page(1) + 8 * i, page(2) | 0b11, 1);
+                m.store(page(2) + 8 * i, page(3) | 0b11, 1);
+                m.store(page(3) + 8 * i, 0x4000_0000 + i * PAGE | af | 0b11, 1);
+            }
+            for (at, slot, kind, target, reset) in ops {
+                if reset {
+                    m.init_page(page(at));
+                } else {
+                    let value = match kind {
+                        0 => 0,
+                        1 => page(target) | 0b11,
+                        2 => 0x4000_0000 + target * PAGE | af | 0b11,
+                        _ => 0x8000_0000 | af | 0b01,
+                    };
+                    m.store(page(at) + 8 * slot, value, 1);
+                }
+                for &(a, b) in &probes {
+                    let x = addr(a, b);
+                    let mut by_range = None;
+                    m.translate_range(0, x, x + 1, &mut |_, _, now| {
+                        if now.is_some() {
+                            by_range = now;
+                        }
+                    });
+                    proptest::prop_assert_eq!(m.translate_at(0, x), by_range, "{:#x}", x);
+                }
+            }
         }
     }
 }

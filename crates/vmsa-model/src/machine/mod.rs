@@ -1373,6 +1373,17 @@ impl Machine {
             }
             match scope.range {
                 None => total += t.leaves * per_leaf,
+                // One page (a by-address TLBI): no leaf is smaller, so the
+                // one translating its first address is the only one.
+                Some((a, b)) if a % PAGE == 0 && b.wrapping_sub(a) <= PAGE => {
+                    if self
+                        .mem
+                        .translate_at(id, a)
+                        .is_some_and(|(l, _)| l.grants != 0)
+                    {
+                        total += per_leaf;
+                    }
+                }
                 Some((a, b)) => {
                     let mut n = 0;
                     let mut last = None;
