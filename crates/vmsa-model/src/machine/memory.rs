@@ -841,7 +841,7 @@ mod tests {
             for i in 0..4 {
                 m.store(page(1) + 8 * i, page(2) | 0b11, 1);
                 m.store(page(2) + 8 * i, page(3) | 0b11, 1);
-                m.store(page(3) + 8 * i, 0x4000_0000 + i * PAGE | af | 0b11, 1);
+                m.store(page(3) + 8 * i, (0x4000_0000 + i * PAGE) | af | 0b11, 1);
             }
             for (at, slot, kind, target, reset) in ops {
                 if reset {
@@ -850,7 +850,7 @@ mod tests {
                     let value = match kind {
                         0 => 0,
                         1 => page(target) | 0b11,
-                        2 => 0x4000_0000 + target * PAGE | af | 0b11,
+                        2 => (0x4000_0000 + target * PAGE) | af | 0b11,
                         _ => 0x8000_0000 | af | 0b01,
                     };
                     m.store(page(at) + 8 * slot, value, 1);
