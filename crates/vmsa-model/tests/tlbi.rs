@@ -607,3 +607,29 @@ fn a_local_flush_of_a_tag_only_the_issuer_ran_is_clean() {
 fn a_local_flush_of_a_tag_another_pe_ran_is_stale() {
     assert!(local_unmap(2));
 }
+
+/// Collateral: the correct entries an invalidation takes from every PE it
+/// reaches (each refilled later), counted from the tables: one per
+/// translation it names that the tables still hold, none for an address
+/// they do not map.
+#[test]
+fn collateral_counts_the_translations_an_invalidation_takes() {
+    let taken = |regime: Regime, op: TlbiOp, operand: u64| {
+        let mut c = Case::new(regime, 4);
+        let before = c.m.costs().collateral;
+        c.tlbi(op, operand);
+        c.dsb();
+        c.m.costs().collateral - before
+    };
+    let unmapped = ADDR + 0x1000;
+    // One page, mapped: its entry on each of the 4 PEs.
+    assert_eq!(taken(S2, Ipas2e1is, ipa(Ttl::NONE)), 4);
+    assert_eq!(taken(EL1, Vale1is, va_operand(5, ADDR, Ttl::NONE)), 4);
+    // One page, not mapped: nothing.
+    assert_eq!(taken(S2, Ipas2e1is, ipa_operand(unmapped, Ttl::NONE)), 0);
+    assert_eq!(taken(EL1, Vale1is, va_operand(5, unmapped, Ttl::NONE)), 0);
+    // A range over both: the one mapped page.
+    assert_eq!(taken(EL1, Rvale1is, range(0, 0, 1, 0, 5)), 4);
+    // The whole VMID: the one leaf, stage 2 and combined entries.
+    assert_eq!(taken(S2, Vmalls12e1is, 0), 8);
+}
