@@ -38,7 +38,7 @@ use std::thread;
 use vmsa_model::cost::PROFILES;
 
 use crate::compare::{self, Names, Row, Selection, MAX_PES};
-use parse::{Event, Mix, ParseError, Parser};
+use parse::{Mix, ParseError, Parser};
 use sim::{Options, Outcome, Stats};
 use space::Populate;
 
@@ -83,7 +83,7 @@ impl Default for Args {
 #[cfg(test)]
 pub struct Trace {
     /// The events.
-    pub events: Vec<Event>,
+    pub events: Vec<parse::Event>,
     /// The mix of calls.
     pub mix: Mix,
 }
@@ -248,13 +248,16 @@ fn runs(selection: &Selection) -> Vec<(&'static str, &'static str)> {
     runs
 }
 
-/// Events handed to the replays at a time: memory stays bounded by this
-/// (and by the live address spaces), not by the capture's length.
+/// Commands handed to the policies' models at a time: memory stays
+/// bounded by this (and by the live address spaces), not by the capture's
+/// length.
 const CHUNK: usize = 4096;
 
 /// Replays the capture `name` read from `reader` under every selected
-/// policy and profile, streaming: one pass over the input, the replays
-/// (split over up to two threads) fed the events a chunk at a time.
+/// policy and profile, streaming: one pass over the input. This thread
+/// parses it and works out what it asks ([`sim::Driver`]: the same for
+/// every policy); the policies' models (split over up to two threads)
+/// carry that out a chunk of commands at a time.
 ///
 /// # Errors
 /// The first line that cannot be parsed (nothing is returned for it).
@@ -272,15 +275,19 @@ pub fn replay_stream(
         .min(runs.len().max(1));
     let mut parser = Parser::new(lines(reader, max_lines)?);
     let mut failed = None;
+    let mut driver = sim::Driver::new(opts);
+    // What was replayed, set before the commands end.
+    let stats = std::sync::OnceLock::new();
     let outcomes: HashMap<(&str, &str), Outcome> = thread::scope(|s| {
         let mut feeds = Vec::new();
         let mut workers = Vec::new();
         for w in 0..threads {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<Event>>>(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<sim::Command>>>(2);
             feeds.push(tx);
             let mine: Vec<(&str, &str)> = runs.iter().copied().skip(w).step_by(threads).collect();
+            let stats = &stats;
             workers.push(s.spawn(move || {
-                let mut replays: Vec<_> = mine
+                let mut models: Vec<_> = mine
                     .iter()
                     .map(|&(policy, priced)| {
                         let p = if priced.is_empty() {
@@ -288,23 +295,25 @@ pub fn replay_stream(
                         } else {
                             profile(priced)
                         };
-                        sim::Replay::new(policy, p, opts)
+                        sim::Models::new(policy, p, opts)
                     })
                     .collect();
                 for chunk in rx {
-                    for r in &mut replays {
-                        for ev in chunk.iter() {
-                            r.event(ev);
+                    for m in &mut models {
+                        for c in chunk.iter() {
+                            m.run(c);
                         }
                     }
                 }
+                // After a parse error the stats are not set; the results
+                // are dropped then.
+                let stats: Stats = stats.get().cloned().unwrap_or_default();
                 mine.into_iter()
-                    .zip(replays.into_iter().map(sim::Replay::finish))
+                    .zip(models.into_iter().map(|m| m.finish(&stats)))
                     .collect::<Vec<_>>()
             }));
         }
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let send = |chunk: Vec<Event>| {
+        let send = |chunk: Vec<sim::Command>| {
             let chunk = std::sync::Arc::new(chunk);
             for f in &feeds {
                 // A worker only stops early by panicking, which the join
@@ -314,18 +323,20 @@ pub fn replay_stream(
         };
         for ev in parser.by_ref() {
             match ev {
-                Ok(ev) => chunk.push(ev),
+                Ok(ev) => driver.event(&ev),
                 Err(e) => {
                     failed = Some(e);
                     break;
                 }
             }
-            if chunk.len() == CHUNK {
-                send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)));
+            if driver.commands().len() >= CHUNK {
+                send(std::mem::take(driver.commands()));
             }
         }
-        if failed.is_none() && !chunk.is_empty() {
-            send(chunk);
+        if failed.is_none() {
+            driver.finish();
+            let _ = stats.set(driver.stats().clone());
+            send(std::mem::take(driver.commands()));
         }
         drop(feeds);
         workers

@@ -10,6 +10,11 @@
 //! fetches where executable), so that entries are warm and stricter stale
 //! ones cost spurious faults; a touch of a page with no contents yet (lazy
 //! population) is a fault the host serves by mapping it.
+//!
+//! What the trace asks is the same under every policy, so it is worked
+//! out once: the [`Driver`] turns events into [`Command`]s (table
+//! operations, vCPUs loaded and put, accesses), and one [`Models`] per
+//! policy carries them out on its models.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,10 +143,11 @@ fn add_costs(a: &mut Costs, b: &Costs) {
     a.refill_walks += b.refill_walks;
 }
 
-/// One address space on its own model.
+/// One address space (on its own model in each [`Models`]).
 struct Proc {
     space: Space,
-    env: Env,
+    /// Its number in the commands.
+    id: usize,
     /// Threads per PE.
     load: Vec<u32>,
     /// Live pids using it.
@@ -160,38 +166,109 @@ struct Thread {
 /// How many recent ranges a thread remembers.
 const RECENT: usize = 4;
 
-struct Sim<'a> {
+/// What a vCPU does at a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    /// Reads it.
+    Read,
+    /// Writes it.
+    Write,
+    /// Fetches an instruction from it.
+    Exec,
+}
+
+/// What the replay asks of one policy's models, in order: the trace's
+/// events as table operations and accesses, the same under every policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// A new address space, numbered by creation from 0, on a model of its
+    /// own with a vCPU running it on PE 1.
+    NewSpace,
+    /// PE `pe` starts running space `proc`.
+    Load {
+        /// The space.
+        proc: usize,
+        /// The PE.
+        pe: usize,
+    },
+    /// PE `pe` stops running space `proc`.
+    Put {
+        /// The space.
+        proc: usize,
+        /// The PE.
+        pe: usize,
+    },
+    /// One batch of table operations (a call, a fault) issued on `pe`.
+    Batch {
+        /// The space.
+        proc: usize,
+        /// The issuing PE.
+        pe: usize,
+        /// The operations, in order.
+        ops: Vec<Op>,
+    },
+    /// The vCPU on `pe` accesses `page`.
+    Touch {
+        /// The space.
+        proc: usize,
+        /// The PE.
+        pe: usize,
+        /// The page.
+        page: u64,
+        /// How.
+        how: Touch,
+    },
+    /// Space `proc` ends: a last flush, and its model's results counted.
+    End {
+        /// The space.
+        proc: usize,
+    },
+}
+
+/// Turns a trace's events into [`Command`]s, the same for every policy:
+/// processes, threads and their vCPUs, each space's contents and the
+/// table operations their changes need, the pages touched.
+pub struct Driver {
     opts: Options,
-    policy: &'a str,
-    profile: &'a Profile,
     procs: Vec<Option<Proc>>,
     threads: HashMap<u32, Thread>,
     /// Clone-family calls started and not yet returned: (parent, flags).
     pending_clones: Vec<(u32, Option<u64>)>,
     first_pid: Option<u32>,
-    out: Outcome,
-    /// Flushes of the `freebsd` baseline capped (see [`CappedFreeBsd`]).
-    capped: Arc<AtomicU64>,
+    stats: Stats,
+    /// Commands not yet taken.
+    out: Vec<Command>,
 }
 
-impl<'a> Sim<'a> {
-    fn new_env(&self) -> Env {
-        let pes = self.opts.pes.max(2);
-        let mut policy = policies::make(self.policy, driver::capabilities(), self.profile, pes);
-        if self.policy == vmsa_baselines::FREEBSD.name {
-            policy = Box::new(CappedFreeBsd {
-                inner: policy,
-                capped: self.capped.clone(),
-            });
+impl Driver {
+    /// A driver for a replay run with `opts`.
+    pub fn new(opts: Options) -> Self {
+        Driver {
+            opts,
+            procs: Vec::new(),
+            threads: HashMap::new(),
+            pending_clones: Vec::new(),
+            first_pid: None,
+            stats: Stats::default(),
+            out: Vec::new(),
         }
-        Env::new(
-            false,
-            pes,
-            Placement::On(vec![1]),
-            policy,
-            self.policy == policies::ORACLE.name,
-            policies::gathers(self.policy),
-        )
+    }
+
+    /// The commands made since the last call.
+    pub fn commands(&mut self) -> &mut Vec<Command> {
+        &mut self.out
+    }
+
+    /// What the replay did so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The end of the capture: every space is torn down.
+    pub fn finish(&mut self) {
+        for i in 0..self.procs.len() {
+            self.finish_proc(i);
+        }
     }
 
     /// A new process with `space`, its first thread `pid` on PE 1.
@@ -201,11 +278,12 @@ impl<'a> Sim<'a> {
         load[1] = 1;
         let proc = Proc {
             space,
-            env: self.new_env(),
+            id: self.procs.len(),
             load,
             live: 1,
             rng: 0x9e37_79b9_7f4a_7c15 ^ u64::from(pid),
         };
+        self.out.push(Command::NewSpace);
         self.procs.push(Some(proc));
         let i = self.procs.len() - 1;
         self.threads.insert(
@@ -217,9 +295,9 @@ impl<'a> Sim<'a> {
                 recent: VecDeque::new(),
             },
         );
-        self.out.stats.spaces += 1;
-        self.out.stats.threads += 1;
-        self.out.stats.max_vcpus = self.out.stats.max_vcpus.max(1);
+        self.stats.spaces += 1;
+        self.stats.threads += 1;
+        self.stats.max_vcpus = self.stats.max_vcpus.max(1);
         // A forked space's table is filled before the child runs.
         self.apply(i, 1);
         i
@@ -237,13 +315,13 @@ impl<'a> Sim<'a> {
                 .unwrap_or(1)
         });
         if p.load[pe] == 0 {
-            p.env.vcpu_load(pe);
+            self.out.push(Command::Load { proc: p.id, pe });
         }
         p.load[pe] += 1;
         p.live += 1;
         let running = p.load.iter().filter(|&&n| n > 0).count() as u64;
-        self.out.stats.max_vcpus = self.out.stats.max_vcpus.max(running);
-        self.out.stats.threads += 1;
+        self.stats.max_vcpus = self.stats.max_vcpus.max(running);
+        self.stats.threads += 1;
         self.threads.insert(
             pid,
             Thread {
@@ -266,29 +344,21 @@ impl<'a> Sim<'a> {
         };
         p.load[t.pe] = p.load[t.pe].saturating_sub(1);
         if p.load[t.pe] == 0 {
-            p.env.vcpu_put(t.pe);
+            self.out.push(Command::Put {
+                proc: p.id,
+                pe: t.pe,
+            });
         }
         p.live = p.live.saturating_sub(1);
         if p.live == 0 {
-            self.finish(t.proc);
+            self.finish_proc(t.proc);
         }
     }
 
-    /// Adds the space's results to the outcome and drops its model.
-    fn finish(&mut self, proc: usize) {
-        let Some(mut p) = self.procs[proc].take() else {
-            return;
-        };
-        // A last completion point.
-        p.env.flush();
-        add_costs(&mut self.out.costs, p.env.m.costs());
-        let v = p.env.m.violations();
-        self.out.violations += v.len() as u64;
-        for v in v
-            .iter()
-            .take(3usize.saturating_sub(self.out.first_violations.len()))
-        {
-            self.out.first_violations.push(v.to_string());
+    /// The space ends.
+    fn finish_proc(&mut self, proc: usize) {
+        if let Some(p) = self.procs[proc].take() {
+            self.out.push(Command::End { proc: p.id });
         }
     }
 
@@ -302,23 +372,13 @@ impl<'a> Sim<'a> {
         if ops.is_empty() {
             return;
         }
-        p.env.set_issuer(pe);
-        for op in &ops {
-            match *op {
-                Op::Map {
-                    start,
-                    end,
-                    frame,
-                    perm,
-                } => p.env.map(start, end, frame, perm, false),
-                Op::Unmap { start, end } => p.env.unmap(start, end),
-                Op::Protect { start, end, perm } => p.env.protect(start, end, perm),
-            }
-            p.env.end_op();
-        }
-        p.env.end_batch();
-        self.out.stats.table_ops += ops.len() as u64;
-        self.out.stats.batches += 1;
+        self.stats.table_ops += ops.len() as u64;
+        self.stats.batches += 1;
+        self.out.push(Command::Batch {
+            proc: p.id,
+            pe,
+            ops,
+        });
     }
 
     /// The thread for `pid`, created if the trace has not shown it yet.
@@ -342,7 +402,7 @@ impl<'a> Sim<'a> {
             self.clone_child(parent, flags.unwrap_or(clone::VM | clone::THREAD), pid);
         } else if let Some((proc, tgid)) = root {
             // No clone names it: a thread of the first process.
-            self.out.stats.untraced_pids += 1;
+            self.stats.untraced_pids += 1;
             self.add_thread(pid, proc, tgid, None);
         }
         pid
@@ -399,7 +459,7 @@ impl<'a> Sim<'a> {
     }
 
     fn skip(&mut self, name: &'static str) {
-        *self.out.stats.skipped.entry(name).or_insert(0) += 1;
+        *self.stats.skipped.entry(name).or_insert(0) += 1;
     }
 
     fn remember(&mut self, pid: u32, range: (u64, u64)) {
@@ -413,7 +473,8 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn event(&mut self, ev: &Event) {
+    /// The next event of the capture.
+    pub fn event(&mut self, ev: &Event) {
         match &ev.what {
             What::CloneStarted { flags } => {
                 self.thread(ev.pid, false);
@@ -531,7 +592,7 @@ impl<'a> Sim<'a> {
         };
         let added = s.cover(addr, len)?;
         if added > 0 {
-            self.out.stats.implicit_pages += added;
+            self.stats.implicit_pages += added;
             self.apply(proc, pe);
         }
         Ok(())
@@ -592,23 +653,147 @@ impl<'a> Sim<'a> {
                 if !p.space.fault(page) {
                     continue;
                 }
-                self.out.stats.faulted_pages += 1;
+                self.stats.faulted_pages += 1;
                 self.apply(proc, pe);
             }
-            let Some(p) = self.procs[proc].as_mut() else {
+            let Some(p) = self.procs[proc].as_ref() else {
                 return;
             };
-            p.env.touch_on(pe, &[page], false);
-            self.out.stats.accesses += 1;
+            let proc_id = p.id;
+            let mut touch = |how| {
+                self.out.push(Command::Touch {
+                    proc: proc_id,
+                    pe,
+                    page,
+                    how,
+                });
+                self.stats.accesses += 1;
+            };
+            touch(Touch::Read);
             if bits & prot::WRITE != 0 {
-                p.env.touch_on(pe, &[page], true);
-                self.out.stats.accesses += 1;
+                touch(Touch::Write);
             }
             if bits & prot::EXEC != 0 {
-                p.env.exec_on(pe, &[page]);
-                self.out.stats.accesses += 1;
+                touch(Touch::Exec);
             }
         }
+    }
+}
+
+/// One policy's models, one per address space, carrying out [`Command`]s.
+pub struct Models<'a> {
+    opts: Options,
+    policy: &'a str,
+    profile: &'a Profile,
+    /// By space number; `None` once ended.
+    envs: Vec<Option<Env>>,
+    out: Outcome,
+    /// Flushes of the `freebsd` baseline capped (see [`CappedFreeBsd`]).
+    capped: Arc<AtomicU64>,
+}
+
+impl<'a> Models<'a> {
+    /// Models under `policy`, priced by `profile` where the policy looks at
+    /// prices (vmsa's planner).
+    pub fn new(policy: &'a str, profile: &'a Profile, opts: Options) -> Self {
+        Models {
+            opts,
+            policy,
+            profile,
+            envs: Vec::new(),
+            out: Outcome::default(),
+            capped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn new_env(&self) -> Env {
+        let pes = self.opts.pes.max(2);
+        let mut policy = policies::make(self.policy, driver::capabilities(), self.profile, pes);
+        if self.policy == vmsa_baselines::FREEBSD.name {
+            policy = Box::new(CappedFreeBsd {
+                inner: policy,
+                capped: self.capped.clone(),
+            });
+        }
+        Env::new(
+            false,
+            pes,
+            Placement::On(vec![1]),
+            policy,
+            self.policy == policies::ORACLE.name,
+            policies::gathers(self.policy),
+        )
+    }
+
+    /// Carries out one command.
+    pub fn run(&mut self, c: &Command) {
+        if let Command::NewSpace = c {
+            let env = self.new_env();
+            self.envs.push(Some(env));
+            return;
+        }
+        let (Command::Load { proc, .. }
+        | Command::Put { proc, .. }
+        | Command::Batch { proc, .. }
+        | Command::Touch { proc, .. }
+        | Command::End { proc }) = *c
+        else {
+            return;
+        };
+        let Some(env) = self.envs.get_mut(proc).and_then(Option::as_mut) else {
+            return;
+        };
+        match c {
+            Command::NewSpace => {}
+            Command::Load { pe, .. } => env.vcpu_load(*pe),
+            Command::Put { pe, .. } => env.vcpu_put(*pe),
+            Command::Batch { pe, ops, .. } => {
+                env.set_issuer(*pe);
+                for op in ops {
+                    match *op {
+                        Op::Map {
+                            start,
+                            end,
+                            frame,
+                            perm,
+                        } => env.map(start, end, frame, perm, false),
+                        Op::Unmap { start, end } => env.unmap(start, end),
+                        Op::Protect { start, end, perm } => env.protect(start, end, perm),
+                    }
+                    env.end_op();
+                }
+                env.end_batch();
+            }
+            Command::Touch { pe, page, how, .. } => match how {
+                Touch::Read => env.touch_on(*pe, &[*page], false),
+                Touch::Write => env.touch_on(*pe, &[*page], true),
+                Touch::Exec => env.exec_on(*pe, &[*page]),
+            },
+            Command::End { .. } => {
+                let Some(mut env) = self.envs[proc].take() else {
+                    return;
+                };
+                // A last completion point.
+                env.flush();
+                add_costs(&mut self.out.costs, env.m.costs());
+                let v = env.m.violations();
+                self.out.violations += v.len() as u64;
+                for v in v
+                    .iter()
+                    .take(3usize.saturating_sub(self.out.first_violations.len()))
+                {
+                    self.out.first_violations.push(v.to_string());
+                }
+            }
+        }
+    }
+
+    /// What the models found, with `stats` (the [`Driver`]'s) for what was
+    /// replayed.
+    pub fn finish(mut self, stats: &Stats) -> Outcome {
+        self.out.stats = stats.clone();
+        self.out.capped = self.capped.load(Ordering::Relaxed);
+        self.out
     }
 }
 
@@ -624,37 +809,38 @@ pub fn replay(events: &[Event], policy: &str, profile: &Profile, opts: Options) 
 }
 
 /// A replay fed one event at a time (so that a capture streams through
-/// it): what the tests' `replay` does at once, in steps.
-pub struct Replay<'a>(Sim<'a>);
+/// it): what the tests' `replay` does at once, in steps. A [`Driver`] and
+/// one [`Models`].
+pub struct Replay<'a> {
+    driver: Driver,
+    models: Models<'a>,
+}
 
 impl<'a> Replay<'a> {
     /// A replay under `policy`, priced by `profile`.
     pub fn new(policy: &'a str, profile: &'a Profile, opts: Options) -> Self {
-        Replay(Sim {
-            opts,
-            policy,
-            profile,
-            procs: Vec::new(),
-            threads: HashMap::new(),
-            pending_clones: Vec::new(),
-            first_pid: None,
-            out: Outcome::default(),
-            capped: Arc::new(AtomicU64::new(0)),
-        })
+        Replay {
+            driver: Driver::new(opts),
+            models: Models::new(policy, profile, opts),
+        }
     }
 
     /// The next event of the capture.
     pub fn event(&mut self, ev: &Event) {
-        self.0.event(ev);
+        self.driver.event(ev);
+        self.run();
+    }
+
+    fn run(&mut self) {
+        for c in self.driver.commands().drain(..) {
+            self.models.run(&c);
+        }
     }
 
     /// The end of the capture: every space is torn down.
     pub fn finish(mut self) -> Outcome {
-        let sim = &mut self.0;
-        for i in 0..sim.procs.len() {
-            sim.finish(i);
-        }
-        sim.out.capped = sim.capped.load(Ordering::Relaxed);
-        std::mem::take(&mut sim.out)
+        self.driver.finish();
+        self.run();
+        self.models.finish(self.driver.stats())
     }
 }

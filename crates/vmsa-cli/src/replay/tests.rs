@@ -462,3 +462,40 @@ fn table_reuse_after_the_other_threads_exit() {
     let o = run(text, "vmsa");
     assert_eq!(o.violations, 0, "{:?}", o.first_violations);
 }
+
+const THREADS: &str = include_str!("../../../../tests/fixtures/strace/threads8-alloc.strace");
+
+/// The streamed replay (the driver on the parsing thread, the policies'
+/// models on two others, a chunk of commands at a time) gives every policy
+/// the rows a replay of the whole trace in one thread gives.
+#[test]
+fn the_stream_gives_the_rows_of_the_whole_replay() {
+    let selection = Selection {
+        workloads: vec!["threads8"],
+        policies: compare::policies::NAMES.to_vec(),
+        profiles: vec!["native"],
+    };
+    let streamed = replay_stream("threads8", THREADS.as_bytes(), None, &selection, opts()).unwrap();
+    let evs = events(THREADS);
+    let mut driver = sim::Driver::new(opts());
+    for ev in &evs {
+        driver.event(ev);
+    }
+    driver.finish();
+    let commands = driver.commands().len();
+    assert!(
+        commands > CHUNK,
+        "{commands} commands: the trace should span chunks"
+    );
+    let whole: Vec<Row> = selection
+        .policies
+        .iter()
+        .map(|&p| {
+            let o = replay(&evs, p, &vmsa_model::cost::NATIVE, opts());
+            row("threads8", p, "native", &o)
+        })
+        .collect();
+    assert_eq!(streamed.rows, whole);
+    assert_eq!(&streamed.stats, driver.stats());
+    assert!(streamed.stats.max_vcpus > 1);
+}
