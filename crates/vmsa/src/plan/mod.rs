@@ -443,6 +443,17 @@ struct Need {
     refill: bool,
 }
 
+/// A candidate's operations, counted and priced before barriers and the
+/// stage 2 combined flush are added.
+struct Tally {
+    /// Operations.
+    ops: usize,
+    /// Their TLBIs' cycles.
+    tlbi: u64,
+    /// Entries refilled after them.
+    refill: u64,
+}
+
 impl Planner {
     /// A planner for `caps` under `profile`.
     pub const fn new(caps: Capabilities, profile: Profile) -> Self {
@@ -537,16 +548,27 @@ impl Planner {
     }
 
     fn price(&self, ops: &[Op], after: &[Op], refills: u64, local: bool) -> u64 {
+        let tally = Tally {
+            ops: ops.len(),
+            tlbi: ops
+                .iter()
+                .chain(after)
+                .fold(0u64, |c, o| c.saturating_add(self.profile.tlbi(o.op))),
+            refill: 0,
+        };
+        self.price_tally(&tally, !after.is_empty(), refills, local)
+    }
+
+    /// [`price`](Self::price) of `t.ops` operations whose TLBIs cost
+    /// `t.tlbi` in all (those `after` the first DSB included).
+    fn price_tally(&self, t: &Tally, after: bool, refills: u64, local: bool) -> u64 {
         let p = &self.profile;
         let dsb = if local { p.dsb_light } else { p.dsb };
-        let mut c = p.dsb_light;
-        for o in ops.iter().chain(after) {
-            c = c.saturating_add(p.tlbi(o.op));
-        }
-        if !ops.is_empty() {
+        let mut c = p.dsb_light.saturating_add(t.tlbi);
+        if t.ops > 0 {
             c = c.saturating_add(dsb);
         }
-        if !after.is_empty() {
+        if after {
             c = c.saturating_add(dsb);
         }
         c.saturating_add(refills)
@@ -567,6 +589,63 @@ impl Planner {
     /// entries: [`Capabilities::ntlbpa`] is for reporting only).
     fn combined_flush(&self, space: &Space) -> bool {
         matches!(space.kind, SpaceKind::Stage2 { .. })
+    }
+
+    /// What [`per_entry`](Self::per_entry) would build, counted without
+    /// building it: its operations (one per entry of each need, all of a
+    /// need the same), their TLBIs' cost once [`finish`](Self::finish)
+    /// has made them local where the space is, and the entries refilled.
+    fn per_entry_tally(&self, space: &Space, needs: &[Need]) -> Tally {
+        let mut t = Tally {
+            ops: 0,
+            tlbi: 0,
+            refill: 0,
+        };
+        for n in needs {
+            let size = space.entry_size[n.level as usize & 3];
+            // The loop of `per_entry`: `start`, `start + size`, ... below
+            // `end` (which no step passes without ending the loop).
+            let count = n.end.saturating_sub(n.start).div_ceil(size.max(1));
+            if count == 0 {
+                continue;
+            }
+            let (op, _) = space.by_addr(n.start, !n.walk, self.ttl(n.level, n.walk));
+            let op = if space.local { local_form(op) } else { op };
+            t.ops = t.ops.saturating_add(count as usize);
+            t.tlbi = t
+                .tlbi
+                .saturating_add(count.saturating_mul(self.profile.tlbi(op)));
+            if n.refill {
+                t.refill = t.refill.saturating_add(count);
+            }
+        }
+        t
+    }
+
+    /// The cycles of [`per_entry`](Self::per_entry)'s sequence, and how
+    /// many operations it has, from its [tally](Self::per_entry_tally):
+    /// what [`finish`](Self::finish) would price.
+    fn per_entry_price(
+        &self,
+        space: &Space,
+        needs: &[Need],
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> (u64, usize) {
+        let mut t = self.per_entry_tally(space, needs);
+        let pes = self.holders(space);
+        let mut refills = self.refills(t.refill, 1, pes);
+        let after = self.combined_flush(space) && t.ops > 0;
+        if after {
+            let op = if space.local {
+                local_form(TlbiOp::Vmalle1is)
+            } else {
+                TlbiOp::Vmalle1is
+            };
+            t.tlbi = t.tlbi.saturating_add(self.profile.tlbi(op));
+            refills = refills.saturating_add(self.refills(mapped(), 1, pes));
+        }
+        let cycles = self.price_tally(&t, after, refills, space.local);
+        (cycles, t.ops + usize::from(after))
     }
 
     /// Per entry: one by-address operation per changed entry (one per
@@ -743,25 +822,30 @@ impl Planner {
 
     /// The cheapest sequence for a set of needs.
     fn cheapest(&self, space: &Space, needs: &[Need], mapped: &mut dyn FnMut() -> u64) -> Sequence {
-        let mut best = self.per_entry(space, needs, mapped);
-        if let Some(r) = self.ranges(space, needs, mapped) {
-            if r.cycles < best.cycles {
-                best = r;
-            }
-        }
-        if let Some(r) = self.merged_ranges(space, needs, mapped) {
-            if r.cycles < best.cycles {
-                best = r;
+        // Per entry is priced without being built (one operation per page
+        // of a large change), and built only if it wins (`None` below).
+        let (mut cycles, mut len) = self.per_entry_price(space, needs, mapped);
+        let mut best: Option<Sequence> = None;
+        let ranges = self.ranges(space, needs, mapped);
+        let merged = self.merged_ranges(space, needs, mapped);
+        for r in [ranges, merged].into_iter().flatten() {
+            if r.cycles < cycles {
+                (cycles, len) = (r.cycles, r.ops.len() + r.after.len());
+                best = Some(r);
             }
         }
         // Whole-space only pays when it replaces more than one operation.
-        if best.ops.len() + best.after.len() > 1 {
+        if len > 1 {
             let w = self.whole(space, mapped);
-            if w.cycles < best.cycles {
-                best = w;
+            if w.cycles < cycles {
+                best = Some(w);
             }
         }
-        best
+        best.unwrap_or_else(|| {
+            let s = self.per_entry(space, needs, mapped);
+            debug_assert_eq!((s.cycles, s.ops.len() + s.after.len()), (cycles, len));
+            s
+        })
     }
 
     /// The cheapest correct sequence for `changes` (`None` when nothing
@@ -916,6 +1000,52 @@ mod tests {
     const UNMAPPED: ChangeFlags = ChangeFlags::WAS_VALID
         .union(ChangeFlags::OUTPUT_CHANGED)
         .union(ChangeFlags::RESTRICTED);
+
+    proptest::proptest! {
+        /// Per entry is priced without being built: the price and length
+        /// are those of the sequence built, in every kind of space, local
+        /// or not, with and without level hints.
+        #[test]
+        fn per_entry_is_priced_as_built(
+            kind in 0..3u8,
+            local: bool,
+            ttl: bool,
+            needs in proptest::collection::vec(
+                (0..1u64 << 30, 0..2000u64, 0..4u8, proptest::bool::ANY, proptest::bool::ANY),
+                0..5,
+            ),
+            mapped in 0..100_000u64,
+        ) {
+            let kind = match kind {
+                0 => SpaceKind::Stage2 { vmid: 3 },
+                1 => SpaceKind::El1 { asid: 7 },
+                _ => SpaceKind::El2,
+            };
+            let space = Space { local, ..Space::new(kind) };
+            // Every kind of TLBI priced apart, trapped ones dearer.
+            let profile = Profile {
+                local_tlbi: 10,
+                broadcast_by_address: 33,
+                broadcast_whole: 50,
+                traps_el2_tlbi: true,
+                trap_emulate: 700,
+                shadow_stage2_teardown: 5000,
+                ..Profile::NATIVE
+            };
+            let p = Planner::new(Capabilities { ttl, ..Capabilities::default() }, profile);
+            let needs: Vec<Need> = needs
+                .iter()
+                .map(|&(start, pages, level, walk, refill)| {
+                    let size = space.entry_size[level as usize];
+                    let start = start / size * size;
+                    Need { start, end: start + pages.min(40) * size, level, walk, refill }
+                })
+                .collect();
+            let built = p.per_entry(&space, &needs, &mut || mapped);
+            let priced = p.per_entry_price(&space, &needs, &mut || mapped);
+            proptest::prop_assert_eq!(priced, (built.cycles, built.ops.len() + built.after.len()));
+        }
+    }
 
     fn run(p: &Planner, space: &Space, changes: &[Change], mapped: u64) -> Vec<Effect> {
         let mut rec = Recorder::new();
