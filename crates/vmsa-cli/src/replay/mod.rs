@@ -330,7 +330,9 @@ pub fn replay_stream(
                 }
             }
             if driver.commands().len() >= CHUNK {
-                send(std::mem::take(driver.commands()));
+                // An event makes a few commands: room for a chunk and them.
+                let next = Vec::with_capacity(CHUNK + CHUNK / 4);
+                send(std::mem::replace(driver.commands(), next));
             }
         }
         if failed.is_none() {
