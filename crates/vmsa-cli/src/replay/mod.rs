@@ -24,6 +24,7 @@
 //! of its own.
 
 pub mod parse;
+mod pool;
 pub mod runs;
 pub mod sim;
 pub mod space;
@@ -256,8 +257,9 @@ const CHUNK: usize = 4096;
 /// Replays the capture `name` read from `reader` under every selected
 /// policy and profile, streaming: one pass over the input. This thread
 /// parses it and works out what it asks ([`sim::Driver`]: the same for
-/// every policy); the policies' models (split over up to two threads)
-/// carry that out a chunk of commands at a time.
+/// every policy); the policies' models carry that out a chunk of commands
+/// at a time on up to two threads, each taking whichever policy is
+/// furthest behind ([`pool`]).
 ///
 /// # Errors
 /// The first line that cannot be parsed (nothing is returned for it).
@@ -276,76 +278,50 @@ pub fn replay_stream(
     let mut parser = Parser::new(lines(reader, max_lines)?);
     let mut failed = None;
     let mut driver = sim::Driver::new(opts);
-    // What was replayed, set before the commands end.
-    let stats = std::sync::OnceLock::new();
-    let outcomes: HashMap<(&str, &str), Outcome> = thread::scope(|s| {
-        let mut feeds = Vec::new();
-        let mut workers = Vec::new();
-        for w in 0..threads {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<sim::Command>>>(2);
-            feeds.push(tx);
-            let mine: Vec<(&str, &str)> = runs.iter().copied().skip(w).step_by(threads).collect();
-            let stats = &stats;
-            workers.push(s.spawn(move || {
-                let mut models: Vec<_> = mine
-                    .iter()
-                    .map(|&(policy, priced)| {
-                        let p = if priced.is_empty() {
-                            PROFILES[0]
-                        } else {
-                            profile(priced)
-                        };
-                        sim::Models::new(policy, p, opts)
-                    })
-                    .collect();
-                for chunk in rx {
-                    for m in &mut models {
-                        for c in chunk.iter() {
-                            m.run(c);
-                        }
+    let models: Vec<sim::Models> = runs
+        .iter()
+        .map(|&(policy, priced)| {
+            let p = if priced.is_empty() {
+                PROFILES[0]
+            } else {
+                profile(priced)
+            };
+            sim::Models::new(policy, p, opts)
+        })
+        .collect();
+    let models = pool::run(
+        models,
+        threads,
+        |send| {
+            for ev in parser.by_ref() {
+                match ev {
+                    Ok(ev) => driver.event(&ev),
+                    Err(e) => {
+                        failed = Some(e);
+                        return;
                     }
                 }
-                // After a parse error the stats are not set; the results
-                // are dropped then.
-                let stats: Stats = stats.get().cloned().unwrap_or_default();
-                mine.into_iter()
-                    .zip(models.into_iter().map(|m| m.finish(&stats)))
-                    .collect::<Vec<_>>()
-            }));
-        }
-        let send = |chunk: Vec<sim::Command>| {
-            let chunk = std::sync::Arc::new(chunk);
-            for f in &feeds {
-                // A worker only stops early by panicking, which the join
-                // below reports.
-                let _ = f.send(chunk.clone());
-            }
-        };
-        for ev in parser.by_ref() {
-            match ev {
-                Ok(ev) => driver.event(&ev),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+                if driver.commands().len() >= CHUNK {
+                    // An event makes a few commands: room for a chunk and
+                    // them.
+                    let next = Vec::with_capacity(CHUNK + CHUNK / 4);
+                    send(std::mem::replace(driver.commands(), next));
                 }
             }
-            if driver.commands().len() >= CHUNK {
-                // An event makes a few commands: room for a chunk and them.
-                let next = Vec::with_capacity(CHUNK + CHUNK / 4);
-                send(std::mem::replace(driver.commands(), next));
-            }
-        }
-        if failed.is_none() {
             driver.finish();
-            let _ = stats.set(driver.stats().clone());
             send(std::mem::take(driver.commands()));
-        }
-        drop(feeds);
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a replay panicked"))
-            .collect()
-    });
+        },
+        |m, chunk| {
+            for c in chunk {
+                m.run(c);
+            }
+        },
+    );
+    let outcomes: HashMap<(&str, &str), Outcome> = runs
+        .iter()
+        .copied()
+        .zip(models.into_iter().map(|m| m.finish(driver.stats())))
+        .collect();
     if let Some(e) = failed {
         return Err(e);
     }
