@@ -259,7 +259,7 @@ const CHUNK: usize = 4096;
 /// parses it and works out what it asks ([`sim::Driver`]: the same for
 /// every policy); the policies' models carry that out a chunk of commands
 /// at a time on up to two threads, each taking whichever policy is
-/// furthest behind ([`pool`]).
+/// furthest behind (see `replay/pool.rs`).
 ///
 /// # Errors
 /// The first line that cannot be parsed (nothing is returned for it).
