@@ -545,6 +545,21 @@ mod tests {
         }
     }
 
+    /// Up to six leaf runs: (first page / 8, pages, PEs of one kind, of
+    /// another, when visible).
+    fn leaf_runs() -> impl Strategy<Value = Vec<(u64, u64, u64, u64, Option<u64>)>> {
+        proptest::collection::vec(
+            (
+                0..8u64,
+                1..12u64,
+                0..16u64,
+                0..16u64,
+                prop_oneof![Just(Some(0u64)), proptest::option::of(0..40u64)],
+            ),
+            1..6,
+        )
+    }
+
     /// [`apply_batch`] the plain way: every invalidation, in order, to
     /// every piece of every ghost, neighbours rejoined after each.
     fn apply_each(ghosts: &[Ghost], batch: &[Applied], now: u64) -> Vec<Ghost> {
@@ -577,10 +592,7 @@ mod tests {
         /// does.
         #[test]
         fn the_batch_removes_what_each_invalidation_does(
-            runs in proptest::collection::vec(
-                (0..8u64, 1..12u64, 0..16u64, 0..16u64, prop_oneof![Just(Some(0u64)), proptest::option::of(0..40u64)]),
-                1..6,
-            ),
+            runs in leaf_runs(),
             // (first page, pages, PEs, kinds, whole-VMID instead)
             tlbis in proptest::collection::vec(
                 (0..70u64, 1..4u64, prop_oneof![Just(15u64), 1..16u64],
@@ -624,17 +636,12 @@ mod tests {
             apply_batch(&mut batched, &batch, 1000, &mut Scratch::default());
             prop_assert_eq!(format!("{batched:?}"), format!("{each:?}"));
         }
-    }
 
-    proptest! {
         /// Coalescing a batch changes nothing: the ghosts left are the same
         /// as when each invalidation is applied on its own.
         #[test]
         fn coalescing_removes_what_the_invalidations_do(
-            runs in proptest::collection::vec(
-                (0..8u64, 1..12u64, 0..16u64, 0..16u64, prop_oneof![Just(Some(0u64)), proptest::option::of(0..40u64)]),
-                1..6,
-            ),
+            runs in leaf_runs(),
             // (first page, pages, PEs, PEs alternating with all, whole-VMID instead)
             tlbis in proptest::collection::vec(
                 (0..70u64, 1..12u64, prop_oneof![Just(15u64), 1..16u64],

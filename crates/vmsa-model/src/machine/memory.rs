@@ -729,6 +729,23 @@ impl Memory {
 mod tests {
     use super::*;
 
+    /// An installed tree rooted at `root`.
+    fn live_tree(root: u64, key: Key, start_level: u8, root_pages: u8) -> Tree {
+        Tree {
+            root,
+            stage: key.stage(),
+            key: Some(key),
+            start_level,
+            root_pages,
+            installed: true,
+            released: false,
+            installed_at: 0,
+            leaves: 0,
+            left_at: 0,
+            declared: false,
+        }
+    }
+
     /// `translate_at` agrees with `translate_range` over one address.
     #[test]
     fn translate_at_is_translate_range_of_one_address() {
@@ -738,19 +755,8 @@ mod tests {
             (Key::Vmid(3), 1, 2),
         ] {
             let mut m = Memory::default();
-            m.trees.push(Tree {
-                root: 0x10_0000,
-                stage: key.stage(),
-                key: Some(key),
-                start_level,
-                root_pages,
-                installed: true,
-                released: false,
-                installed_at: 0,
-                leaves: 0,
-                left_at: 0,
-                declared: false,
-            });
+            m.trees
+                .push(live_tree(0x10_0000, key, start_level, root_pages));
             let first = m.trees[0].root_base();
             let span = ENTRIES as u64 * entry_size(start_level);
             let af = 1 << 10;
@@ -820,19 +826,7 @@ mod tests {
             // Root at level 0; pages 1..6 are tables or leaves' homes.
             let page = |i: u64| 0x10_0000 + i * PAGE;
             let mut m = Memory::default();
-            m.trees.push(Tree {
-                root: page(0),
-                stage: Stage::Stage2,
-                key: Some(Key::Vmid(1)),
-                start_level: 0,
-                root_pages: 1,
-                installed: true,
-                released: false,
-                installed_at: 0,
-                leaves: 0,
-                left_at: 0,
-                declared: false,
-            });
+            m.trees.push(live_tree(page(0), Key::Vmid(1), 0, 1));
             let af = 1 << 10;
             // Addresses in the first two entries of each level.
             let addr = |a: u64, b: u64| a * entry_size(1) + b * entry_size(2) + (a ^ b) * PAGE;
