@@ -198,14 +198,26 @@ pub enum Command {
         /// The PE.
         pe: usize,
     },
-    /// One batch of table operations (a call, a fault) issued on `pe`.
+    /// A batch of table operations (a call, a fault) issued on `pe`
+    /// begins: its operations follow as [`Command::Op`]s, then
+    /// [`Command::EndBatch`].
     Batch {
         /// The space.
         proc: usize,
         /// The issuing PE.
         pe: usize,
-        /// The operations, in order.
-        ops: Vec<Op>,
+    },
+    /// One table operation of the batch.
+    Op {
+        /// The space.
+        proc: usize,
+        /// The operation.
+        op: Op,
+    },
+    /// The batch ends.
+    EndBatch {
+        /// The space.
+        proc: usize,
     },
     /// The vCPU on `pe` accesses `page`.
     Touch {
@@ -374,11 +386,11 @@ impl Driver {
         }
         self.stats.table_ops += ops.len() as u64;
         self.stats.batches += 1;
-        self.out.push(Command::Batch {
-            proc: p.id,
-            pe,
-            ops,
-        });
+        let proc = p.id;
+        self.out.push(Command::Batch { proc, pe });
+        self.out
+            .extend(ops.into_iter().map(|op| Command::Op { proc, op }));
+        self.out.push(Command::EndBatch { proc });
     }
 
     /// The thread for `pid`, created if the trace has not shown it yet.
@@ -735,6 +747,8 @@ impl<'a> Models<'a> {
         let (Command::Load { proc, .. }
         | Command::Put { proc, .. }
         | Command::Batch { proc, .. }
+        | Command::Op { proc, .. }
+        | Command::EndBatch { proc }
         | Command::Touch { proc, .. }
         | Command::End { proc }) = *c
         else {
@@ -747,23 +761,21 @@ impl<'a> Models<'a> {
             Command::NewSpace => {}
             Command::Load { pe, .. } => env.vcpu_load(*pe),
             Command::Put { pe, .. } => env.vcpu_put(*pe),
-            Command::Batch { pe, ops, .. } => {
-                env.set_issuer(*pe);
-                for op in ops {
-                    match *op {
-                        Op::Map {
-                            start,
-                            end,
-                            frame,
-                            perm,
-                        } => env.map(start, end, frame, perm, false),
-                        Op::Unmap { start, end } => env.unmap(start, end),
-                        Op::Protect { start, end, perm } => env.protect(start, end, perm),
-                    }
-                    env.end_op();
+            Command::Batch { pe, .. } => env.set_issuer(*pe),
+            Command::Op { op, .. } => {
+                match *op {
+                    Op::Map {
+                        start,
+                        end,
+                        frame,
+                        perm,
+                    } => env.map(start, end, frame, perm, false),
+                    Op::Unmap { start, end } => env.unmap(start, end),
+                    Op::Protect { start, end, perm } => env.protect(start, end, perm),
                 }
-                env.end_batch();
+                env.end_op();
             }
+            Command::EndBatch { .. } => env.end_batch(),
             Command::Touch { pe, page, how, .. } => match how {
                 Touch::Read => env.touch_on(*pe, &[*page], false),
                 Touch::Write => env.touch_on(*pe, &[*page], true),
