@@ -182,7 +182,8 @@ mod tests {
     const ARENA: u64 = 0x8000_0000;
 
     /// A machine with a live stage 2 table mapping 2 MiB from IPA 0 as
-    /// pages, warm on PE 1; then `[holes, holes + len)` pages unmapped,
+    /// pages, warm on PE 1; then pages `[hole, hole + len)` unmapped (never
+    /// the last, so the table stays),
     /// flushed or not (leaving ghosts). Returns it with the table's leaf
     /// pages and a leaf descriptor of it.
     fn machine(hole: u64, len: u64, flushed: bool) -> (Machine, Vec<u64>, u64) {
@@ -216,7 +217,8 @@ mod tests {
             let _ = m.access(1, Key::Vmid(5), a, grant::READ);
         }
         let mut fx = ModelEffects::new(&mut m, 0);
-        let (s, e) = (hole * K, (hole + len).min(512) * K);
+        // The last page stays: an emptied table would be removed.
+        let (s, e) = (hole * K, (hole + len).min(511) * K);
         if s < e {
             t.unmap(Ipa(s)..Ipa(e), &mut fx).unwrap();
             if flushed {
