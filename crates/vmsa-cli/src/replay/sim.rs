@@ -237,6 +237,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The space it is about (`None` for [`Command::NewSpace`], which makes
+    /// the next one).
+    fn space(&self) -> Option<usize> {
+        match *self {
+            Command::NewSpace => None,
+            Command::Load { proc, .. }
+            | Command::Put { proc, .. }
+            | Command::Batch { proc, .. }
+            | Command::Op { proc, .. }
+            | Command::EndBatch { proc }
+            | Command::Touch { proc, .. }
+            | Command::End { proc } => Some(proc),
+        }
+    }
+}
+
 /// Turns a trace's events into [`Command`]s, the same for every policy:
 /// processes, threads and their vCPUs, each space's contents and the
 /// table operations their changes need, the pages touched.
@@ -739,31 +756,21 @@ impl<'a> Models<'a> {
 
     /// Carries out one command.
     pub fn run(&mut self, c: &Command) {
-        if let Command::NewSpace = c {
+        let Some(proc) = c.space() else {
             let env = self.new_env();
             self.envs.push(Some(env));
-            return;
-        }
-        let (Command::Load { proc, .. }
-        | Command::Put { proc, .. }
-        | Command::Batch { proc, .. }
-        | Command::Op { proc, .. }
-        | Command::EndBatch { proc }
-        | Command::Touch { proc, .. }
-        | Command::End { proc }) = *c
-        else {
             return;
         };
         let Some(env) = self.envs.get_mut(proc).and_then(Option::as_mut) else {
             return;
         };
-        match c {
+        match *c {
             Command::NewSpace => {}
-            Command::Load { pe, .. } => env.vcpu_load(*pe),
-            Command::Put { pe, .. } => env.vcpu_put(*pe),
-            Command::Batch { pe, .. } => env.set_issuer(*pe),
+            Command::Load { pe, .. } => env.vcpu_load(pe),
+            Command::Put { pe, .. } => env.vcpu_put(pe),
+            Command::Batch { pe, .. } => env.set_issuer(pe),
             Command::Op { op, .. } => {
-                match *op {
+                match op {
                     Op::Map {
                         start,
                         end,
@@ -777,15 +784,13 @@ impl<'a> Models<'a> {
             }
             Command::EndBatch { .. } => env.end_batch(),
             Command::Touch { pe, page, how, .. } => match how {
-                Touch::Read => env.touch_on(*pe, &[*page], false),
-                Touch::Write => env.touch_on(*pe, &[*page], true),
-                Touch::Exec => env.exec_on(*pe, &[*page]),
+                Touch::Read => env.touch_on(pe, &[page], false),
+                Touch::Write => env.touch_on(pe, &[page], true),
+                Touch::Exec => env.exec_on(pe, &[page]),
             },
             Command::End { .. } => {
-                let Some(mut env) = self.envs[proc].take() else {
-                    return;
-                };
-                // A last completion point.
+                // A last completion point; the results are counted and the
+                // model goes.
                 env.flush();
                 add_costs(&mut self.out.costs, env.m.costs());
                 let v = env.m.violations();
@@ -796,6 +801,7 @@ impl<'a> Models<'a> {
                 {
                     self.out.first_violations.push(v.to_string());
                 }
+                self.envs[proc] = None;
             }
         }
     }

@@ -181,11 +181,16 @@ pub struct Applied {
     pub issued: u64,
 }
 
+/// Whether `a` acts on `g` at all: the removal was visible to walkers
+/// before `a` was issued, and `a` addresses it.
+fn eligible(g: &Ghost, a: &Applied) -> bool {
+    g.visible.is_some_and(|v| v < a.issued) && g.in_scope(&a.scope)
+}
+
 /// Applies one invalidation to one ghost: the pieces that remain (up to
 /// three, in address order).
 fn apply_one(g: Ghost, a: &Applied, now: u64, out: &mut Vec<Ghost>) {
-    let eligible = g.visible.is_some_and(|v| v < a.issued) && g.in_scope(&a.scope);
-    if !eligible {
+    if !eligible(&g, a) {
         out.push(g);
         return;
     }
@@ -261,7 +266,7 @@ enum Trim {
 /// holder and what it reaches is the whole ghost, its start or its end (a
 /// per-page TLBI walking along an unmapped run).
 fn trim(g: &mut Ghost, a: &Applied) -> Trim {
-    if !(g.visible.is_some_and(|v| v < a.issued) && g.in_scope(&a.scope)) {
+    if !eligible(g, a) {
         return Trim::Kept;
     }
     let (lo, hi) = reach(g, a.scope.range);

@@ -842,12 +842,19 @@ impl Machine {
         {
             return false;
         }
+        self.grow_last_ghost(end);
+        true
+    }
+
+    /// The last ghost grows to end at `end` (the entries after it continue
+    /// it), and is filed for what it now covers.
+    fn grow_last_ghost(&mut self, end: u64) {
+        let at = self.ghosts.len() - 1;
+        let last = &mut self.ghosts[at];
         let (first, old_end) = (last.start, last.end);
         last.end = end;
         last.clean_at = 0;
-        let at = self.ghosts.len() - 1;
         self.ghost_index.extended(at, first, old_end, end);
-        true
     }
 
     /// The oracle: removes exactly the entries that are stale (every

@@ -153,13 +153,12 @@ impl Machine {
         let (tree, next, end) = (slot.tree, slot.ia + size, slot.ia + n * size);
         self.note_written(tree, next, end);
         if self.mem.trees[tree].live() {
-            let at = self.ghosts.len() - 1;
-            let last = &mut self.ghosts[at];
-            debug_assert_eq!(last.end, next, "the first write's ghost is last");
-            let (start, old_end) = (last.start, last.end);
-            last.end = end;
-            last.clean_at = 0;
-            self.ghost_index.extended(at, start, old_end, end);
+            debug_assert_eq!(
+                self.ghosts.last().map(|g| g.end),
+                Some(next),
+                "the first write's ghost is last"
+            );
+            self.grow_last_ghost(end);
         }
         let t = &mut self.mem.trees[tree];
         t.leaves = t.leaves.saturating_sub(n - 1);

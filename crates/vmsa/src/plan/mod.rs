@@ -547,20 +547,9 @@ impl Planner {
             .saturating_mul(self.profile.refill_walk)
     }
 
-    fn price(&self, ops: &[Op], after: &[Op], refills: u64, local: bool) -> u64 {
-        let tally = Tally {
-            ops: ops.len(),
-            tlbi: ops
-                .iter()
-                .chain(after)
-                .fold(0u64, |c, o| c.saturating_add(self.profile.tlbi(o.op))),
-            refill: 0,
-        };
-        self.price_tally(&tally, !after.is_empty(), refills, local)
-    }
-
-    /// [`price`](Self::price) of `t.ops` operations whose TLBIs cost
-    /// `t.tlbi` in all (those `after` the first DSB included).
+    /// The cycles of `t.ops` operations whose TLBIs cost `t.tlbi` in all
+    /// (those `after` the first DSB included), completed by one DSB (two
+    /// with `after`), then `refills`.
     fn price_tally(&self, t: &Tally, after: bool, refills: u64, local: bool) -> u64 {
         let p = &self.profile;
         let dsb = if local { p.dsb_light } else { p.dsb };
@@ -623,29 +612,46 @@ impl Planner {
     }
 
     /// The cycles of [`per_entry`](Self::per_entry)'s sequence, and how
-    /// many operations it has, from its [tally](Self::per_entry_tally):
-    /// what [`finish`](Self::finish) would price.
+    /// many operations it has, from its [tally](Self::per_entry_tally).
     fn per_entry_price(
         &self,
         space: &Space,
         needs: &[Need],
         mapped: &mut dyn FnMut() -> u64,
     ) -> (u64, usize) {
-        let mut t = self.per_entry_tally(space, needs);
+        let t = self.per_entry_tally(space, needs);
+        let ops = t.ops;
+        let (cycles, after) = self.settle(space, t, mapped);
+        (cycles, ops + usize::from(after.is_some()))
+    }
+
+    /// What [`finish`](Self::finish) adds to a candidate whose operations
+    /// (made local where the space is) are tallied in `t`: the stage 2
+    /// combined flush after them where one is needed (returned), the
+    /// refills, the barriers. Returns the cycles.
+    fn settle(
+        &self,
+        space: &Space,
+        mut t: Tally,
+        mapped: &mut dyn FnMut() -> u64,
+    ) -> (u64, Option<Op>) {
         let pes = self.holders(space);
         let mut refills = self.refills(t.refill, 1, pes);
-        let after = self.combined_flush(space) && t.ops > 0;
-        if after {
-            let op = if space.local {
-                local_form(TlbiOp::Vmalle1is)
-            } else {
-                TlbiOp::Vmalle1is
-            };
-            t.tlbi = t.tlbi.saturating_add(self.profile.tlbi(op));
+        let after = (self.combined_flush(space) && t.ops > 0).then(|| {
+            let op = TlbiOp::Vmalle1is;
+            Op {
+                op: if space.local { local_form(op) } else { op },
+                operand: 0,
+            }
+        });
+        if let Some(a) = after {
+            t.tlbi = t.tlbi.saturating_add(self.profile.tlbi(a.op));
             refills = refills.saturating_add(self.refills(mapped(), 1, pes));
         }
-        let cycles = self.price_tally(&t, after, refills, space.local);
-        (cycles, t.ops + usize::from(after))
+        (
+            self.price_tally(&t, after.is_some(), refills, space.local),
+            after,
+        )
     }
 
     /// Per entry: one by-address operation per changed entry (one per
@@ -772,30 +778,26 @@ impl Planner {
     fn finish(
         &self,
         space: &Space,
-        ops: Vec<Op>,
+        mut ops: Vec<Op>,
         refill: u64,
         mapped: &mut dyn FnMut() -> u64,
     ) -> Sequence {
-        let pes = self.holders(space);
-        let mut after = Vec::new();
-        let mut refills = self.refills(refill, 1, pes);
-        let mut ops = ops;
-        if self.combined_flush(space) && !ops.is_empty() {
-            after.push(Op {
-                op: TlbiOp::Vmalle1is,
-                operand: 0,
-            });
-            refills = refills.saturating_add(self.refills(mapped(), 1, pes));
-        }
         if space.local {
-            for o in ops.iter_mut().chain(after.iter_mut()) {
+            for o in ops.iter_mut() {
                 o.op = local_form(o.op);
             }
         }
-        let cycles = self.price(&ops, &after, refills, space.local);
+        let t = Tally {
+            ops: ops.len(),
+            tlbi: ops
+                .iter()
+                .fold(0u64, |c, o| c.saturating_add(self.profile.tlbi(o.op))),
+            refill,
+        };
+        let (cycles, after) = self.settle(space, t, mapped);
         Sequence {
             ops,
-            after,
+            after: after.into_iter().collect(),
             cycles,
             local: space.local,
         }
@@ -811,7 +813,12 @@ impl Planner {
         let op = if space.local { local_form(op) } else { op };
         let ops = alloc::vec![Op { op, operand }];
         let refills = self.refills(mapped(), kinds, self.holders(space));
-        let cycles = self.price(&ops, &[], refills, space.local);
+        let t = Tally {
+            ops: 1,
+            tlbi: self.profile.tlbi(op),
+            refill: 0,
+        };
+        let cycles = self.price_tally(&t, false, refills, space.local);
         Sequence {
             ops,
             after: Vec::new(),
